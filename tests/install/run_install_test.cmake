@@ -18,3 +18,11 @@ message(STATUS "consumer printed: ${last_output}")
 if(NOT last_output MATCHES "131072 bytes per token")
   message(FATAL_ERROR "install test: consumer printed the wrong figure")
 endif()
+# The same consumer with add_subdirectory: no tests, benches or examples of kvtier get built.
+step("configure add_subdirectory consumer" ${CMAKE_COMMAND} -S ${CONSUMER_SOURCE}/../subdir_consumer
+     -B ${WORK}/subdir-build -G ${GENERATOR} -DKVTIER_SOURCE=${KVTIER_SOURCE} -DKVTIER_ENABLE_CUDA=OFF)
+step("build add_subdirectory consumer" ${CMAKE_COMMAND} --build ${WORK}/subdir-build)
+step("run add_subdirectory consumer" ${WORK}/subdir-build/consumer)
+if(NOT last_output MATCHES "131072 bytes per token")
+  message(FATAL_ERROR "install test: consumer printed the wrong figure")
+endif()
