@@ -1,0 +1,78 @@
+#pragma once
+// page_head_first: physical order (page, head, layer, kv, token_in_page, dim). A page is still one
+// contiguous block, and inside it each head's KV (all layers) is contiguous, so a tensor-parallel
+// rank that owns heads [h0, h1) reads one contiguous sub-block of every page.
+#include <cstddef>
+
+#include "kvtier/core/config.hpp"
+#include "kvtier/core/page_size.hpp"
+#include "kvtier/layout/concepts.hpp"
+#include "kvtier/layout/extents.hpp"
+#include "kvtier/layout/page_first.hpp"
+
+namespace kvtier::layout {
+
+struct page_head_first {
+  class mapping {
+   public:
+    using kvtier_layout = layout_tag;
+    using extents_type = kv_extents;
+    using layout_type = page_head_first;
+    static constexpr bool heads_contiguous = false;  // one token's heads are head_span() apart
+
+    constexpr mapping() noexcept = default;
+    // Throws config_error if e.tokens() is not a multiple of the page size.
+    constexpr mapping(const kv_extents& e, page_size<> p) : e_(e), p_(detail::checked_page_tokens(e, p)) {}
+
+    KVTIER_HOST_DEVICE constexpr const kv_extents& extents() const noexcept { return e_; }
+    KVTIER_HOST_DEVICE constexpr std::size_t page_tokens() const noexcept { return p_; }
+    KVTIER_HOST_DEVICE constexpr std::size_t pages() const noexcept { return e_.tokens() / p_; }
+    KVTIER_HOST_DEVICE constexpr std::size_t page_span() const noexcept {
+      return e_.heads() * head_span();
+    }
+    // Elements of one head inside a page: (layer, kv, token_in_page, dim).
+    KVTIER_HOST_DEVICE constexpr std::size_t head_span() const noexcept {
+      return e_.layers() * e_.kv() * p_ * e_.dim();
+    }
+    KVTIER_HOST_DEVICE constexpr std::size_t operator()(std::size_t l, std::size_t k, std::size_t t, std::size_t h,
+                                                        std::size_t d) const noexcept {
+      const std::size_t page = t / p_, ti = t % p_;
+      return page * page_span() + h * head_span() + ((l * e_.kv() + k) * p_ + ti) * e_.dim() + d;
+    }
+    // Offset of (layer, kv, token ti of page `page`, head, dim), without dividing the token.
+    KVTIER_HOST_DEVICE constexpr std::size_t at_page(std::size_t l, std::size_t k, std::size_t page, std::size_t ti,
+                                                     std::size_t h, std::size_t d) const noexcept {
+      return page * page_span() + h * head_span() + ((l * e_.kv() + k) * p_ + ti) * e_.dim() + d;
+    }
+    KVTIER_HOST_DEVICE constexpr kv_index index_of(std::size_t off) const noexcept {
+      kv_index i;
+      i.dim = off % e_.dim(); off /= e_.dim();
+      const std::size_t ti = off % p_; off /= p_;
+      i.kv = off % e_.kv(); off /= e_.kv();
+      i.layer = off % e_.layers(); off /= e_.layers();
+      i.head = off % e_.heads(); off /= e_.heads();
+      i.token = off * p_ + ti;
+      return i;
+    }
+    KVTIER_HOST_DEVICE constexpr std::size_t token_stride_in_page() const noexcept { return e_.dim(); }
+    KVTIER_HOST_DEVICE constexpr std::size_t required_span_size() const noexcept { return e_.size(); }
+
+    static constexpr bool is_always_unique() noexcept { return true; }
+    static constexpr bool is_always_exhaustive() noexcept { return true; }
+    static constexpr bool is_always_strided() noexcept { return false; }
+    static constexpr bool is_unique() noexcept { return true; }
+    static constexpr bool is_exhaustive() noexcept { return true; }
+    constexpr bool is_strided() const noexcept { return pages() == 1 || p_ == 1; }
+
+    friend constexpr bool operator==(const mapping&, const mapping&) = default;
+
+   private:
+    kv_extents e_{};
+    std::size_t p_ = 1;
+  };
+};
+
+static_assert(kv_layout<page_head_first>);
+static_assert(paged_kv_layout_mapping<page_head_first::mapping>);
+
+}  // namespace kvtier::layout
