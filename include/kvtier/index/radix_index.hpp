@@ -1,0 +1,247 @@
+#pragma once
+// The prefix index: a page-granular radix tree over token ids that knows, for every cached page,
+// which tiers hold it and where, whether a copy is in flight, and who is using it.
+//  - Only whole pages are indexed; an edge (a node) holds a run of pages; a partial match splits
+//    a node; children are found through one flat hash table keyed by chained page keys.
+//  - Per page: tiers, in-flight tiers, device slot, host slot, the 128-bit key (which is also the
+//    slow-tier key), a lock count. Per node: the eviction policy's state.
+//  - Eviction is per tier and leaves first: a page leaves tier T only when the page after it (in
+//    its node, or the first page of any child) has no copy in T; locked and in-flight pages stay.
+//    A page with no copy left anywhere leaves the tree once it is an unlocked leaf.
+//  - Namespaces never share pages: every namespace has its own root and its id enters every key.
+// Single-threaded: the caller serialises access (the cache owns the index on its scheduler thread).
+#include <algorithm>
+#include <array>
+#include <concepts>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <functional>
+#include <optional>
+#include <span>
+#include <type_traits>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+#include "kvtier/core/error.hpp"
+#include "kvtier/core/page_key.hpp"
+#include "kvtier/core/page_size.hpp"
+#include "kvtier/core/strong_id.hpp"
+#include "kvtier/core/tier.hpp"
+#include "kvtier/index/detail/child_table.hpp"
+#include "kvtier/index/page_keys.hpp"
+#include "kvtier/index/residency.hpp"
+#include "kvtier/policy/eviction/concept.hpp"
+#include "kvtier/policy/eviction/lru.hpp"
+
+namespace kvtier {
+
+template <eviction_policy Policy = lru, std::size_t PageSize = dynamic_extent>
+class radix_index {
+ public:
+  using policy_type = Policy;
+  using page_size_type = kvtier::page_size<PageSize>;
+
+  explicit radix_index(page_size_type pages, index_options options = {}, Policy policy = {})
+      : pages_(pages), options_(options), policy_(std::move(policy)) {
+    if (options_.reserve_pages > max_pages) throw config_error("kvtier: radix_index reserve above 2^32-2 pages");
+    reserve(options_.reserve_pages);
+  }
+  radix_index() requires(PageSize != dynamic_extent) : radix_index(page_size_type{}) {}
+
+  radix_index(const radix_index&) = delete;
+  radix_index& operator=(const radix_index&) = delete;
+  radix_index(radix_index&&) noexcept = default;
+  radix_index& operator=(radix_index&&) noexcept = default;
+
+  page_size_type page_size() const noexcept { return pages_; }
+  std::uint64_t model() const noexcept { return options_.model; }
+  const Policy& policy() const noexcept { return policy_; }
+  Policy& policy() noexcept { return policy_; }
+
+  // ------------------------------------------------------------------ lookup
+  // The longest cached prefix of `tokens` in namespace `ns` (whole pages, each ready in some
+  // tier), into `out` (cleared first). O(tokens); no allocation once `out` has grown.
+  void match(namespace_id ns, std::span<const token_id> tokens, match_result& out, match_options options = {});
+  match_result match(namespace_id ns, std::span<const token_id> tokens, match_options options = {}) {
+    match_result r;
+    match(ns, tokens, r, options);
+    return r;
+  }
+
+  // ------------------------------------------------------------------ insert
+  // Makes every whole page of `tokens` present. Pages with no copy yet (new ones, or ones whose
+  // copies were all dropped) receive residency(i), i = the page's index in the prompt; pages
+  // with a copy keep theirs. `path`, when given, receives every page's handle, root first.
+  template <class ResidencyOf>
+    requires std::is_invocable_r_v<page_residency, ResidencyOf&, std::size_t>
+  insert_result insert(namespace_id ns, std::span<const token_id> tokens, ResidencyOf&& residency,
+                       insert_options options = {}, std::vector<page_id>* path = nullptr);
+  insert_result insert(namespace_id ns, std::span<const token_id> tokens, page_residency residency,
+                       insert_options options = {}, std::vector<page_id>* path = nullptr) {
+    return insert(ns, tokens, [&](std::size_t) { return residency; }, options, path);
+  }
+
+  // ------------------------------------------------------------------- locks
+  // Locked pages are never evicted nor removed from the tree. Counts nest.
+  result<void> lock(std::span<const page_id> pages);
+  // Fails with invalid_argument (and changes nothing) if any page is unknown or not locked.
+  result<void> unlock(std::span<const page_id> pages);
+
+  // --------------------------------------------------------------- residency
+  // All fail with invalid_argument for an unknown handle.
+  result<page_info> info(page_id page) const;
+  result<void> set_residency(page_id page, page_residency residency);      // replace all of it
+  result<void> add_tier(page_id page, tier_id tier, bool in_flight = false);  // in_flight: loading
+  result<void> set_in_flight(page_id page, tier_id tier, bool in_flight);  // tier must be held
+  result<void> set_device_slot(page_id page, device_slot slot);
+  result<void> set_host_slot(page_id page, host_slot slot);
+  // Drops `tier`'s copy (not_found if none), even if locked or in flight: an explicit decision
+  // (a failed load, a corrupted copy). Its slot is cleared.
+  result<void> remove_tier(page_id page, tier_id tier);
+  std::span<const token_id> tokens_of(page_id page) const noexcept {
+    return {tokens_.data() + std::size_t(page.value()) * pages_.tokens(), pages_.tokens()};
+  }
+  bool contains(page_id page) const noexcept {
+    return page.value() < owner_.size() && owner_[page.value()] != none;
+  }
+
+  // ---------------------------------------------------------------- eviction
+  // Offers up to `max_pages` victims of `tier`, policy order, leaves first, skipping locked and
+  // in-flight pages. on_victim(const victim&) -> bool: true drops the copy (the caller frees the
+  // slot), false keeps it (for example: back it up first and mark it in flight) and moves on to
+  // another node. Returns the number of copies dropped. on_victim must not insert or match.
+  template <class OnVictim>
+    requires std::is_invocable_r_v<bool, OnVictim&, const victim&>
+  std::size_t evict(tier_id tier, std::size_t max_pages, OnVictim&& on_victim);
+  // The next up to `max_pages` victims of `tier`, in the order evict() would take them, without
+  // dropping anything (appended to `out`). Dropping them in that order keeps leaves first.
+  std::size_t collect_victims(tier_id tier, std::size_t max_pages, std::vector<page_id>& out);
+
+  // --------------------------------------------------------------- look-ahead
+  // The scheduler's hook: the cached prefix of a queued prompt is protected (evicted after every
+  // unprotected node) until unexpect() with the same prompt. Counts saturate; a hint, not a lock.
+  void expect(namespace_id ns, std::span<const token_id> tokens) requires look_ahead_policy<Policy> {
+    walk_expect(ns, tokens, +1);
+  }
+  void unexpect(namespace_id ns, std::span<const token_id> tokens) requires look_ahead_policy<Policy> {
+    walk_expect(ns, tokens, -1);
+  }
+
+  // --------------------------------------------------------------- statistics
+  std::size_t pages() const noexcept { return live_pages_; }                 // pages in the tree
+  std::size_t pages_in(tier_id t) const noexcept { return tier_pages_[std::size_t(t)]; }
+  std::size_t nodes() const noexcept { return live_nodes_; }
+  std::uint64_t clock() const noexcept { return clock_; }
+  // Bytes the index holds for bookkeeping, excluding the tokens themselves (4 B a token).
+  std::size_t memory_bytes() const noexcept;
+  std::size_t token_bytes() const noexcept { return tokens_.capacity() * sizeof(token_id); }
+
+ private:
+  static constexpr std::uint32_t none = UINT32_MAX;
+  static constexpr std::size_t max_pages = std::size_t(UINT32_MAX) - 1;
+  using node_state = typename Policy::node_state;
+
+  struct node {
+    std::uint32_t parent = none;
+    std::uint32_t begin = 0;     // first entry in lists_
+    std::uint32_t count = 0;     // pages on this edge
+    std::uint32_t children = 0;
+    std::array<std::uint32_t, tier_count> held{};              // pages of this node in each tier
+    std::array<std::uint32_t, tier_count> children_holding{};  // children whose first page is in each tier
+    namespace_id ns{};
+    node_state state{};
+    bool alive = false;
+  };
+  struct heap_entry {
+    std::uint64_t key;
+    std::uint32_t node;
+    friend bool operator>(const heap_entry& a, const heap_entry& b) noexcept {
+      return a.key != b.key ? a.key > b.key : a.node > b.node;
+    }
+  };
+
+  std::span<const token_id> query_page(std::span<const token_id> tokens, std::size_t i) const noexcept {
+    return tokens.subspan(i * pages_.tokens(), pages_.tokens());
+  }
+  bool same_tokens(std::uint32_t p, std::span<const token_id> q) const noexcept {
+    return std::memcmp(tokens_.data() + std::size_t(p) * pages_.tokens(), q.data(),
+                       pages_.tokens() * sizeof(token_id)) == 0;
+  }
+  std::uint32_t page_at(const node& n, std::size_t j) const noexcept { return lists_[n.begin + j]; }
+  page_key key_for(namespace_id ns, page_key parent, std::span<const token_id> q) const noexcept {
+    return chain_page_key(ns, options_.model, parent, q);
+  }
+  std::uint32_t find_child(std::uint32_t parent, page_key key, std::span<const token_id> q) const {
+    return children_.find(key, [&](std::uint32_t c) {
+      return nodes_[c].parent == parent && same_tokens(page_at(nodes_[c], 0), q);
+    });
+  }
+  static std::optional<page_source> source_of(const page_residency& r) noexcept {
+    if (r.ready(tier_id::device)) return page_source::device;
+    if (r.ready(tier_id::host)) return page_source::host;
+    if (r.ready(tier_id::disk) || r.ready(tier_id::remote)) return page_source::storage;
+    return std::nullopt;
+  }
+  static page_residency normalized(page_residency r) noexcept {
+    r.in_flight.bits &= r.tiers.bits;
+    if (!r.tiers.has(tier_id::device)) r.device = device_slot{};
+    if (!r.tiers.has(tier_id::host)) r.host = host_slot{};
+    return r;
+  }
+
+  void reserve(std::size_t n);
+  std::uint32_t root_of(namespace_id ns, bool create);
+  std::uint32_t alloc_node();
+  std::uint32_t alloc_page();
+  void free_page(std::uint32_t p);
+  template <class ResidencyOf>
+  void append_pages(std::uint32_t parent, namespace_id ns, page_key first_key,
+                    std::span<const token_id> tokens, std::size_t first, std::size_t n,
+                    const access_info& access, ResidencyOf& residency, insert_result& r);
+  std::uint32_t split(std::uint32_t c, std::uint32_t j);
+  void account(std::uint32_t p, const page_residency& next);
+  void consider(std::uint32_t n);
+  void trim(std::uint32_t n);
+  void compact_lists();
+  template <class OnVictim>
+  std::size_t evict_node(std::uint32_t n, tier_id t, std::size_t budget, OnVictim& on_victim, bool& refused);
+  void push_heap_entry(tier_id t, std::uint32_t n);
+  void walk_expect(namespace_id ns, std::span<const token_id> tokens, int delta);
+  bool valid(page_id p) const noexcept { return contains(p); }
+
+  page_size_type pages_;
+  index_options options_;
+  Policy policy_;
+  std::uint64_t clock_ = 0;
+
+  // Pages, indexed by page id (structure of arrays).
+  std::vector<token_id> tokens_;         // (page, token)
+  std::vector<page_key> keys_;
+  std::vector<page_residency> residency_;
+  std::vector<std::uint32_t> locks_;
+  std::vector<std::uint32_t> owner_;     // the node holding the page; none when free
+  std::vector<std::uint32_t> free_pages_;
+
+  // Nodes; each holds the range [begin, begin + count) of lists_.
+  std::vector<node> nodes_;
+  std::vector<std::uint32_t> free_nodes_;
+  std::vector<std::uint32_t> lists_;
+  std::size_t list_garbage_ = 0;
+  detail::child_table children_;
+  std::unordered_map<std::uint64_t, std::uint32_t> roots_;
+
+  // One lazy min-heap of candidate nodes per tier; stale entries are skipped when popped.
+  std::array<std::vector<heap_entry>, tier_count> heaps_;
+  std::vector<std::uint32_t> deferred_;
+  std::vector<page_id> path_scratch_;
+
+  std::size_t live_pages_ = 0;
+  std::size_t live_nodes_ = 0;
+  std::array<std::size_t, tier_count> tier_pages_{};
+};
+
+}  // namespace kvtier
+
+#include "kvtier/index/detail/radix_index_impl.hpp"
