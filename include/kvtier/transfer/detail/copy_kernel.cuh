@@ -1,0 +1,84 @@
+#pragma once
+// The page copy kernel. Work is cut into tiles (one (layer, pair, kv[, head]) block, or one whole
+// page on the fast path) and each tile into slices of 32 x vectors_per_lane vectors; a warp decodes
+// a slice's tile once (warp-uniform), then every lane loads vectors_per_lane vectors into registers
+// before storing any, so each lane has that many 16-byte accesses in flight. The grid is the
+// caller's SM budget and strides over the slices.
+#include <cstddef>
+#include <cstdint>
+
+#include "kvtier/transfer/detail/fast_divmod.hpp"
+#include "kvtier/transfer/geometry.hpp"
+#include "kvtier/transfer/views.hpp"
+
+namespace kvtier::transfer::detail {
+
+template <class Src, class Dst>
+struct copy_params {
+  Src src;                       // source view, device-readable
+  Dst dst;                       // destination view, device-writable
+  const page_pair* pairs;        // device-readable pairs
+  std::uint32_t first_layer;     // first layer of this launch
+  std::uint32_t page_tokens;     // P
+  std::uint32_t units;           // tiles x slices of this launch
+  std::uint32_t tile_vecs;       // vectors in one tile
+  std::uint32_t rows;            // runs per tile: 1 (contiguous tile) or P (head tiles)
+  fast_divmod slices;            // tile -> slices per tile
+  fast_divmod heads;             // tiles per (layer, pair, kv): heads (head tiles) or 1
+  fast_divmod kv;                // kv planes (1 on the page fast path)
+  fast_divmod pairs_div;         // pairs in the batch
+  fast_divmod run_vecs;          // vectors per run (head tiles)
+  std::size_t src_row_stride;    // bytes between the runs of a head tile, source side
+  std::size_t dst_row_stride;    // bytes between the runs of a head tile, destination side
+  run_shape shape;
+};
+
+template <int Threads, int VectorsPerLane, class Vec, class Src, class Dst>
+__global__ void __launch_bounds__(Threads, 1) copy_pages_kernel(const __grid_constant__ copy_params<Src, Dst> p) {
+  constexpr std::uint32_t slice_vecs = 32u * VectorsPerLane;
+  const std::uint32_t lane = threadIdx.x & 31u;
+  const std::uint32_t warps = (gridDim.x * Threads) >> 5;
+  for (std::uint32_t u = (blockIdx.x * Threads + threadIdx.x) >> 5; u < p.units; u += warps) {
+    // Warp-uniform decode: unit -> (tile, slice) -> (layer, pair, kv, head).
+    std::uint32_t tile, rest, lp, layer_rel;
+    const std::uint32_t slice = p.slices.divmod(u, tile);
+    const std::uint32_t h = p.heads.divmod(tile, rest);
+    const std::uint32_t k = p.kv.divmod(rest, lp);
+    const std::uint32_t pair = p.pairs_div.divmod(lp, layer_rel);
+    const page_pair pg = p.pairs[pair];
+    const std::uint32_t l = p.first_layer + layer_rel;
+    const std::byte* s = p.src.page_row(l, k, pg.src, p.page_tokens, 0, h);
+    std::byte* d = p.dst.page_row(l, k, pg.dst, p.page_tokens, 0, h);
+    const std::uint32_t first = slice * slice_vecs + lane;
+
+    Vec r[VectorsPerLane];
+#pragma unroll
+    for (int j = 0; j < VectorsPerLane; ++j) {
+      const std::uint32_t i = first + 32u * j;
+      if (i < p.tile_vecs) {
+        std::size_t off = std::size_t{i} * sizeof(Vec);
+        if (p.rows > 1) {
+          std::uint32_t t;
+          const std::uint32_t c = p.run_vecs.divmod(i, t);
+          off = t * p.src_row_stride + std::size_t{c} * sizeof(Vec);
+        }
+        r[j] = *reinterpret_cast<const Vec*>(s + off);
+      }
+    }
+#pragma unroll
+    for (int j = 0; j < VectorsPerLane; ++j) {
+      const std::uint32_t i = first + 32u * j;
+      if (i < p.tile_vecs) {
+        std::size_t off = std::size_t{i} * sizeof(Vec);
+        if (p.rows > 1) {
+          std::uint32_t t;
+          const std::uint32_t c = p.run_vecs.divmod(i, t);
+          off = t * p.dst_row_stride + std::size_t{c} * sizeof(Vec);
+        }
+        *reinterpret_cast<Vec*>(d + off) = r[j];
+      }
+    }
+  }
+}
+
+}  // namespace kvtier::transfer::detail
