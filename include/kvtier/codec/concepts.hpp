@@ -15,8 +15,8 @@ namespace kvtier {
 struct codec_tag {};
 
 template <class T>
-inline constexpr bool enable_page_codec = requires { typename T::kvtier_codec; } &&
-                                          std::is_same_v<typename T::kvtier_codec, codec_tag>;
+inline constexpr bool enable_page_codec =
+    requires { requires std::is_same_v<typename T::kvtier_codec, codec_tag>; };
 
 template <class C>
 concept page_codec =

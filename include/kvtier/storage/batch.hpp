@@ -38,7 +38,8 @@ class storage_batch {
   bool begin(std::size_t n) noexcept {
     if (pending_ != 0) return false;
     try {
-      status_.assign(n, error{errc::busy, 0});
+      status_.resize(n);
+      std::fill(status_.begin(), status_.end(), error{errc::busy, 0});
     } catch (...) {
       return false;
     }

@@ -20,8 +20,7 @@ struct storage_backend_tag {};
 
 template <class T>
 inline constexpr bool enable_storage_backend =
-    requires { typename T::kvtier_storage_backend; } &&
-    std::is_same_v<typename T::kvtier_storage_backend, storage_backend_tag>;
+    requires { requires std::is_same_v<typename T::kvtier_storage_backend, storage_backend_tag>; };
 
 // Submitting never blocks on I/O completion and never throws: a refused batch (in flight,
 // too large, out of memory) is an error value and the batch stays untouched; an accepted batch

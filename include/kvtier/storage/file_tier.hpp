@@ -50,9 +50,9 @@ enum class file_io_path : std::uint8_t { uring_direct, uring_buffered, pread_dir
 constexpr std::string_view to_string(file_io_path p) noexcept {
   switch (p) {
     case file_io_path::uring_direct: return "io_uring + O_DIRECT";
-    case file_io_path::uring_buffered: return "io_uring, buffered (O_DIRECT refused)";
-    case file_io_path::pread_direct: return "pread/pwrite + O_DIRECT (io_uring refused)";
-    case file_io_path::pread_buffered: return "pread/pwrite, buffered (io_uring and O_DIRECT refused)";
+    case file_io_path::uring_buffered: return "io_uring, buffered";
+    case file_io_path::pread_direct: return "pread/pwrite + O_DIRECT";
+    case file_io_path::pread_buffered: return "pread/pwrite, buffered";
   }
   return "?";
 }
