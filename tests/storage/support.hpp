@@ -2,6 +2,7 @@
 // Shared helpers of the storage tests: deterministic pages, temporary directories, a real
 // redis-server on a free loopback port, and the "no wrong page" ledger every fault test keeps.
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <sys/socket.h>
@@ -143,7 +144,8 @@ class redis_server {
       std::vector<char*> argv;
       for (auto& s : args) argv.push_back(s.data());
       argv.push_back(nullptr);
-      std::freopen("/dev/null", "w", stdout);
+      const int null = ::open("/dev/null", O_WRONLY);  // not freopen: it would flush the parent's buffer
+      ::dup2(null, 1);
       ::execv(argv[0], argv.data());
       std::_Exit(127);
     }

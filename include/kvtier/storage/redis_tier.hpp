@@ -139,7 +139,9 @@ class redis_tier {
   static error reply_error(const redisReply* r) noexcept {
     const std::string_view s(r->str ? r->str : "", r->len);
     if (s.starts_with("OOM")) return make_error(errc::capacity_exhausted);
-    if (s.starts_with("NOAUTH") || s.starts_with("NOPERM") || s.starts_with("WRONGPASS"))
+    // Redis refuses large requests of unauthenticated clients with a protocol error, then closes.
+    if (s.starts_with("NOAUTH") || s.starts_with("NOPERM") || s.starts_with("WRONGPASS") ||
+        s.find("unauthenticated") != std::string_view::npos)
       return make_error(errc::connection_lost, EACCES);
     if (s.starts_with("LOADING") || s.starts_with("BUSY")) return make_error(errc::busy);
     return make_error(errc::io_error);
