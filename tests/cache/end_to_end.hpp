@@ -1,0 +1,112 @@
+#pragma once
+// The end-to-end harness shared by the CPU and GPU end-to-end tests, the bench and the demo's
+// checks: an engine loop over a multi-turn chat workload that reads every cached page back through
+// lookup/prefetch/load and compares it byte for byte with reference_kv, computes the rest with
+// reference_kv into fresh device slots, and commits.
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <span>
+#include <vector>
+
+#include "kvtier/cache.hpp"
+#include "kvtier/cache/chat_workload.hpp"
+#include "kvtier/cache/reference_kv.hpp"
+
+namespace kvtier::test {
+
+// Reads and writes device pages of a stand-in device (plain host memory, layer first).
+struct host_device_access {
+  template <class Cache>
+  static void write_rows(Cache& c, device_slot s, std::size_t first_token_in_page, std::size_t count,
+                         const reference_kv& gen, std::span<const std::uint64_t> hashes, std::size_t first_pos) {
+    const auto& view = c.device_view();
+    const kv_shape& sh = gen.shape();
+    const std::size_t P = c.configuration().pages.tokens();
+    for (std::size_t l = 0; l < sh.layers(); ++l)
+      for (std::size_t k = 0; k < sh.kv_planes(); ++k)
+        for (std::size_t t = 0; t < count; ++t) {
+          const std::size_t pos = first_pos + t;
+          std::byte* row = view.row(l, k, std::size_t(s.value()) * P + first_token_in_page + t, 0);
+          gen.fill_row(hashes[pos], l, k, pos, {row, sh.row_bytes()});
+        }
+  }
+  // Returns the number of rows of the page that differ from the reference.
+  template <class Cache>
+  static std::size_t check_page(Cache& c, device_slot s, const reference_kv& gen, std::span<const std::uint64_t> hashes,
+                                std::size_t first_pos) {
+    const auto& view = c.device_view();
+    const kv_shape& sh = gen.shape();
+    const std::size_t P = c.configuration().pages.tokens();
+    std::size_t bad = 0;
+    for (std::size_t l = 0; l < sh.layers(); ++l)
+      for (std::size_t k = 0; k < sh.kv_planes(); ++k)
+        for (std::size_t t = 0; t < P; ++t) {
+          const std::size_t pos = first_pos + t;
+          const std::byte* row = view.row(l, k, std::size_t(s.value()) * P + t, 0);
+          bad += !gen.check_row(hashes[pos], l, k, pos, {row, sh.row_bytes()});
+        }
+    return bad;
+  }
+};
+
+struct engine_report {
+  std::size_t requests = 0;
+  std::size_t pages_checked = 0;     // cached pages read back and compared
+  std::size_t rows_mismatched = 0;   // must be 0
+  std::size_t pages_computed = 0;
+  std::size_t errors = 0;            // API calls that returned an error (must be 0)
+  std::size_t device_full = 0;       // allocations refused (the request was skipped)
+};
+
+// Runs `requests` requests of the workload (all of it with 0) through the cache as an engine would.
+template <class Access = host_device_access, class Cache>
+engine_report run_engine(Cache& cache, chat_workload& work, const reference_kv& gen, typename Cache::stream_type& stream,
+                         std::size_t requests = 0, bool verify = true) {
+  engine_report rep;
+  typename Cache::lease_type lease;
+  std::vector<token_id> seq;
+  std::vector<device_slot> slots;
+  const std::size_t P = cache.configuration().pages.tokens();
+  while (auto req = work.next()) {
+    if (requests && rep.requests == requests) break;
+    ++rep.requests;
+    const namespace_id ns{req->name_space};
+    if (!cache.lookup(ns, req->prompt, lease)) ++rep.errors;
+    cache.prefetch(lease);
+    if (!cache.load(lease, stream)) ++rep.errors;
+    // The whole sequence this turn produces: the prompt, then the reply (decode).
+    seq = req->prompt;
+    seq.insert(seq.end(), req->reply.begin(), req->reply.end());
+    const std::vector<std::uint64_t> hashes = gen.prefix_hashes(req->name_space, seq);
+    const std::size_t cached = lease.cached_pages();
+    for (std::size_t layer = 0; layer < gen.shape().layers(); ++layer) cache.wait_layer(lease, layer);
+    if (verify)
+      for (std::size_t i = 0; i < cached; ++i) {
+        rep.rows_mismatched += Access::check_page(cache, lease.device_slots()[i], gen, hashes, i * P);
+        ++rep.pages_checked;
+      }
+    // Compute the rest (prefill of the uncached prompt, then decode) into fresh slots.
+    const std::size_t covering = (seq.size() + P - 1) / P;
+    slots.resize(covering - cached);
+    if (!cache.allocate(slots)) {
+      ++rep.device_full;
+      cache.release(lease);
+      cache.poll();
+      continue;
+    }
+    for (std::size_t i = cached; i < covering; ++i) {
+      const std::size_t n = std::min(P, seq.size() - i * P);
+      Access::write_rows(cache, slots[i - cached], 0, n, gen, hashes, i * P);
+      ++rep.pages_computed;
+    }
+    const std::size_t whole = seq.size() / P;
+    if (!cache.commit(lease, seq, std::span<const device_slot>(slots.data(), whole - cached))) ++rep.errors;
+    if (whole < covering) (void)cache.free(std::span<const device_slot>(slots.data() + (whole - cached), 1));
+    cache.release(lease);
+    cache.poll();
+  }
+  return rep;
+}
+
+}  // namespace kvtier::test
