@@ -132,6 +132,7 @@ class redis_server {
 
   int port() const { return port_; }
   bool running() const { return pid_ > 0; }
+  pid_t pid() const { return pid_; }
 
   void start() {
     if (pid_ > 0) return;
