@@ -1,0 +1,388 @@
+// The request lifecycle and the policies of hierarchical_cache, one behaviour per test case, on a
+// tiny shape so that every page can be checked.
+#include <boost/test/unit_test.hpp>
+
+#include <chrono>
+#include <memory>
+#include <thread>
+#include <vector>
+
+#include "cache/end_to_end.hpp"
+#include "kvtier/cache.hpp"
+
+using namespace kvtier;
+using namespace std::chrono_literals;
+
+namespace {
+
+const kv_shape shape = kv_shape::mha(2, 1, 8, dtype::fp32);  // 32-byte rows
+constexpr std::size_t P = 4;
+
+std::vector<token_id> tokens(std::size_t n, int seed = 1) {
+  std::vector<token_id> t(n);
+  for (std::size_t i = 0; i < n; ++i) t[i] = token_id{std::int32_t(seed * 100000 + i)};
+  return t;
+}
+
+// A memory_tier whose batches complete `delay` after submission: a slow disk or a far Redis.
+class delayed_tier {
+ public:
+  using kvtier_storage_backend = storage_backend_tag;
+  delayed_tier(memory_tier_config c, std::chrono::milliseconds delay) : inner_(c), delay_(delay) {}
+
+  result<void> put(std::span<const page_write> w, storage_batch& b) noexcept { return hold(b, [&](storage_batch& i) { return inner_.put(w, i); }); }
+  result<void> get(std::span<const page_read> r, storage_batch& b) noexcept { return hold(b, [&](storage_batch& i) { return inner_.get(r, i); }); }
+  result<void> contains(std::span<const page_address> a, storage_batch& b) noexcept { return inner_.contains(a, b); }
+  result<void> erase(std::span<const page_address> a, storage_batch& b) noexcept { return inner_.erase(a, b); }
+  std::size_t poll() noexcept {
+    std::size_t n = 0;
+    const auto now = std::chrono::steady_clock::now();
+    std::erase_if(held_, [&](held& h) {
+      if (now < h.due) return false;
+      for (std::size_t i = 0; i < h.status.size(); ++i) h.batch->complete(i, h.status[i]);
+      n += h.status.size();
+      return true;
+    });
+    return n;
+  }
+  result<void> wait(storage_batch& b, std::chrono::milliseconds t) noexcept {
+    const auto until = std::chrono::steady_clock::now() + t;
+    while (!b.done() && std::chrono::steady_clock::now() < until) {
+      poll();
+      if (!b.done()) std::this_thread::sleep_for(200us);
+    }
+    return b.done() ? result<void>{} : make_error(errc::timeout);
+  }
+  kv_shape shape() const noexcept { return inner_.shape(); }
+  storage_usage usage() const noexcept { return inner_.usage(); }
+  storage_stats stats() const noexcept { return inner_.stats(); }
+
+ private:
+  struct held {
+    storage_batch* batch;
+    std::vector<error> status;
+    std::chrono::steady_clock::time_point due;
+  };
+  template <class F>
+  result<void> hold(storage_batch& b, F&& f) noexcept {
+    storage_batch inner;
+    if (auto r = f(inner); !r) return r;
+    if (!b.begin(inner.size())) return make_error(errc::busy);
+    held_.push_back({&b, std::vector<error>(inner.status().begin(), inner.status().end()), std::chrono::steady_clock::now() + delay_});
+    return {};
+  }
+  memory_tier<> inner_;
+  std::chrono::milliseconds delay_;
+  std::vector<held> held_;
+};
+template <class C>
+struct delayed_template : delayed_tier {
+  using delayed_tier::delayed_tier;
+};
+static_assert(storage_backend<delayed_tier>);
+
+template <class Cache>
+typename Cache::config config(std::size_t device_pages, std::size_t host_pages) {
+  return typename Cache::config{shape, {}, device_pages, host_pages};
+}
+
+// Computes the KV of tokens [cached, n) into fresh slots and commits: what an engine does.
+template <class Cache>
+void prefill_and_commit(Cache& c, typename Cache::lease_type& l, std::span<const token_id> t, const reference_kv& gen,
+                        std::uint64_t ns) {
+  const auto hashes = gen.prefix_hashes(ns, t);
+  const std::size_t whole = t.size() / P, cached = l.cached_pages();
+  std::vector<device_slot> slots(whole - cached);
+  BOOST_TEST_REQUIRE(c.allocate(slots).has_value());
+  for (std::size_t i = cached; i < whole; ++i)
+    test::host_device_access::write_rows(c, slots[i - cached], 0, P, gen, hashes, i * P);
+  BOOST_TEST_REQUIRE(c.commit(l, t, slots).has_value());
+}
+
+template <class Cache>
+std::size_t check_lease(Cache& c, const typename Cache::lease_type& l, std::span<const token_id> t, const reference_kv& gen,
+                        std::uint64_t ns) {
+  const auto hashes = gen.prefix_hashes(ns, t);
+  std::size_t bad = 0;
+  for (std::size_t i = 0; i < l.cached_pages(); ++i)
+    bad += test::host_device_access::check_page(c, l.device_slots()[i], gen, hashes, i * P);
+  return bad;
+}
+
+using plain_cache = cache_builder<page_size<P>>::cache_type;
+
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(lookup_commit_lookup) {
+  plain_cache c(config<plain_cache>(32, 32));
+  const reference_kv gen(shape);
+  const auto t = tokens(30);  // 7 whole pages and 2 tokens
+  plain_cache::lease_type l;
+  BOOST_TEST_REQUIRE(c.lookup(namespace_id{1}, t, l).has_value());
+  BOOST_TEST(l.cached_pages() == 0u);
+  BOOST_TEST(l.tokens_to_compute() == 30u);
+  BOOST_TEST((c.lookup(namespace_id{1}, t, l).code() == errc::invalid_argument));  // still active
+  prefill_and_commit(c, l, t, gen, 1);
+  BOOST_TEST(l.cached_pages() == 7u);
+  c.release(l);
+  BOOST_TEST(!l.active());
+
+  BOOST_TEST_REQUIRE(c.lookup(namespace_id{1}, t, l).has_value());
+  BOOST_TEST(l.device_pages() == 7u);
+  BOOST_TEST(l.cached_pages() == 7u);
+  BOOST_TEST(l.tokens_to_compute() == 2u);
+  BOOST_TEST(check_lease(c, l, t, gen, 1) == 0u);
+  c.release(l);
+
+  // Another namespace never sees these pages; a longer prompt with the same prefix does.
+  BOOST_TEST_REQUIRE(c.lookup(namespace_id{2}, t, l).has_value());
+  BOOST_TEST(l.cached_pages() == 0u);
+  c.release(l);
+  auto longer = t;
+  longer.resize(60, token_id{5});
+  BOOST_TEST_REQUIRE(c.lookup(namespace_id{1}, longer, l).has_value());
+  BOOST_TEST(l.cached_pages() == 7u);
+  BOOST_TEST(l.tokens_to_compute() == 60u - 28u);
+  c.release(l);
+  BOOST_TEST(c.stats().lookups == 4u);
+}
+
+BOOST_AUTO_TEST_CASE(misuse_is_an_error_value) {
+  plain_cache c(config<plain_cache>(8, 8));
+  const auto t = tokens(16);
+  plain_cache::lease_type l;
+  cpu_stream s;
+  BOOST_TEST((c.load(l, s).code() == errc::invalid_argument));  // never looked up
+  BOOST_TEST_REQUIRE(c.lookup(namespace_id{1}, t, l).has_value());
+  std::vector<device_slot> slots(3);
+  BOOST_TEST_REQUIRE(c.allocate(slots).has_value());
+  BOOST_TEST((c.commit(l, t, slots).code() == errc::invalid_argument));  // 4 pages, 3 slots
+  std::vector<device_slot> foreign = {device_slot{7}, device_slot{6}, device_slot{5}, device_slot{4}};
+  BOOST_TEST((c.commit(l, t, foreign).code() == errc::invalid_argument));  // not allocated
+  BOOST_TEST(c.load(l, s).has_value());
+  BOOST_TEST((c.load(l, s).code() == errc::invalid_argument));  // twice
+  BOOST_TEST(c.free(slots).has_value());
+  c.release(l);
+  BOOST_CHECK_THROW(plain_cache(config<plain_cache>(0, 8)), config_error);
+}
+
+BOOST_AUTO_TEST_CASE(locked_pages_are_never_evicted) {
+  plain_cache c(config<plain_cache>(4, 8));
+  const reference_kv gen(shape);
+  const auto t = tokens(16);
+  plain_cache::lease_type l;
+  BOOST_TEST_REQUIRE(c.lookup(namespace_id{1}, t, l).has_value());
+  prefill_and_commit(c, l, t, gen, 1);  // all 4 device pages, locked by l
+  c.drain();                            // write-through backups land on host
+  std::vector<device_slot> one(1);
+  BOOST_TEST((c.allocate(one).code() == errc::capacity_exhausted));
+  BOOST_TEST(c.stats().device_full == 1u);
+  c.release(l);
+  BOOST_TEST_REQUIRE(c.allocate(one).has_value());  // now a victim (with a host copy) goes
+  BOOST_TEST(c.stats().evicted[0] == 1u);
+  BOOST_TEST(c.stats().dropped[0] == 0u);
+  BOOST_TEST(c.free(one).has_value());
+  // The evicted page is loaded back from host, byte for byte.
+  cpu_stream s;
+  BOOST_TEST_REQUIRE(c.lookup(namespace_id{1}, t, l).has_value());
+  BOOST_TEST(l.device_pages() == 3u);
+  BOOST_TEST(l.host_pages() == 1u);
+  BOOST_TEST_REQUIRE(c.load(l, s).has_value());
+  for (std::size_t layer = 0; layer < shape.layers(); ++layer) c.wait_layer(l, layer);
+  BOOST_TEST(c.layer_ready(l, 1));
+  BOOST_TEST(l.cached_pages() == 4u);
+  BOOST_TEST(check_lease(c, l, t, gen, 1) == 0u);
+  BOOST_TEST(c.stats().pages_loaded == 1u);
+  c.release(l);
+}
+
+BOOST_AUTO_TEST_CASE(write_through_backs_up_on_commit_write_back_on_eviction) {
+  const reference_kv gen(shape);
+  const auto t = tokens(32);  // 8 pages
+  {
+    plain_cache c(config<plain_cache>(16, 16));  // write_through by default
+    plain_cache::lease_type l;
+    BOOST_TEST_REQUIRE(c.lookup(namespace_id{1}, t, l).has_value());
+    prefill_and_commit(c, l, t, gen, 1);
+    c.release(l);
+    c.drain();
+    BOOST_TEST(c.index().pages_in(tier_id::host) == 8u);
+    BOOST_TEST(c.stats().pages_backed_up == 8u);
+  }
+  {
+    using wb = cache_builder<page_size<P>, device_memory<>, host_memory<>, slow_tiers<>, auto_choice,
+                             write_policies<write_back>>::cache_type;
+    wb c(config<wb>(8, 16));
+    wb::lease_type l;
+    BOOST_TEST_REQUIRE(c.lookup(namespace_id{1}, t, l).has_value());
+    prefill_and_commit(c, l, t, gen, 1);
+    c.release(l);
+    c.drain();
+    BOOST_TEST(c.index().pages_in(tier_id::host) == 0u);  // nothing copied yet
+    std::vector<device_slot> s(3);
+    BOOST_TEST_REQUIRE(c.allocate(s).has_value());        // 3 victims: backed up first
+    BOOST_TEST(c.stats().pages_backed_up >= 3u);
+    BOOST_TEST(c.stats().dropped[0] == 0u);
+    BOOST_TEST(c.free(s).has_value());
+    c.drain();
+    cpu_stream st;
+    BOOST_TEST_REQUIRE(c.lookup(namespace_id{1}, t, l).has_value());
+    BOOST_TEST(l.host_pages() >= 3u);
+    BOOST_TEST_REQUIRE(c.load(l, st).has_value());
+    for (std::size_t layer = 0; layer < shape.layers(); ++layer) c.wait_layer(l, layer);
+    BOOST_TEST(l.cached_pages() == 8u);
+    BOOST_TEST(check_lease(c, l, t, gen, 1) == 0u);
+    c.release(l);
+  }
+}
+
+BOOST_AUTO_TEST_CASE(selective_write_through_waits_for_the_nth_hit_and_drops_cold_victims) {
+  using sel = cache_builder<page_size<P>, device_memory<>, host_memory<>, slow_tiers<>, auto_choice,
+                            write_policies<selective_write_through>>::cache_type;
+  auto cfg = config<sel>(8, 16);
+  cfg.write_to_host = selective_write_through{3};
+  sel c(cfg);
+  const reference_kv gen(shape);
+  const auto t = tokens(16);
+  sel::lease_type l;
+  BOOST_TEST_REQUIRE(c.lookup(namespace_id{1}, t, l).has_value());
+  prefill_and_commit(c, l, t, gen, 1);
+  c.release(l);
+  for (int hit = 1; hit <= 3; ++hit) {
+    BOOST_TEST_REQUIRE(c.lookup(namespace_id{1}, t, l).has_value());
+    c.release(l);
+    c.poll();
+    c.drain();
+    BOOST_TEST(c.index().pages_in(tier_id::host) == (hit < 3 ? 0u : 4u));
+  }
+  // Cold pages (never hit) are dropped, not backed up, when the device needs room.
+  const auto cold = tokens(16, 2);
+  BOOST_TEST_REQUIRE(c.lookup(namespace_id{1}, cold, l).has_value());
+  prefill_and_commit(c, l, cold, gen, 1);
+  c.release(l);
+  std::vector<device_slot> s(8);
+  BOOST_TEST_REQUIRE(c.allocate(s).has_value());
+  BOOST_TEST(c.stats().dropped[0] == 4u);
+  BOOST_TEST(c.stats().evicted[0] == 8u);
+  BOOST_TEST(c.free(s).has_value());
+  BOOST_TEST_REQUIRE(c.lookup(namespace_id{1}, cold, l).has_value());
+  BOOST_TEST(l.pages().size() == 0u);  // gone from the hierarchy
+  c.release(l);
+  BOOST_TEST_REQUIRE(c.lookup(namespace_id{1}, t, l).has_value());
+  BOOST_TEST(l.host_pages() == 4u);  // the hot pages survived below
+  c.release(l);
+}
+
+// Pushes a prefix down to a slow tier (device and host both full of other pages), then reads it
+// back under prefetch policy Prefetch.
+template <class Prefetch>
+struct prefetch_case {
+  using cache = cache_builder<page_size<P>, device_memory<>, host_memory<>, slow_tiers<slow_tier<delayed_template>>,
+                             auto_choice, write_policies<write_through, write_through>, Prefetch>::cache_type;
+  const reference_kv gen{shape};
+  const std::vector<token_id> t = tokens(32);  // 8 pages
+  cache c;
+  cpu_stream stream;
+  typename cache::lease_type l;
+
+  explicit prefetch_case(Prefetch p = {})
+      : c(make_config(p), std::make_unique<delayed_template<identity_codec>>(
+                             memory_tier_config{shape, shape.bytes_per_page(P), 1000, false}, 30ms)) {
+    BOOST_TEST_REQUIRE(c.lookup(namespace_id{1}, t, l).has_value());
+    prefill_and_commit(c, l, t, gen, 1);
+    c.release(l);
+    c.drain();  // backed up to host, then written to the slow tier
+    // Other traffic pushes it out of device and host.
+    for (int k = 2; k < 6; ++k) {
+      const auto other = tokens(32, k);
+      BOOST_TEST_REQUIRE(c.lookup(namespace_id{1}, other, l).has_value());
+      prefill_and_commit(c, l, other, gen, 1);
+      c.release(l);
+      c.drain();
+    }
+    BOOST_TEST_REQUIRE(c.lookup(namespace_id{1}, t, l).has_value());
+    BOOST_TEST_REQUIRE(l.storage_pages() == 8u);
+  }
+  static typename cache::config make_config(Prefetch p) {
+    auto cfg = config<cache>(8, 8);
+    cfg.prefetch = p;
+    return cfg;
+  }
+};
+
+BOOST_AUTO_TEST_CASE(prefetch_wait_serves_everything) {
+  prefetch_case<prefetch_wait> k;
+  BOOST_TEST(k.c.prefetch(k.l) == 8u);
+  BOOST_TEST_REQUIRE(k.c.load(k.l, k.stream).has_value());
+  for (std::size_t layer = 0; layer < shape.layers(); ++layer) k.c.wait_layer(k.l, layer);
+  BOOST_TEST(k.l.cached_pages() == 8u);
+  BOOST_TEST(check_lease(k.c, k.l, k.t, k.gen, 1) == 0u);
+  BOOST_TEST(k.c.stats().prefetch_arrived == 8u);
+  k.c.release(k.l);
+}
+
+BOOST_AUTO_TEST_CASE(prefetch_best_effort_gives_up_when_scheduled) {
+  prefetch_case<prefetch_best_effort> k;
+  BOOST_TEST(k.c.prefetch(k.l) == 8u);
+  const auto t0 = std::chrono::steady_clock::now();
+  BOOST_TEST_REQUIRE(k.c.load(k.l, k.stream).has_value());  // does not wait the 30 ms
+  BOOST_TEST((std::chrono::steady_clock::now() - t0 < 25ms));
+  BOOST_TEST(k.l.cached_pages() == 0u);
+  BOOST_TEST(k.l.tokens_to_compute() == 32u);
+  BOOST_TEST(k.c.stats().prefetch_abandoned == 8u);
+  k.c.release(k.l);
+  k.c.drain();  // the abandoned pages still land on host, for the next request
+  BOOST_TEST_REQUIRE(k.c.lookup(namespace_id{1}, k.t, k.l).has_value());
+  BOOST_TEST(k.l.host_pages() == 8u);
+  k.c.release(k.l);
+}
+
+BOOST_AUTO_TEST_CASE(prefetch_timeout_waits_in_proportion) {
+  prefetch_case<prefetch_timeout> slow_enough(prefetch_timeout{1ms, 0ns, 1ms});  // 1 ms < 30 ms delay
+  slow_enough.c.prefetch(slow_enough.l);
+  BOOST_TEST_REQUIRE(slow_enough.c.load(slow_enough.l, slow_enough.stream).has_value());
+  BOOST_TEST(slow_enough.l.cached_pages() == 0u);
+  slow_enough.c.release(slow_enough.l);
+
+  prefetch_case<prefetch_timeout> patient(prefetch_timeout{1ms, 10ms, 2s});  // 81 ms for 8 pages
+  patient.c.prefetch(patient.l);
+  BOOST_TEST_REQUIRE(patient.c.load(patient.l, patient.stream).has_value());
+  for (std::size_t layer = 0; layer < shape.layers(); ++layer) patient.c.wait_layer(patient.l, layer);
+  BOOST_TEST(patient.l.cached_pages() == 8u);
+  BOOST_TEST(check_lease(patient.c, patient.l, patient.t, patient.gen, 1) == 0u);
+  patient.c.release(patient.l);
+}
+
+BOOST_AUTO_TEST_CASE(a_corrupted_slow_page_is_a_miss_never_data) {
+  using cache = cache_builder<page_size<P>, device_memory<>, host_memory<>, slow_tiers<slow_tier<memory_tier>>,
+                             auto_choice, write_policies<write_through, write_through>, prefetch_wait>::cache_type;
+  cache c(config<cache>(8, 8), std::make_unique<memory_tier<>>(memory_tier_config{shape, shape.bytes_per_page(P), 1000, false}));
+  const reference_kv gen(shape);
+  const auto t = tokens(32);
+  cache::lease_type l;
+  BOOST_TEST_REQUIRE(c.lookup(namespace_id{1}, t, l).has_value());
+  prefill_and_commit(c, l, t, gen, 1);
+  std::vector<page_id> pages(l.pages().begin(), l.pages().end());
+  c.release(l);
+  c.drain();
+  for (int k = 2; k < 6; ++k) {
+    const auto other = tokens(32, k);
+    BOOST_TEST_REQUIRE(c.lookup(namespace_id{1}, other, l).has_value());
+    prefill_and_commit(c, l, other, gen, 1);
+    c.release(l);
+    c.drain();
+  }
+  // Flip one payload bit of page 5 in the slow tier.
+  BOOST_TEST_REQUIRE(c.lookup(namespace_id{1}, t, l).has_value());
+  BOOST_TEST_REQUIRE(l.storage_pages() == 8u);
+  const page_info p5 = *c.index().info(l.pages()[5]);
+  BOOST_TEST_REQUIRE(const_cast<memory_tier<>&>(c.slow_tier<0>()).flip_bit({p5.ns, p5.key}, 8 * 200));
+  c.prefetch(l);
+  cpu_stream s;
+  BOOST_TEST_REQUIRE(c.load(l, s).has_value());
+  for (std::size_t layer = 0; layer < shape.layers(); ++layer) c.wait_layer(l, layer);
+  BOOST_TEST(l.cached_pages() == 5u);  // pages 0-4; page 5 was a miss, so the rest is computed
+  BOOST_TEST(check_lease(c, l, t, gen, 1) == 0u);
+  BOOST_TEST(c.stats().prefetch_missed == 1u);
+  c.release(l);
+}
