@@ -1,0 +1,286 @@
+// Bandwidth of moving 8,192 tokens of Llama-3-8B KV (1 GiB) between pinned host memory (page-first)
+// and the device (layer-first), both directions, page sizes 1..128: the contiguous copy (ceiling),
+// per-run cudaMemcpyAsync, cudaMemcpyBatchAsync and kvtier's kernel at SM budgets of 1, 2, 4, 8
+// blocks; then kvtier while a bf16 cuBLAS GEMM loop runs on another stream. Prints a table, writes CSV.
+//   kvtier-bench-transfer [csv path] [--quick]
+#include <cublas_v2.h>
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <numeric>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "kvtier/transfer.hpp"
+#include "kvtier/transfer/gpu.cuh"
+
+using namespace kvtier;
+using namespace kvtier::transfer;
+
+#define CK(x)                                                                                  \
+  do {                                                                                         \
+    cudaError_t e_ = (x);                                                                      \
+    if (e_ != cudaSuccess) {                                                                   \
+      std::fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #x, cudaGetErrorString(e_)); \
+      std::exit(1);                                                                            \
+    }                                                                                          \
+  } while (0)
+
+namespace {
+struct row {
+  std::string direction, method;
+  std::size_t page = 0;
+  int blocks = 0;
+  double ms = 0, gbps = 0, pct = 0, gemm_slowdown_pct = std::nan("");  // NaN: no GEMM alongside
+};
+std::vector<row> rows;
+double ceiling[2];  // GB/s of the contiguous copy: [0] load (H2D), [1] backup (D2H)
+constexpr double gib = 1024.0 * 1024 * 1024;
+
+template <class F>
+double median_ms(cudaStream_t s, int reps, F&& f) {
+  cudaEvent_t a, b;
+  CK(cudaEventCreate(&a));
+  CK(cudaEventCreate(&b));
+  f();  // warm-up
+  CK(cudaStreamSynchronize(s));
+  std::vector<double> t;
+  for (int i = 0; i < reps; ++i) {
+    CK(cudaEventRecord(a, s));
+    f();
+    CK(cudaEventRecord(b, s));
+    CK(cudaEventSynchronize(b));
+    float ms = 0;
+    CK(cudaEventElapsedTime(&ms, a, b));
+    t.push_back(ms);
+  }
+  cudaEventDestroy(a);
+  cudaEventDestroy(b);
+  std::sort(t.begin(), t.end());
+  return t[t.size() / 2];
+}
+
+void add(const std::string& dir, const std::string& method, std::size_t page, int blocks, double ms, double bytes,
+         double slowdown = std::nan("")) {
+  row r{dir, method, page, blocks, ms, bytes / (ms * 1e-3) / 1e9, 0, slowdown};
+  r.pct = 100.0 * r.gbps / ceiling[dir == "load" ? 0 : 1];
+  rows.push_back(r);
+  std::printf("  %-7s %-22s P=%-4zu blocks=%-3d %9.3f ms %7.2f GB/s %6.1f%%%s\n", dir.c_str(), method.c_str(), page,
+              blocks, ms, r.gbps, r.pct, !std::isnan(slowdown) ? (" gemm " + std::to_string(slowdown) + "%").c_str() : "");
+  std::fflush(stdout);
+}
+
+void fill(std::byte* p, std::size_t n, std::uint64_t seed) {
+  std::uint64_t x = seed | 1;
+  for (std::size_t i = 0; i + 8 <= n; i += 8) {
+    x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+    std::memcpy(p + i, &x, 8);
+  }
+}
+
+__global__ void fill_bf16(__nv_bfloat16* p, std::size_t n, unsigned seed) {
+  for (std::size_t i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += std::size_t{gridDim.x} * blockDim.x) {
+    unsigned h = static_cast<unsigned>(i) * 2654435761u ^ seed;
+    h ^= h >> 15;
+    p[i] = __float2bfloat16((h & 0xffff) / 65536.0f - 0.5f);
+  }
+}
+
+// Compares sampled (page, layer, kv) blocks of the device buffer with the host pages.
+bool verify(const kv_buffer<layout::page_first::mapping>& host, const layer_first_buffer& dev,
+            const std::vector<page_pair>& pairs, bool load, std::size_t P) {
+  std::mt19937 rng(7);
+  const auto& e = host.map.extents();
+  const std::size_t bytes = P * e.row_elements() * host.element_bytes;
+  std::vector<std::byte> got(bytes);
+  for (int i = 0; i < 256; ++i) {
+    const page_pair p = pairs[rng() % pairs.size()];
+    const std::size_t l = rng() % e.layers(), k = rng() % e.kv();
+    const std::byte* h = host.page_row(l, k, load ? p.src : p.dst, P, 0, 0);
+    const std::byte* d = dev.page_row(l, k, load ? p.dst : p.src, P, 0, 0);
+    CK(cudaMemcpy(got.data(), d, bytes, cudaMemcpyDeviceToHost));
+    if (std::memcmp(got.data(), h, bytes) != 0) return false;
+  }
+  return true;
+}
+}  // namespace
+
+int main(int argc, char** argv) {
+  const char* csv_path = "transfer.csv";
+  bool quick = false;
+  for (int i = 1; i < argc; ++i) {
+    if (std::string(argv[i]) == "--quick") quick = true;
+    else csv_path = argv[i];
+  }
+  const kv_shape s = shapes::llama3_8b();
+  const std::size_t tokens = 8192, bytes = s.bytes_per_token() * tokens;  // 1 GiB
+  cudaDeviceProp prop{};
+  CK(cudaGetDeviceProperties(&prop, 0));
+  std::printf("kvtier transfer bench: %s, %d SMs; %zu tokens of Llama-3-8B = %.2f GiB\n", prop.name,
+              prop.multiProcessorCount, tokens, bytes / gib);
+
+  std::byte *host = nullptr, *dev = nullptr;
+  CK(cudaHostAlloc(reinterpret_cast<void**>(&host), bytes, cudaHostAllocMapped));
+  CK(cudaMalloc(&dev, bytes));
+  fill(host, bytes, 12345);
+  CK(cudaMemcpy(dev, host, bytes, cudaMemcpyHostToDevice));
+  int lo = 0, hi = 0;
+  CK(cudaDeviceGetStreamPriorityRange(&lo, &hi));
+  cudaStream_t st, gs;
+  CK(cudaStreamCreateWithPriority(&st, cudaStreamNonBlocking, hi));  // the transfer stream
+  CK(cudaStreamCreateWithPriority(&gs, cudaStreamNonBlocking, lo));  // the GEMM stream
+
+  // Ceiling and floor first.
+  const int reps = quick ? 3 : 5;
+  const double h2d = median_ms(st, reps, [&] { CK(cudaMemcpyAsync(dev, host, bytes, cudaMemcpyHostToDevice, st)); });
+  const double d2h = median_ms(st, reps, [&] { CK(cudaMemcpyAsync(host, dev, bytes, cudaMemcpyDeviceToHost, st)); });
+  ceiling[0] = bytes / (h2d * 1e-3) / 1e9;
+  ceiling[1] = bytes / (d2h * 1e-3) / 1e9;
+  std::printf("floor: 1 GiB at the contiguous rate: load %.2f ms (%.2f GB/s), backup %.2f ms (%.2f GB/s)\n", h2d,
+              ceiling[0], d2h, ceiling[1]);
+  add("load", "contiguous memcpy", 0, 0, h2d, bytes);
+  add("backup", "contiguous memcpy", 0, 0, d2h, bytes);
+
+  gpu::copier c;
+  const layer_first_buffer dview = layer_first_view(dev, s, tokens);
+  bool all_ok = true;
+  const std::vector<std::size_t> page_sizes = quick ? std::vector<std::size_t>{1, 16, 128}
+                                                    : std::vector<std::size_t>{1, 4, 16, 32, 64, 128};
+  std::mt19937 rng(42);
+  for (std::size_t P : page_sizes) {
+    const std::size_t pages = tokens / P;
+    const auto hview = paged_view(host, s, pages, page_size<>(P));
+    std::vector<std::uint32_t> perm(pages);
+    std::iota(perm.begin(), perm.end(), 0u);
+    std::shuffle(perm.begin(), perm.end(), rng);
+    std::vector<page_pair> load_pairs(pages), backup_pairs(pages);
+    for (std::size_t i = 0; i < pages; ++i) {
+      load_pairs[i] = {static_cast<std::uint32_t>(i), perm[i]};
+      backup_pairs[i] = {perm[i], static_cast<std::uint32_t>(i)};
+    }
+    for (bool load : {true, false}) {
+      const std::string dir = load ? "load" : "backup";
+      const auto& pairs = load ? load_pairs : backup_pairs;
+      auto run = [&](gpu::options o) {
+        o.stream = st;
+        const result<void> r = load ? c.load(hview, dview, pairs, layer_range::all(), o)
+                                    : c.backup(dview, hview, pairs, layer_range::all(), o);
+        if (!r) {
+          std::fprintf(stderr, "copy failed: %s\n", r.err().message().c_str());
+          std::exit(1);
+        }
+      };
+      gpu::options o;
+      o.how = gpu::strategy::memcpy_per_run;
+      add(dir, "per-run cudaMemcpyAsync", P, 0, median_ms(st, P <= 4 ? 1 : 3, [&] { run(o); }), bytes);
+      o.how = gpu::strategy::memcpy_batch;
+      add(dir, "cudaMemcpyBatchAsync", P, 0, median_ms(st, 3, [&] { run(o); }), bytes);
+      o.how = gpu::strategy::kernel;
+      for (int b : {1, 2, 4, 8}) {
+        o.blocks = b;
+        add(dir, "kvtier kernel", P, b, median_ms(st, reps, [&] { run(o); }), bytes);
+      }
+      // Correctness of what was just timed (fresh data would need a refill; sample the blocks).
+      CK(cudaStreamSynchronize(st));
+      const bool ok = verify(hview, dview, pairs, load, P);
+      all_ok = all_ok && ok;
+      if (!ok) std::printf("  VERIFY FAILED: %s P=%zu\n", dir.c_str(), P);
+    }
+  }
+
+  // kvtier next to a bf16 GEMM loop on a lower-priority stream.
+  {
+    const int n = 8192, gemms = quick ? 10 : 20;
+    __nv_bfloat16 *A, *B, *C;
+    CK(cudaMalloc(&A, sizeof(__nv_bfloat16) * n * n));
+    CK(cudaMalloc(&B, sizeof(__nv_bfloat16) * n * n));
+    CK(cudaMalloc(&C, sizeof(__nv_bfloat16) * n * n));
+    fill_bf16<<<1024, 256>>>(A, std::size_t(n) * n, 1);
+    fill_bf16<<<1024, 256>>>(B, std::size_t(n) * n, 2);
+    CK(cudaDeviceSynchronize());
+    cublasHandle_t h;
+    if (cublasCreate(&h) != CUBLAS_STATUS_SUCCESS) return 1;
+    cublasSetStream(h, gs);
+    const float alpha = 1, beta = 0;
+    auto gemm_loop = [&] {
+      for (int i = 0; i < gemms; ++i)
+        if (cublasGemmEx(h, CUBLAS_OP_N, CUBLAS_OP_N, n, n, n, &alpha, A, CUDA_R_16BF, n, B, CUDA_R_16BF, n, &beta, C,
+                         CUDA_R_16BF, n, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT) != CUBLAS_STATUS_SUCCESS)
+          std::exit(1);
+    };
+    const double gemm_alone = median_ms(gs, 3, gemm_loop);
+    std::printf("GEMM alone: %d x %d^3 bf16 in %.2f ms (%.0f TFLOP/s)\n", gemms, n, gemm_alone,
+                2.0 * n * n * double(n) * gemms / (gemm_alone * 1e-3) / 1e12);
+    const std::size_t P = 16, pages = tokens / P;
+    const auto hview = paged_view(host, s, pages, page_size<>(P));
+    std::vector<page_pair> pairs(pages);
+    for (std::size_t i = 0; i < pages; ++i) pairs[i] = {static_cast<std::uint32_t>(i), static_cast<std::uint32_t>(pages - 1 - i)};
+    struct variant {
+      const char* dir;
+      const char* method;
+      int blocks;
+    };
+    for (const variant v : {variant{"load", "kvtier kernel + GEMM", 2}, variant{"backup", "kvtier kernel + GEMM", 1},
+                            variant{"load", "contiguous memcpy + GEMM", 0}}) {
+      const bool load = std::string(v.dir) == "load";
+      auto copy_once = [&] {
+        if (v.blocks == 0) {
+          CK(cudaMemcpyAsync(dev, host, bytes, cudaMemcpyHostToDevice, st));
+          return;
+        }
+        gpu::options o;
+        o.stream = st;
+        o.blocks = v.blocks;
+        const result<void> r = load ? c.load(hview, dview, pairs, layer_range::all(), o)
+                                    : c.backup(dview, hview, pairs, layer_range::all(), o);
+        if (!r) std::exit(1);
+      };
+      const double one = median_ms(st, 3, copy_once);
+      const int copies = std::max(1, static_cast<int>(gemm_alone / one));
+      cudaEvent_t g0, g1, t0, t1;
+      for (auto* e : {&g0, &g1, &t0, &t1}) CK(cudaEventCreate(e));
+      CK(cudaDeviceSynchronize());
+      CK(cudaEventRecord(t0, st));
+      CK(cudaEventRecord(g0, gs));
+      gemm_loop();
+      for (int i = 0; i < copies; ++i) copy_once();
+      CK(cudaEventRecord(g1, gs));
+      CK(cudaEventRecord(t1, st));
+      CK(cudaDeviceSynchronize());
+      float gm = 0, tm = 0;
+      CK(cudaEventElapsedTime(&gm, g0, g1));
+      CK(cudaEventElapsedTime(&tm, t0, t1));
+      const double slowdown = 100.0 * (gm / gemm_alone - 1.0);
+      add(v.dir, v.method, v.blocks ? P : 0, v.blocks, tm / copies, bytes, slowdown);
+      for (auto e : {g0, g1, t0, t1}) cudaEventDestroy(e);
+    }
+    cublasDestroy(h);
+    cudaFree(A);
+    cudaFree(B);
+    cudaFree(C);
+  }
+
+  // Table and CSV.
+  std::printf("\n| direction | method | page tokens | blocks | GB/s | %% of contiguous | GEMM slowdown |\n");
+  std::printf("|---|---|---|---|---|---|---|\n");
+  FILE* f = std::fopen(csv_path, "w");
+  if (f) std::fprintf(f, "direction,method,page_tokens,blocks,ms,gbps,pct_of_contiguous,gemm_slowdown_pct\n");
+  for (const row& r : rows) {
+    std::printf("| %s | %s | %zu | %d | %.2f | %.1f | %s |\n", r.direction.c_str(), r.method.c_str(), r.page, r.blocks,
+                r.gbps, r.pct, !std::isnan(r.gemm_slowdown_pct) ? (std::to_string(r.gemm_slowdown_pct).substr(0, 5) + "%").c_str() : "");
+    if (f)
+      std::fprintf(f, "%s,%s,%zu,%d,%.4f,%.3f,%.2f,%.2f\n", r.direction.c_str(), r.method.c_str(), r.page, r.blocks, r.ms,
+                   r.gbps, r.pct, r.gemm_slowdown_pct);
+  }
+  if (f) std::fclose(f);
+  std::printf("verification of sampled pages: %s\n", all_ok ? "ok" : "FAILED");
+  cudaFreeHost(host);
+  cudaFree(dev);
+  return all_ok ? 0 : 2;
+}

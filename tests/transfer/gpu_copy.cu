@@ -1,0 +1,200 @@
+// GPU copies against the CPU reference path: fresh random data, poisoned destinations, every byte
+// of the destination compared. Layouts x page sizes {1, 16, 64, 256} x shapes (Llama-3-8B; MLA
+// 1 x 576; head dim 80) x one layer / all layers x load and backup; plus SM budgets, the
+// copy-engine strategies, per-layer events, narrow-vector fallbacks and misaligned bases.
+#include <boost/test/unit_test.hpp>
+#include <boost/mpl/list.hpp>
+
+#include <cuda_runtime.h>
+
+#include <cstring>
+#include <random>
+#include <vector>
+
+#include "kvtier/transfer.hpp"
+#include "kvtier/transfer/gpu.cuh"
+#include "transfer/kv_buffers.hpp"
+
+using namespace kvtier;
+using namespace kvtier::transfer;
+using namespace kvtier::testing;
+
+#define CUDA_OK(x) BOOST_TEST_REQUIRE((x) == cudaSuccess)
+
+namespace {
+std::mt19937_64& rng() {
+  static std::mt19937_64 r(std::random_device{}());
+  return r;
+}
+
+// Pinned host memory mapped into the device's address space (what host pools hand out).
+struct pinned {
+  std::byte* p = nullptr;
+  std::size_t n = 0;
+  explicit pinned(std::size_t bytes) : n(bytes) {
+    BOOST_TEST_REQUIRE(cudaHostAlloc(reinterpret_cast<void**>(&p), bytes + 64, cudaHostAllocMapped) == cudaSuccess);
+  }
+  ~pinned() { cudaFreeHost(p); }
+};
+
+// Device mirror of an engine_buffer: same forms, device allocations.
+struct device_engine {
+  engine_buffer& host;
+  std::vector<std::byte*> ptrs;
+  explicit device_engine(engine_buffer& h) : host(h) {
+    for (auto& a : h.allocs) {
+      std::byte* d = nullptr;
+      BOOST_TEST_REQUIRE(cudaMalloc(&d, a.size()) == cudaSuccess);
+      ptrs.push_back(d);
+    }
+  }
+  ~device_engine() {
+    for (auto* d : ptrs) cudaFree(d);
+  }
+  layer_first_buffer view() const {
+    if (host.form == planes_form::single) return layer_first_view(ptrs[0], host.s, host.tokens);
+    return layer_first_view(std::span<std::byte* const>(ptrs), host.s, host.tokens);
+  }
+  void upload(const engine_buffer& from) {
+    for (std::size_t i = 0; i < ptrs.size(); ++i)
+      BOOST_TEST_REQUIRE(cudaMemcpy(ptrs[i], from.allocs[i].data(), from.allocs[i].size(), cudaMemcpyHostToDevice) ==
+                         cudaSuccess);
+  }
+  void poison_all() {
+    for (std::size_t i = 0; i < ptrs.size(); ++i)
+      BOOST_TEST_REQUIRE(cudaMemset(ptrs[i], int(poison), host.allocs[i].size()) == cudaSuccess);
+  }
+  bool equals(const engine_buffer& want) const {
+    for (std::size_t i = 0; i < ptrs.size(); ++i) {
+      std::vector<std::byte> got(want.allocs[i].size());
+      if (cudaMemcpy(got.data(), ptrs[i], got.size(), cudaMemcpyDeviceToHost) != cudaSuccess) return false;
+      if (got != want.allocs[i]) return false;
+    }
+    return true;
+  }
+};
+
+struct stream_fixture {
+  cudaStream_t stream{};
+  stream_fixture() { cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking); }
+  ~stream_fixture() { cudaStreamDestroy(stream); }
+};
+
+// One load and one backup of `n` random pairs through `opts`, each compared with the CPU path.
+template <class Layout>
+void check_round(const kv_shape& s, std::size_t P, planes_form form, layer_range layers, gpu::copier& c,
+                 gpu::options opts, std::size_t misalign = 0) {
+  const std::size_t host_pages = 4, engine_pages = 5, n = 3;
+  BOOST_TEST_CONTEXT("shape L" << s.layers() << " H" << s.heads() << " D" << s.head_dim() << " es"
+                                << s.element_bytes() << " P" << P << " form " << int(form) << " layers "
+                                << layers.first << "+" << layers.count << " blocks " << opts.blocks << " how "
+                                << int(opts.how) << " misalign " << misalign) {
+    // load: pinned paged host -> device layer-first
+    paged_buffer<Layout> host(s, host_pages, P);
+    fill_random(host.mem, rng());
+    pinned ph(host.mem.size());
+    std::byte* hbase = ph.p + misalign;
+    std::memcpy(hbase, host.mem.data(), host.mem.size());
+    const auto hview = paged_view<Layout>(hbase, s, host_pages, page_size<>(P));
+    engine_buffer want(s, engine_pages * P, form), scratch(s, engine_pages * P, form);
+    device_engine dev(scratch);
+    dev.poison_all();
+    const auto pairs = random_pairs(n, host_pages, engine_pages, rng());
+    BOOST_TEST_REQUIRE(cpu::load(host.view(), want.view(), pairs, layers).has_value());
+    const result<void> r = c.load(hview, dev.view(), pairs, layers, opts);
+    BOOST_TEST_REQUIRE(r.has_value(), "load: " << r.err().message());
+    CUDA_OK(cudaStreamSynchronize(opts.stream));
+    BOOST_TEST_REQUIRE(dev.equals(want), "load differs from the CPU path");
+
+    // backup: device layer-first (random) -> pinned paged host (poisoned)
+    for (auto& a : scratch.allocs) fill_random(a, rng());
+    dev.upload(scratch);
+    paged_buffer<Layout> back_want(s, host_pages, P);
+    const auto back = random_pairs(n, engine_pages, host_pages, rng());
+    BOOST_TEST_REQUIRE(cpu::backup(scratch.view(), back_want.view(), back, layers).has_value());
+    std::memset(hbase, int(poison), host.mem.size());
+    const result<void> b = c.backup(dev.view(), hview, back, layers, opts);
+    BOOST_TEST_REQUIRE(b.has_value(), "backup: " << b.err().message());
+    CUDA_OK(cudaStreamSynchronize(opts.stream));
+    BOOST_TEST_REQUIRE(std::memcmp(hbase, back_want.mem.data(), back_want.mem.size()) == 0,
+                       "backup differs from the CPU path");
+  }
+}
+
+using layouts = boost::mpl::list<layout::page_first, layout::page_head_first>;
+}  // namespace
+
+BOOST_AUTO_TEST_CASE_TEMPLATE(kernel_matches_cpu_path, Layout, layouts) {
+  stream_fixture f;
+  gpu::copier c;
+  const struct {
+    kv_shape s;
+    planes_form form;
+  } cases[] = {{shapes::llama3_8b(), planes_form::single},
+               {kv_shape::mla(4, 576, dtype::bf16), planes_form::per_layer},
+               {kv_shape::mha(4, 4, 80, dtype::fp16), planes_form::per_plane}};
+  for (const auto& cs : cases)
+    for (std::size_t P : {1, 16, 64, 256})
+      for (layer_range layers : {layer_range::all(), layer_range::one(cs.s.layers() / 2)})
+        check_round<Layout>(cs.s, P, cs.form, layers, c, gpu::options{f.stream});
+}
+
+BOOST_AUTO_TEST_CASE(sm_budgets_strategies_and_dtypes) {
+  stream_fixture f;
+  gpu::copier c;
+  const kv_shape s = kv_shape::mha(6, 8, 128, dtype::bf16);
+  for (int blocks : {1, 2, 8, 132}) {
+    gpu::options o{f.stream};
+    o.blocks = blocks;
+    check_round<layout::page_first>(s, 16, planes_form::per_layer, layer_range::all(), c, o);
+  }
+  for (gpu::strategy how : {gpu::strategy::memcpy_per_run, gpu::strategy::memcpy_batch}) {
+    gpu::options o{f.stream};
+    o.how = how;
+    check_round<layout::page_first>(s, 4, planes_form::single, layer_range::all(), c, o);
+    check_round<layout::page_head_first>(s, 4, planes_form::per_plane, layer_range{2, 3}, c, o);
+  }
+  for (dtype t : {dtype::fp8_e4m3, dtype::fp32, dtype::fp16})
+    check_round<layout::page_first>(kv_shape::mha(3, 2, 64, t), 16, planes_form::single, layer_range::all(), c,
+                                    gpu::options{f.stream});
+}
+
+BOOST_AUTO_TEST_CASE(narrow_vector_fallbacks) {
+  stream_fixture f;
+  gpu::copier c;
+  // Head bytes 67 (1-byte path), 132 (4-byte), 280 (8-byte), and 16-byte rows on a base 8 bytes off.
+  check_round<layout::page_first>(kv_shape::mha(3, 3, 67, dtype::fp8_e4m3), 16, planes_form::single,
+                                  layer_range::all(), c, gpu::options{f.stream});
+  check_round<layout::page_head_first>(kv_shape::mha(3, 3, 67, dtype::fp8_e4m3), 4, planes_form::per_plane,
+                                       layer_range::one(1), c, gpu::options{f.stream});
+  check_round<layout::page_first>(kv_shape::mha(2, 2, 66, dtype::fp16), 16, planes_form::per_layer,
+                                  layer_range::all(), c, gpu::options{f.stream});
+  check_round<layout::page_first>(kv_shape::mha(2, 2, 70, dtype::fp32), 1, planes_form::single, layer_range::all(),
+                                  c, gpu::options{f.stream});
+  check_round<layout::page_first>(shapes::llama3_8b(), 16, planes_form::single, layer_range::all(), c,
+                                  gpu::options{f.stream}, 8);
+  check_round<layout::page_first>(shapes::llama3_8b(), 1, planes_form::single, layer_range::one(3), c,
+                                  gpu::options{f.stream}, 2);
+}
+
+BOOST_AUTO_TEST_CASE(per_layer_events_complete_in_order) {
+  stream_fixture f;
+  gpu::copier c;
+  const kv_shape s = kv_shape::mha(4, 8, 128, dtype::bf16);
+  std::vector<cudaEvent_t> events(s.layers());
+  for (auto& e : events) CUDA_OK(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
+  gpu::options o{f.stream};
+  o.layer_events = events;
+  check_round<layout::page_first>(s, 16, planes_form::single, layer_range::all(), c, o);
+  for (auto e : events) BOOST_TEST(cudaEventQuery(e) == cudaSuccess);
+  // A wrong number of events is an error value, not a crash.
+  o.layer_events = std::span<const cudaEvent_t>(events).first(2);
+  paged_buffer<layout::page_first> host(s, 2, 16);
+  pinned ph(host.mem.size());
+  engine_buffer e(s, 32, planes_form::single);
+  device_engine dev(e);
+  const page_pair pairs[] = {{0, 0}};
+  BOOST_TEST((c.load(paged_view(ph.p, s, 2, page_size<>(16)), dev.view(), pairs, layer_range::all(), o).code() ==
+              errc::invalid_argument));
+  for (auto ev : events) cudaEventDestroy(ev);
+}
