@@ -181,6 +181,7 @@ KVTIER_RADIX std::uint32_t KVTIER_RADIX_T::split(std::uint32_t c, std::uint32_t 
   for (std::size_t t = 0; t < tier_count; ++t) hn.children_holding[t] = head_of_c.tiers.has(tier_id(t)) ? 1 : 0;
   children_.replace(keys_[page_at(hn, 0)], c, h);
   children_.insert(keys_[page_at(cn, 0)], c);
+  consider(h);  // its last page may be a leaf of a tier that c's first page is not in
   return h;
 }
 
@@ -379,8 +380,8 @@ KVTIER_RADIX result<void> KVTIER_RADIX_T::set_residency(page_id page, page_resid
   const std::uint32_t p = page.value();
   account(p, normalized(next));
   const std::uint32_t n = owner_[p];
-  if (residency_[p].tiers.empty()) trim(n);
-  else consider(n);
+  if (residency_[p].tiers.empty()) trim(n);  // frees nodes only: n's slot is not reused here
+  if (nodes_[n].alive) consider(n);
   return {};
 }
 
@@ -432,9 +433,10 @@ std::size_t KVTIER_RADIX_T::evict_node(std::uint32_t n, tier_id t, std::size_t b
   const std::size_t ti = std::size_t(t);
   std::size_t dropped = 0;
   std::uint32_t j = nodes_[n].count;
-  while (j > 0 && dropped < budget) {
+  while (dropped < budget && nodes_[n].alive) {
+    j = std::min(j, nodes_[n].count);  // trimming may have shortened the node
+    if (j == 0) break;
     --j;
-    if (!nodes_[n].alive || j >= nodes_[n].count) break;
     const node& x = nodes_[n];
     const std::uint32_t p = page_at(x, j);
     const page_residency r = residency_[p];
