@@ -43,7 +43,7 @@ using mapped = mem::properties_list<mem::host_accessible, mem::device_accessible
 // Declares properties, but not through properties_list.
 struct loose_properties {
   template <class>
-  static constexpr bool contains = true;
+  [[maybe_unused]] static constexpr bool contains = true;
 };
 
 // A pool whose slot ids belong to another tier than the one it names.

@@ -130,3 +130,17 @@ BOOST_AUTO_TEST_CASE(bad_configuration_throws) {
   BOOST_CHECK_THROW(host_pool(s, page_size<>(16), 4, {.alignment = 4096, .slot_alignment = 0}), config_error);
   BOOST_CHECK_THROW(host_pool(s, page_size<>(1u << 20), memory::max_slots), config_error);  // bytes overflow
 }
+
+// The snippet docs/memory.md quotes: a pool sized from the model's shape, a batch taken all or
+// nothing, one page written plane by plane, the slots given back.
+BOOST_AUTO_TEST_CASE(readme_taste) {
+  using namespace kvtier::memory;
+  host_pool pool(shapes::llama3_8b(), page_size<16>{}, 64);  // 64 slots of 2 MiB, page-first
+  std::vector<host_slot> slots(8);
+  if (auto r = pool.allocate(std::span(slots)); !r)                 // all or nothing
+    BOOST_FAIL("pool full: " << r.err().message());                // errc::capacity_exhausted
+  std::byte* k0 = pool.host_plane(slots[0], /*layer=*/0, /*kv=*/0); // (token, head, dim) of layer 0's K
+  std::memset(k0, 0, pool.plane_bytes());
+  BOOST_TEST(pool.stats().used_bytes == 8 * pool.slot_bytes());
+  BOOST_TEST(pool.free(std::span<const host_slot>(slots)).has_value());
+}
