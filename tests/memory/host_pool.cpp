@@ -7,6 +7,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "kvtier/layout/page_first.hpp"
 #include "kvtier/memory.hpp"
 
 using namespace kvtier;
@@ -143,4 +144,25 @@ BOOST_AUTO_TEST_CASE(readme_taste) {
   std::memset(k0, 0, pool.plane_bytes());
   BOOST_TEST(pool.stats().used_bytes == 8 * pool.slot_bytes());
   BOOST_TEST(pool.free(std::span<const host_slot>(slots)).has_value());
+}
+
+// A host pool (packed slots) is exactly the layout engineer's page_first array: every row the pool
+// addresses is where layout::page_first::mapping puts it, so copies built on that layout can take
+// host_data() as their base.
+BOOST_AUTO_TEST_CASE(pool_memory_is_a_page_first_array) {
+  for (const kv_shape s : {kv_shape::mha(3, 2, 16, dtype::bf16), kv_shape::mla(2, 40, dtype::fp8_e4m3)}) {
+    const std::size_t P = 4, slots = 3;
+    host_pool p(s, page_size<>(P), slots);
+    const layout::page_first::mapping m(layout::kv_extents::of(s, slots * P), page_size<>(P));
+    BOOST_TEST(m.required_span_size() * s.element_bytes() == p.capacity_bytes());
+    for (std::uint32_t slot = 0; slot < slots; ++slot)
+      for (std::size_t l = 0; l < s.layers(); ++l)
+        for (std::size_t kv = 0; kv < s.kv_planes(); ++kv)
+          for (std::size_t t = 0; t < P; ++t)
+            for (std::size_t h = 0; h < s.heads(); ++h) {
+              const std::byte* by_pool = p.host_plane(host_slot{slot}, l, kv) + (t * s.heads() + h) * s.head_dim() * s.element_bytes();
+              const std::byte* by_layout = p.host_data() + m(l, kv, slot * P + t, h, 0) * s.element_bytes();
+              BOOST_REQUIRE(by_pool == by_layout);
+            }
+  }
 }
