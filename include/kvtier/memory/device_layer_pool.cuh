@@ -45,9 +45,14 @@ class device_layer_pool : public detail::pool_core<device_tier> {
     void* p = nullptr;
     detail::cuda_check(cudaMalloc(&p, capacity_bytes()), "cudaMalloc");
     owned_ = static_cast<std::byte*>(p);
-    planes_.resize(geometry().layers() * geometry().kv_planes());
-    for (std::size_t i = 0; i < planes_.size(); ++i) planes_[i] = owned_ + i * plane_array;
-    upload_table();
+    try {
+      planes_.resize(geometry().layers() * geometry().kv_planes());
+      for (std::size_t i = 0; i < planes_.size(); ++i) planes_[i] = owned_ + i * plane_array;
+      upload_table();
+    } catch (...) {
+      release();  // the destructor does not run for a constructor that throws
+      throw;
+    }
   }
 
   // Adopts planes the engine owns: planes[layer * kv_planes + kv] is slot 0 of plane (layer, kv);
