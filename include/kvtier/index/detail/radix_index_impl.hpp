@@ -8,12 +8,12 @@ namespace kvtier {
 #define KVTIER_RADIX_T radix_index<Policy, PageSize>
 
 KVTIER_RADIX void KVTIER_RADIX_T::reserve(std::size_t n) {
+  if (lists_.size() == lists_.capacity()) lists_.reserve(lists_.size() + n - owner_.size());
   tokens_.reserve(n * pages_.tokens());
   keys_.reserve(n);
   residency_.reserve(n);
   locks_.reserve(n);
   owner_.reserve(n);
-  lists_.reserve(n);
 }
 
 KVTIER_RADIX std::uint32_t KVTIER_RADIX_T::root_of(namespace_id ns, bool create) {
@@ -50,6 +50,7 @@ KVTIER_RADIX std::uint32_t KVTIER_RADIX_T::alloc_page() {
   } else {
     if (owner_.size() >= max_pages) throw std::length_error("kvtier: radix_index page count above 2^32-2");
     p = std::uint32_t(owner_.size());
+    if (owner_.size() == owner_.capacity()) reserve(owner_.size() + owner_.size() / 4 + 64);  // 25% slack, not 100%
     tokens_.resize(tokens_.size() + pages_.tokens());
     keys_.emplace_back();
     residency_.emplace_back();
@@ -98,7 +99,7 @@ KVTIER_RADIX void KVTIER_RADIX_T::account(std::uint32_t p, const page_residency&
 
 KVTIER_RADIX void KVTIER_RADIX_T::push_heap_entry(tier_id t, std::uint32_t n) {
   auto& heap = heaps_[std::size_t(t)];
-  if (heap.size() > 4 * live_nodes_ + 1024) {
+  if (heap.size() > 2 * live_nodes_ + 1024) {
     // Too many stale entries: rebuild from the live nodes.
     heap.clear();
     for (std::uint32_t i = 0; i < nodes_.size(); ++i)

@@ -1,0 +1,349 @@
+// kvtier-replay: replays a Mooncake-format trace through the prefix index with a capacity in
+// tokens, a page size and an eviction policy; prints the prefix hit ratio (tokens served from
+// cache over prompt tokens), requests/s and ns per page of index work. Parsing and token
+// expansion are timed apart from the index work. --sweep runs capacities x policies and writes
+// CSV and a gnuplot PNG of hit ratio against capacity.
+#include <unistd.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <deque>
+#include <filesystem>
+#include <fstream>
+#include <limits>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "kvtier/index.hpp"
+#include "kvtier/index/mooncake_trace.hpp"
+
+using namespace kvtier;
+using clock_type = std::chrono::steady_clock;
+
+namespace {
+
+constexpr std::uint64_t unbounded = std::numeric_limits<std::uint64_t>::max();
+
+struct options {
+  std::string trace = KVTIER_DEFAULT_TRACE;
+  std::uint64_t capacity = 1'000'000;  // tokens
+  std::size_t page_tokens = 16;
+  std::string policy = "lru";
+  bool csv = false;
+  bool sweep = false;
+  bool progress = true;
+  std::string out_dir = "replay-sweep";
+  std::vector<std::uint64_t> capacities{100'000, 300'000, 1'000'000, 3'000'000, 10'000'000, 30'000'000, unbounded};
+  std::vector<std::string> policies{"lru", "lfu-aging", "priority-lru", "look-ahead"};
+  std::size_t window = 32;                // look-ahead: queued requests the scheduler sees
+  std::uint64_t priority_below = 4096;    // priority-lru: prompts up to this many tokens get priority 1
+};
+
+struct outcome {
+  std::string policy;
+  std::uint64_t capacity = 0;
+  std::size_t page_tokens = 0;
+  std::uint64_t requests = 0, prompt_tokens = 0, hit_tokens = 0, pages = 0, evicted = 0;
+  double index_s = 0, expand_s = 0;
+  std::size_t peak_pages = 0;
+  double bytes_per_page = 0;
+  double hit_ratio() const { return prompt_tokens ? double(hit_tokens) / double(prompt_tokens) : 0; }
+};
+
+[[noreturn]] void usage(const char* why) {
+  if (why) std::fprintf(stderr, "kvtier-replay: %s\n\n", why);
+  std::fprintf(stderr,
+               "usage: kvtier-replay [TRACE.jsonl] [--capacity TOKENS|inf] [--page-size N]\n"
+               "                     [--policy lru|lfu-aging|priority-lru|look-ahead] [--csv] [--no-progress]\n"
+               "                     [--window N] [--priority-below TOKENS]\n"
+               "       kvtier-replay [TRACE.jsonl] --sweep [--capacities 1e5,1e6,inf] [--policies lru,...]\n"
+               "                     [--out DIR]   (writes DIR/sweep.csv and DIR/sweep.png)\n"
+               "TOKENS accepts K/M/G suffixes and decimals: 0.1M = 100000.\n");
+  std::exit(2);
+}
+
+std::uint64_t parse_tokens(std::string_view s) {
+  if (s == "inf" || s == "unbounded") return unbounded;
+  std::string str(s);
+  double mult = 1;
+  if (!str.empty()) {
+    const char c = str.back();
+    if (c == 'K' || c == 'k') mult = 1e3;
+    if (c == 'M' || c == 'm') mult = 1e6;
+    if (c == 'G' || c == 'g') mult = 1e9;
+    if (mult != 1) str.pop_back();
+  }
+  char* end = nullptr;
+  const double v = std::strtod(str.c_str(), &end);
+  if (str.empty() || end != str.c_str() + str.size() || !(v >= 0) || v * mult > 1e18)
+    usage(("bad token count: " + std::string(s)).c_str());
+  return std::uint64_t(std::llround(v * mult));
+}
+
+std::vector<std::string> split(std::string_view s) {
+  std::vector<std::string> out;
+  while (!s.empty()) {
+    const auto comma = s.find(',');
+    out.emplace_back(s.substr(0, comma));
+    if (comma == std::string_view::npos) break;
+    s.remove_prefix(comma + 1);
+  }
+  return out;
+}
+
+options parse_args(int argc, char** argv) {
+  options o;
+  bool have_trace = false;
+  for (int i = 1; i < argc; ++i) {
+    const std::string_view a = argv[i];
+    auto value = [&]() -> std::string_view {
+      if (i + 1 >= argc) usage(("missing value after " + std::string(a)).c_str());
+      return argv[++i];
+    };
+    if (a == "--capacity") o.capacity = parse_tokens(value());
+    else if (a == "--page-size") {
+      const auto v = parse_tokens(value());
+      if (v == 0 || v > (1u << 20)) usage("page size must be 1..2^20 tokens");
+      o.page_tokens = std::size_t(v);
+    } else if (a == "--policy") o.policy = value();
+    else if (a == "--csv") o.csv = true;
+    else if (a == "--sweep") o.sweep = true;
+    else if (a == "--no-progress") o.progress = false;
+    else if (a == "--out") o.out_dir = value();
+    else if (a == "--window") o.window = std::size_t(parse_tokens(value()));
+    else if (a == "--priority-below") o.priority_below = parse_tokens(value());
+    else if (a == "--capacities") {
+      o.capacities.clear();
+      for (const auto& c : split(value())) o.capacities.push_back(parse_tokens(c));
+    } else if (a == "--policies") o.policies = split(value());
+    else if (a == "-h" || a == "--help") usage(nullptr);
+    else if (!a.empty() && a[0] == '-') usage(("unknown option " + std::string(a)).c_str());
+    else if (!have_trace) {
+      o.trace = a;
+      have_trace = true;
+    } else usage("more than one trace given");
+  }
+  for (const auto& p : o.sweep ? o.policies : std::vector<std::string>{o.policy})
+    if (p != "lru" && p != "lfu-aging" && p != "priority-lru" && p != "look-ahead")
+      usage(("unknown policy " + p).c_str());
+  return o;
+}
+
+class progress_bar {
+ public:
+  progress_bar(bool on, std::string label, std::size_t total)
+      : on_(on && isatty(STDOUT_FILENO)), label_(std::move(label)), total_(total) {}
+  void update(std::size_t done) {
+    if (!on_ || total_ == 0) return;
+    const int pct = int(done * 100 / total_);
+    if (pct == last_) return;
+    last_ = pct;
+    const int width = 40, fill = pct * width / 100;
+    std::printf("\r%-28s [%.*s%*s] %3d%%", label_.c_str(), fill, "########################################",
+                width - fill, "", pct);
+    std::fflush(stdout);
+  }
+  ~progress_bar() {
+    if (on_ && last_ >= 0) std::printf("\r%*s\r", 80, "");
+  }
+
+ private:
+  bool on_;
+  std::string label_;
+  std::size_t total_;
+  int last_ = -1;
+};
+
+template <class Policy, std::size_t PageSize>
+outcome replay(const std::vector<trace_request>& trace, const options& o, page_size<PageSize> ps,
+               const std::string& policy_name, std::uint64_t capacity) {
+  outcome r;
+  r.policy = policy_name;
+  r.capacity = capacity;
+  r.page_tokens = ps.tokens();
+  const std::size_t capacity_pages = capacity == unbounded ? std::numeric_limits<std::size_t>::max()
+                                                           : std::size_t(capacity / ps.tokens());
+  radix_index<Policy, PageSize> idx(ps, index_options{.model = 1});
+  const namespace_id ns{0};
+  match_result m;
+  // Expanded prompts of the request being served and, for look-ahead, of the queued ones.
+  std::deque<std::vector<token_id>> queue;
+  std::vector<std::vector<token_id>> spare;
+  std::size_t next_to_queue = 0;
+  constexpr bool hook = look_ahead_policy<Policy>;
+  const std::size_t window = hook ? std::max<std::size_t>(o.window, 1) : 1;
+  clock_type::duration index_time{}, expand_time{};
+  progress_bar bar(o.progress && !o.csv, policy_name + " " + (capacity == unbounded ? std::string("inf") : std::to_string(capacity)), trace.size());
+
+  for (std::size_t i = 0; i < trace.size(); ++i) {
+    while (next_to_queue < trace.size() && next_to_queue < i + window) {
+      const auto t0 = clock_type::now();
+      std::vector<token_id> t;
+      if (!spare.empty()) {
+        t = std::move(spare.back());
+        spare.pop_back();
+      }
+      expand_prompt(trace[next_to_queue], t);
+      const auto t1 = clock_type::now();
+      if constexpr (hook) idx.expect(ns, t);  // a request entered the scheduler's queue
+      expand_time += t1 - t0;
+      index_time += clock_type::now() - t1;
+      queue.push_back(std::move(t));
+      ++next_to_queue;
+    }
+    const std::vector<token_id>& tokens = queue.front();
+    const std::uint8_t priority = trace[i].input_length <= o.priority_below ? 1 : 0;
+
+    const auto t0 = clock_type::now();
+    if constexpr (hook) idx.unexpect(ns, tokens);  // it leaves the queue: served now
+    idx.match(ns, tokens, m, match_options{.priority = priority});
+    r.hit_tokens += m.size() * ps.tokens();
+    (void)idx.insert(ns, tokens, on_device(device_slot{0}), insert_options{.priority = priority});
+    if (idx.pages_in(tier_id::device) > capacity_pages)
+      r.evicted += idx.evict(tier_id::device, idx.pages_in(tier_id::device) - capacity_pages,
+                             [](const victim&) { return true; });
+    index_time += clock_type::now() - t0;
+
+    r.prompt_tokens += tokens.size();
+    r.pages += ps.full_pages(tokens.size());
+    r.peak_pages = std::max(r.peak_pages, idx.pages());
+    ++r.requests;
+    spare.push_back(std::move(queue.front()));
+    queue.pop_front();
+    bar.update(i + 1);
+  }
+  r.index_s = std::chrono::duration<double>(index_time).count();
+  r.expand_s = std::chrono::duration<double>(expand_time).count();
+  r.bytes_per_page = idx.pages() ? double(idx.memory_bytes()) / double(idx.pages()) : 0;
+  return r;
+}
+
+template <std::size_t PageSize>
+outcome replay_policy(const std::vector<trace_request>& trace, const options& o, page_size<PageSize> ps,
+                      const std::string& policy, std::uint64_t capacity) {
+  if (policy == "lru") return replay<lru>(trace, o, ps, policy, capacity);
+  if (policy == "lfu-aging") return replay<lfu_aging>(trace, o, ps, policy, capacity);
+  if (policy == "priority-lru") return replay<priority_lru>(trace, o, ps, policy, capacity);
+  return replay<look_ahead<lru>>(trace, o, ps, policy, capacity);
+}
+
+outcome run_one(const std::vector<trace_request>& trace, const options& o, const std::string& policy,
+                std::uint64_t capacity) {
+  // Common page sizes are compile-time constants; any other runs with a run-time page size.
+  switch (o.page_tokens) {
+    case 16: return replay_policy(trace, o, page_size<16>{}, policy, capacity);
+    case 32: return replay_policy(trace, o, page_size<32>{}, policy, capacity);
+    case 64: return replay_policy(trace, o, page_size<64>{}, policy, capacity);
+    case 512: return replay_policy(trace, o, page_size<512>{}, policy, capacity);
+    default: return replay_policy(trace, o, page_size<>(o.page_tokens), policy, capacity);
+  }
+}
+
+std::string capacity_text(std::uint64_t c) { return c == unbounded ? "inf" : std::to_string(c); }
+
+const char* csv_header =
+    "policy,capacity_tokens,page_tokens,requests,prompt_tokens,hit_tokens,hit_ratio,index_s,requests_per_s,"
+    "ns_per_page,expand_s,parse_s,evicted_pages,peak_pages,bytes_per_page\n";
+
+void print_csv(std::FILE* f, const outcome& r, double parse_s) {
+  std::fprintf(f, "%s,%s,%zu,%llu,%llu,%llu,%.6f,%.6f,%.1f,%.2f,%.6f,%.6f,%llu,%zu,%.1f\n", r.policy.c_str(),
+               capacity_text(r.capacity).c_str(), r.page_tokens, (unsigned long long)r.requests,
+               (unsigned long long)r.prompt_tokens, (unsigned long long)r.hit_tokens, r.hit_ratio(), r.index_s,
+               double(r.requests) / r.index_s, r.index_s * 1e9 / double(r.pages), r.expand_s, parse_s,
+               (unsigned long long)r.evicted, r.peak_pages, r.bytes_per_page);
+}
+
+void print_human(const outcome& r, double parse_s) {
+  std::printf("trace          %llu requests, %llu prompt tokens, %zu-token pages, %llu whole pages\n",
+              (unsigned long long)r.requests, (unsigned long long)r.prompt_tokens, r.page_tokens,
+              (unsigned long long)r.pages);
+  std::printf("index          policy %s, capacity %s tokens\n", r.policy.c_str(), capacity_text(r.capacity).c_str());
+  std::printf("prefix hits    %llu tokens = %.2f%% of prompt tokens (%llu pages evicted, peak %zu pages)\n",
+              (unsigned long long)r.hit_tokens, 100 * r.hit_ratio(), (unsigned long long)r.evicted, r.peak_pages);
+  std::printf("index work     %.3f s: %.0f requests/s, %.1f ns per page (match + insert + evict)\n", r.index_s,
+              double(r.requests) / r.index_s, r.index_s * 1e9 / double(r.pages));
+  std::printf("not timed in   parse %.3f s, token expansion %.3f s; index bookkeeping %.1f B per cached page\n",
+              parse_s, r.expand_s, r.bytes_per_page);
+}
+
+int sweep(const std::vector<trace_request>& trace, const options& o, double parse_s) {
+  namespace fs = std::filesystem;
+  fs::create_directories(o.out_dir);
+  const fs::path csv = fs::path(o.out_dir) / "sweep.csv";
+  std::FILE* f = std::fopen(csv.c_str(), "w");
+  if (!f) {
+    std::fprintf(stderr, "kvtier-replay: cannot write %s\n", csv.c_str());
+    return 1;
+  }
+  std::fputs(csv_header, f);
+  std::printf("%-14s %14s %10s %10s %12s\n", "policy", "capacity", "hit ratio", "index s", "ns/page");
+  std::uint64_t max_finite = 0;
+  for (const auto& c : o.capacities)
+    if (c != unbounded) max_finite = std::max(max_finite, c);
+  for (const auto& policy : o.policies)
+    for (const auto capacity : o.capacities) {
+      const outcome r = run_one(trace, o, policy, capacity);
+      print_csv(f, r, parse_s);
+      std::fflush(f);
+      std::printf("%-14s %14s %9.2f%% %10.3f %12.1f\n", policy.c_str(), capacity_text(capacity).c_str(),
+                  100 * r.hit_ratio(), r.index_s, r.index_s * 1e9 / double(r.pages));
+      std::fflush(stdout);
+    }
+  std::fclose(f);
+  // The plot: unbounded capacity is drawn as a dashed line (gnuplot cannot place inf on a log axis).
+  const fs::path plot = fs::path(o.out_dir) / "sweep.gp";
+  const fs::path png = fs::path(o.out_dir) / "sweep.png";
+  {
+    std::ofstream gp(plot);
+    gp << "set terminal pngcairo size 900,560\nset output '" << png.string() << "'\n"
+       << "set datafile separator ','\nset logscale x\nset key bottom right\nset grid\n"
+       << "set xlabel 'capacity (tokens)'\nset ylabel 'prefix hit ratio (%)'\n"
+       << "set title 'kvtier-replay: " << fs::path(o.trace).filename().string() << ", " << o.page_tokens
+       << "-token pages'\n";
+    gp << "plot ";
+    for (std::size_t k = 0; k < o.policies.size(); ++k) {
+      if (k) gp << ", ";
+      gp << "'" << csv.string() << "' using (strcol(1) eq '" << o.policies[k]
+         << "' && strcol(2) ne 'inf' ? $2 : 1/0):($7*100) with linespoints title '" << o.policies[k] << "'";
+    }
+    // Unbounded reference line (the same for every policy).
+    gp << ", '" << csv.string() << "' using (strcol(2) eq 'inf' ? " << (max_finite ? max_finite : 1)
+       << " : 1/0):($7*100) with points pt 7 ps 1.5 lc rgb 'black' title 'unbounded (drawn at the largest capacity)'\n";
+  }
+  const std::string cmd = "gnuplot '" + plot.string() + "' 2>&1";
+  const int rc = std::system(cmd.c_str());
+  std::printf("wrote %s%s\n", csv.c_str(), rc == 0 ? (" and " + png.string()).c_str() : " (gnuplot failed: no PNG)");
+  return rc == 0 ? 0 : 1;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const options o = parse_args(argc, argv);
+  std::vector<trace_request> trace;
+  const auto t0 = clock_type::now();
+  try {
+    trace = read_mooncake_trace(o.trace);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "kvtier-replay: %s\n", e.what());
+    return 1;
+  }
+  const double parse_s = std::chrono::duration<double>(clock_type::now() - t0).count();
+  if (trace.empty()) {
+    std::fprintf(stderr, "kvtier-replay: %s holds no requests\n", o.trace.c_str());
+    return 1;
+  }
+  if (o.sweep) return sweep(trace, o, parse_s);
+  const outcome r = run_one(trace, o, o.policy, o.capacity);
+  if (o.csv) {
+    std::fputs(csv_header, stdout);
+    print_csv(stdout, r, parse_s);
+  } else {
+    print_human(r, parse_s);
+  }
+  return 0;
+}
