@@ -40,7 +40,11 @@ struct options {
   std::vector<std::uint64_t> capacities{100'000, 300'000, 1'000'000, 3'000'000, 10'000'000, 30'000'000, unbounded};
   std::vector<std::string> policies{"lru", "lfu-aging", "priority-lru", "look-ahead"};
   std::size_t window = 32;                // look-ahead: queued requests the scheduler sees
-  std::uint64_t priority_below = 4096;    // priority-lru: prompts up to this many tokens get priority 1
+  // priority-lru: which pages get retention priority 1 (the trace carries no priorities):
+  //  "shared": the prefix a request found cached (as an engine marks its system prompts);
+  //  "short":  whole prompts of at most priority_below tokens.
+  std::string priority_rule = "shared";
+  std::uint64_t priority_below = 4096;
 };
 
 struct outcome {
@@ -59,7 +63,7 @@ struct outcome {
   std::fprintf(stderr,
                "usage: kvtier-replay [TRACE.jsonl] [--capacity TOKENS|inf] [--page-size N]\n"
                "                     [--policy lru|lfu-aging|priority-lru|look-ahead] [--csv] [--no-progress]\n"
-               "                     [--window N] [--priority-below TOKENS]\n"
+               "                     [--window N] [--priority-rule shared|short] [--priority-below TOKENS]\n"
                "       kvtier-replay [TRACE.jsonl] --sweep [--capacities 1e5,1e6,inf] [--policies lru,...]\n"
                "                     [--out DIR]   (writes DIR/sweep.csv and DIR/sweep.png)\n"
                "TOKENS accepts K/M/G suffixes and decimals: 0.1M = 100000.\n");
@@ -116,6 +120,10 @@ options parse_args(int argc, char** argv) {
     else if (a == "--out") o.out_dir = value();
     else if (a == "--window") o.window = std::size_t(parse_tokens(value()));
     else if (a == "--priority-below") o.priority_below = parse_tokens(value());
+    else if (a == "--priority-rule") {
+      o.priority_rule = value();
+      if (o.priority_rule != "shared" && o.priority_rule != "short") usage("--priority-rule is shared or short");
+    }
     else if (a == "--capacities") {
       o.capacities.clear();
       for (const auto& c : split(value())) o.capacities.push_back(parse_tokens(c));
@@ -196,13 +204,17 @@ outcome replay(const std::vector<trace_request>& trace, const options& o, page_s
       ++next_to_queue;
     }
     const std::vector<token_id>& tokens = queue.front();
-    const std::uint8_t priority = trace[i].input_length <= o.priority_below ? 1 : 0;
+    const bool shared_rule = o.priority_rule == "shared";
+    const std::uint8_t priority = !shared_rule && trace[i].input_length <= o.priority_below ? 1 : 0;
 
     const auto t0 = clock_type::now();
     if constexpr (hook) idx.unexpect(ns, tokens);  // it leaves the queue: served now
     idx.match(ns, tokens, m, match_options{.priority = priority});
     r.hit_tokens += m.size() * ps.tokens();
     (void)idx.insert(ns, tokens, on_device(device_slot{0}), insert_options{.priority = priority});
+    if constexpr (std::same_as<Policy, priority_lru>)
+      if (shared_rule && !m.empty())  // the shared prefix is retained first
+        idx.match(ns, std::span(tokens).first(m.size() * ps.tokens()), m, match_options{.priority = 1});
     if (idx.pages_in(tier_id::device) > capacity_pages)
       r.evicted += idx.evict(tier_id::device, idx.pages_in(tier_id::device) - capacity_pages,
                              [](const victim&) { return true; });
@@ -299,7 +311,7 @@ int sweep(const std::vector<trace_request>& trace, const options& o, double pars
   const fs::path png = fs::path(o.out_dir) / "sweep.png";
   {
     std::ofstream gp(plot);
-    gp << "set terminal pngcairo size 900,560\nset output '" << png.string() << "'\n"
+    gp << "set terminal pngcairo size 900,560 noenhanced\nset output '" << png.string() << "'\n"
        << "set datafile separator ','\nset logscale x\nset key bottom right\nset grid\n"
        << "set xlabel 'capacity (tokens)'\nset ylabel 'prefix hit ratio (%)'\n"
        << "set title 'kvtier-replay: " << fs::path(o.trace).filename().string() << ", " << o.page_tokens
