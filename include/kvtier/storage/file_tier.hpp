@@ -589,16 +589,23 @@ class file_tier {
       }
       case work_kind::read: {
         error status = io;
+        const page_header h = load_page_header(op.header.span());
+        const bool direct = op.direct_payload;
+        if (direct && uring_ && !pumping_) {
+          // The op's buffers are free now: start the next I/O before spending CPU on this page.
+          pumping_ = true;
+          pump();
+          pumping_ = false;
+        }
         if (io.code == errc::ok) {
-          const page_header h = load_page_header(op.header.span());
           const page_expectation want{cfg_.shape.fingerprint(), w.where, w.tokens_fp, Codec::id, cfg_.page_bytes, max_payload_};
           page_verdict v = check_page_header(h, want);
           if (v == page_verdict::intact) {
             const std::span<const std::byte> payload =
-                op.direct_payload ? std::span<const std::byte>(w.out.data(), h.payload_bytes)
+                direct ? std::span<const std::byte>(w.out.data(), h.payload_bytes)
                                   : std::span<const std::byte>(op.staging.data(), h.payload_bytes);
             v = verify_page(h, payload, want);
-            if (v == page_verdict::intact && !op.direct_payload && !codec_.decode(payload, w.out))
+            if (v == page_verdict::intact && !direct && !codec_.decode(payload, w.out))
               v = page_verdict::corrupted;
           }
           if (v != page_verdict::intact) {
@@ -643,6 +650,7 @@ class file_tier {
   std::size_t files_ = 0;
   bool direct_ = false;
   bool uring_ = false;
+  bool pumping_ = false;
   io_uring ring_{};
   std::size_t in_flight_ = 0;
   std::vector<int> fds_;

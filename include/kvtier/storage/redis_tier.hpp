@@ -5,8 +5,9 @@
 // and timeouts complete requests with error values; the tier reconnects with exponential backoff.
 // Engines sharing one Redis see each other's pages. Not thread-safe: one tier per thread.
 //
-// hiredis connects, authenticates and parses replies; requests are written straight to the socket
-// with writev, so a page's bytes go from the caller's buffer to the kernel without a copy.
+// hiredis connects and authenticates; requests are written straight to the socket with sendmsg and
+// replies parsed here, so a page's bytes go between the caller's buffer and the kernel without an
+// intermediate copy in either direction.
 #include <hiredis/hiredis.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -23,6 +24,7 @@
 #include <cstdio>
 #include <cstring>
 #include <deque>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -75,7 +77,7 @@ class redis_tier {
       throw config_error("kvtier: redis_tier reconnect backoff must satisfy 0 < min <= max");
     max_payload_ = codec_.max_encoded_bytes(cfg_.page_bytes);
     backoff_ = cfg_.reconnect_min;
-    read_buf_.resize(std::size_t(1) << 20);
+    read_buf_.resize(std::size_t(256) << 10);
     encode_buf_.resize(Codec{}.max_encoded_bytes(cfg_.page_bytes));
   }
   redis_tier(const redis_tier&) = delete;
@@ -136,8 +138,7 @@ class redis_tier {
     std::size_t bytes;  // payload bytes of a set
   };
 
-  static error reply_error(const redisReply* r) noexcept {
-    const std::string_view s(r->str ? r->str : "", r->len);
+  static error reply_error(std::string_view s) noexcept {
     if (s.starts_with("OOM")) return make_error(errc::capacity_exhausted);
     // Redis refuses large requests of unauthenticated clients with a protocol error, then closes.
     if (s.starts_with("NOAUTH") || s.starts_with("NOPERM") || s.starts_with("WRONGPASS") ||
@@ -192,6 +193,8 @@ class redis_tier {
     if (ctx_ != nullptr) {
       redisFree(ctx_);
       ctx_ = nullptr;
+      rpos_ = rend_ = 0;
+      stage_ = stage::line;
       next_attempt_ = clock::now() + backoff_;
       backoff_ = std::min(backoff_ * 2, cfg_.reconnect_max);
     }
@@ -363,34 +366,149 @@ class redis_tier {
   }
 
   // ---- replies ---------------------------------------------------------------------------------
-  error on_reply(const pending& p, redisReply* r) noexcept {
-    if (r->type == REDIS_REPLY_ERROR) return reply_error(r);
-    switch (p.kind) {
-      case op_kind::set:
-        return r->type == REDIS_REPLY_STATUS ? error{} : make_error(errc::io_error);
-      case op_kind::exists:
-        return r->type == REDIS_REPLY_INTEGER && r->integer > 0 ? error{} : make_error(errc::not_found);
-      case op_kind::del:
-        return r->type == REDIS_REPLY_INTEGER && r->integer > 0 ? error{} : make_error(errc::not_found);
-      case op_kind::get: {
-        if (r->type == REDIS_REPLY_NIL) return make_error(errc::not_found);
-        if (r->type != REDIS_REPLY_STRING) return make_error(errc::io_error);
-        const auto* bytes = reinterpret_cast<const std::byte*>(r->str);
-        const std::size_t len = r->len;
-        page_verdict v = page_verdict::corrupted;
-        if (len >= page_header_bytes) {
-          const page_header h = load_page_header({bytes, page_header_bytes});
-          const page_expectation want{cfg_.shape.fingerprint(), p.where, p.tokens_fp, Codec::id, cfg_.page_bytes, max_payload_};
-          v = verify_page(h, {bytes + page_header_bytes, len - page_header_bytes}, want);
-          if (v == page_verdict::intact && !codec_.decode({bytes + page_header_bytes, len - page_header_bytes}, p.out))
-            v = page_verdict::corrupted;
-        }
-        if (v == page_verdict::intact) return {};
-        ++(v == page_verdict::foreign ? stats_.foreign : stats_.corrupted);
-        return make_error(errc::corrupted);
+  // Replies are parsed here rather than by hiredis's reader so that a GET's payload goes from the
+  // socket straight into the caller's page (no intermediate reply object, no extra copy).
+  // Only the reply types these commands produce are expected: +status, -error, :integer, $bulk.
+  enum class stage : std::uint8_t { line, bulk, crlf };
+
+  // The line at the read position ("...\r\n"), if complete.
+  std::optional<std::string_view> take_line() noexcept {
+    const char* begin = read_buf_.data() + rpos_;
+    const char* end = read_buf_.data() + rend_;
+    for (const char* c = begin; c + 1 < end; ++c)
+      if (c[0] == '\r' && c[1] == '\n') {
+        rpos_ += std::size_t(c + 2 - begin);
+        return std::string_view(begin, std::size_t(c - begin));
       }
+    return std::nullopt;
+  }
+
+  // Where the next payload bytes of the bulk in progress go.
+  std::span<std::byte> bulk_target() noexcept {
+    if (bulk_got_ < page_header_bytes)
+      return std::span<std::byte>(reinterpret_cast<std::byte*>(&bulk_header_), page_header_bytes)
+          .subspan(bulk_got_, std::min(page_header_bytes, bulk_len_) - bulk_got_);
+    const std::size_t at = bulk_got_ - page_header_bytes;
+    return bulk_into_.subspan(at, bulk_len_ - bulk_got_);
+  }
+
+  // The verdict on a complete GET value: header bulk_header_, payload in bulk_into_.
+  error check_get(const pending& p) noexcept {
+    page_verdict v = page_verdict::corrupted;
+    if (bulk_len_ >= page_header_bytes) {
+      const page_expectation want{cfg_.shape.fingerprint(), p.where, p.tokens_fp, Codec::id, cfg_.page_bytes, max_payload_};
+      const std::span<const std::byte> payload = bulk_into_.first(bulk_len_ - page_header_bytes);
+      v = verify_page(bulk_header_, payload, want);
+      if (v == page_verdict::intact && payload.data() != p.out.data() && !codec_.decode(payload, p.out))
+        v = page_verdict::corrupted;
     }
-    return make_error(errc::io_error);
+    if (v == page_verdict::intact) return {};
+    ++(v == page_verdict::foreign ? stats_.foreign : stats_.corrupted);
+    return make_error(errc::corrupted);
+  }
+
+  // Advances the reply of the front request with buffered bytes. Returns true when it completed
+  // one request; false when more bytes are needed. A protocol error drops the connection.
+  bool step() noexcept {
+    const pending& p = pending_.front();
+    if (stage_ == stage::line) {
+      const std::optional<std::string_view> line = take_line();
+      if (!line) return false;
+      if (line->empty()) return protocol_error();
+      const char type = (*line)[0];
+      const std::string_view rest = line->substr(1);
+      const long long number = std::strtoll(std::string(rest).c_str(), nullptr, 10);
+      error e{};
+      switch (type) {
+        case '+': e = p.kind == op_kind::set ? error{} : make_error(errc::io_error); break;
+        case '-': e = reply_error(rest); break;
+        case ':': e = number > 0 ? error{} : make_error(errc::not_found); break;
+        case '$':
+          if (number < 0) {
+            e = make_error(errc::not_found);
+            break;
+          }
+          bulk_len_ = std::size_t(number);
+          bulk_got_ = 0;
+          // A GET value of the expected size lands in the caller's page; anything else in scratch.
+          if (p.kind == op_kind::get && is_identity_codec_v<Codec> && bulk_len_ == page_header_bytes + cfg_.page_bytes) {
+            bulk_into_ = p.out;
+          } else {
+            try {
+              scratch_.resize(bulk_len_ > page_header_bytes ? bulk_len_ - page_header_bytes : 0);
+            } catch (...) {
+              return protocol_error();
+            }
+            bulk_into_ = scratch_;
+          }
+          stage_ = stage::bulk;
+          return step();
+        default: return protocol_error();
+      }
+      complete_front(e);
+      return true;
+    }
+    if (stage_ == stage::bulk) {
+      while (bulk_got_ < bulk_len_ && rpos_ < rend_) {
+        const std::span<std::byte> to = bulk_target();
+        const std::size_t n = std::min(to.size(), rend_ - rpos_);
+        std::memcpy(to.data(), read_buf_.data() + rpos_, n);
+        rpos_ += n;
+        bulk_got_ += n;
+      }
+      if (bulk_got_ < bulk_len_) return false;
+      stage_ = stage::crlf;
+    }
+    if (rend_ - rpos_ < 2) return false;
+    if (read_buf_[rpos_] != '\r' || read_buf_[rpos_ + 1] != '\n') return protocol_error();
+    rpos_ += 2;
+    stage_ = stage::line;
+    complete_front(p.kind == op_kind::get ? check_get(p) : make_error(errc::io_error));
+    return true;
+  }
+
+  void complete_front(error e) noexcept {
+    const pending p = pending_.front();
+    pending_.pop_front();
+    finish(p, e);
+    last_progress_ = clock::now();
+  }
+
+  bool protocol_error() noexcept {
+    drop_connection(make_error(errc::io_error, EPROTO));
+    return false;
+  }
+
+  // Reads from the socket into the read buffer, or straight into a large bulk's destination.
+  // Returns false when the connection was dropped.
+  bool read_some() noexcept {
+    if (rpos_ == rend_) rpos_ = rend_ = 0;
+    std::span<std::byte> direct;
+    if (stage_ == stage::bulk && rpos_ == rend_) direct = bulk_target();
+    ssize_t got;
+    if (direct.size() >= 4096) {
+      got = ::recv(ctx_->fd, direct.data(), direct.size(), 0);
+      if (got > 0) bulk_got_ += std::size_t(got);
+    } else {
+      if (rend_ == read_buf_.size()) {  // compact: a partial line is at the end
+        std::memmove(read_buf_.data(), read_buf_.data() + rpos_, rend_ - rpos_);
+        rend_ -= rpos_;
+        rpos_ = 0;
+        if (rend_ == read_buf_.size()) return protocol_error();  // a line longer than the buffer
+      }
+      got = ::recv(ctx_->fd, read_buf_.data() + rend_, read_buf_.size() - rend_, 0);
+      if (got > 0) rend_ += std::size_t(got);
+    }
+    if (got == 0) {
+      drop_connection(make_error(errc::connection_lost, ECONNRESET));
+      return false;
+    }
+    if (got < 0) {
+      if (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK) return true;
+      drop_connection(make_error(errc::connection_lost, errno));
+      return false;
+    }
+    return true;
   }
 
   // Completes replies already buffered, then reads the socket (waiting up to `timeout`) while
@@ -399,23 +517,12 @@ class redis_tier {
     std::size_t completed = 0;
     const auto deadline = clock::now() + timeout;
     while (ctx_ != nullptr && !pending_.empty()) {
-      void* raw = nullptr;
-      if (redisReaderGetReply(ctx_->reader, &raw) != REDIS_OK) {
-        drop_connection(make_error(errc::io_error, EPROTO));
-        break;
-      }
-      if (raw != nullptr) {
-        auto* r = static_cast<redisReply*>(raw);
-        const pending p = pending_.front();
-        pending_.pop_front();
-        finish(p, on_reply(p, r));
-        freeReplyObject(r);
+      if (step()) {
         ++completed;
-        last_progress_ = clock::now();
         if (target != nullptr && target->done()) break;
         continue;
       }
-      // Nothing complete in the buffer: read more.
+      if (ctx_ == nullptr) break;  // a protocol error dropped the connection
       const auto now = clock::now();
       if (now - last_progress_ > cfg_.io_timeout) {
         drop_connection(make_error(errc::timeout, ETIMEDOUT));
@@ -433,20 +540,8 @@ class redis_tier {
         if (left == 0) break;  // caller's time is up (poll() passes 0)
         continue;
       }
-      const ssize_t got = ::recv(ctx_->fd, read_buf_.data(), read_buf_.size(), 0);
-      if (got == 0) {
-        drop_connection(make_error(errc::connection_lost, ECONNRESET));
-        break;
-      }
-      if (got < 0) {
-        if (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK) continue;
-        drop_connection(make_error(errc::connection_lost, errno));
-        break;
-      }
-      if (redisReaderFeed(ctx_->reader, read_buf_.data(), std::size_t(got)) != REDIS_OK) {
-        drop_connection(make_error(errc::io_error, EPROTO));
-        break;
-      }
+      if (!read_some()) break;
+      last_progress_ = clock::now();
     }
     return completed;
   }
@@ -456,7 +551,13 @@ class redis_tier {
   std::size_t max_payload_ = 0;
   redisContext* ctx_ = nullptr;
   std::deque<pending> pending_;
-  std::vector<char> read_buf_;
+  std::vector<char> read_buf_;       // socket bytes not yet parsed: [rpos_, rend_)
+  std::size_t rpos_ = 0, rend_ = 0;
+  stage stage_ = stage::line;        // where the front request's reply stands
+  std::size_t bulk_len_ = 0, bulk_got_ = 0;
+  page_header bulk_header_{};
+  std::span<std::byte> bulk_into_;   // where a bulk's payload goes: the caller's page or scratch_
+  std::vector<std::byte> scratch_;
   std::vector<std::byte> encode_buf_;
   clock::time_point next_attempt_{};
   clock::time_point last_progress_{};
