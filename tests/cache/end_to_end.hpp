@@ -105,7 +105,9 @@ engine_report run_engine(Cache& cache, chat_workload& work, const reference_kv& 
     if (whole < covering) (void)cache.free(std::span<const device_slot>(slots.data() + (whole - cached), 1));
     cache.release(lease);
     cache.poll();
+    if (rep.requests % 97 == 0 && !cache.audit()) ++rep.errors;  // bookkeeping agrees with the index
   }
+  if (!cache.audit()) ++rep.errors;
   return rep;
 }
 

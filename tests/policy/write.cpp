@@ -62,3 +62,8 @@ BOOST_AUTO_TEST_CASE(write_back_backs_up_only_on_eviction) {
   BOOST_TEST(!p.backup_on_hit(7));
   BOOST_TEST((p.victim_without_copy() == on_evict::backup));
 }
+
+// Only policies that can back up on a hit make the cache count hits.
+static_assert(!write_policy_counts_hits<write_through>);
+static_assert(!write_policy_counts_hits<write_back>);
+static_assert(write_policy_counts_hits<selective_write_through>);

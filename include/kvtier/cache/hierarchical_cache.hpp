@@ -150,13 +150,16 @@ class hierarchical_cache<cache_parts<PageSize, DevicePool, HostPool, HostLayout,
     for (std::size_t i = 0; i < n; ++i) {
       const page_source src = l.match_.sources[i];
       if (src == page_source::device) {
-        const page_residency r = index_.info(l.match_.pages[i])->residency;
-        l.slots_[i] = r.device;
+        // Field by field: copying the whole residency out of info()'s fresh result defeats
+        // store-to-load forwarding and costs ~10 ns a page.
+        const device_slot d = slot_of_[l.match_.pages[i].value()];
+        l.slots_[i] = d;
         lead += leading;
-        note_device_hit(l.match_.pages[i], r);
+        note_device_hit(l.match_.pages[i], d);
       } else {
         leading = false;
         if (src == page_source::host) note_host_hit(l.match_.pages[i]);
+        else stats_.hit_tokens[std::size_t(slow_tier_of(l.match_.pages[i]))] += P;
       }
     }
     l.cached_pages_ = lead;
@@ -165,8 +168,6 @@ class hierarchical_cache<cache_parts<PageSize, DevicePool, HostPool, HostLayout,
     stats_.cacheable_tokens += cfg_.pages.whole_tokens(tokens.size());
     stats_.hit_tokens[std::size_t(tier_id::device)] += l.match_.device_pages * P;
     stats_.hit_tokens[std::size_t(tier_id::host)] += l.match_.host_pages * P;
-    for (std::size_t i = 0; i < n; ++i)
-      if (l.match_.sources[i] == page_source::storage) stats_.hit_tokens[std::size_t(slow_tier_of(l.match_.pages[i]))] += P;
     return {};
   }
   lease_type lookup(namespace_id ns, std::span<const token_id> tokens) {
@@ -224,7 +225,8 @@ class hierarchical_cache<cache_parts<PageSize, DevicePool, HostPool, HostLayout,
     l.stream_ = &stream;
     if (!l.fetch_tickets_.empty()) await_fetches(l);
     const std::size_t n = l.match_.size();
-    std::size_t usable = 0;
+    // The leading device pages were planned by lookup and stay put (locked, ready).
+    std::size_t usable = l.cached_pages_;
     to_load_.clear();
     for (; usable < n; ++usable) {
       const page_id p = l.match_.pages[usable];
@@ -259,6 +261,7 @@ class hierarchical_cache<cache_parts<PageSize, DevicePool, HostPool, HostLayout,
       r.tiers.add(tier_id::device);
       r.in_flight.add(tier_id::device);
       r.device = *ds;
+      set_slot_of(p, *ds);
       (void)index_.set_residency(p, r);
       device_hits_[ds->value()] = 0;
       l.slots_[i] = *ds;
@@ -332,11 +335,13 @@ class hierarchical_cache<cache_parts<PageSize, DevicePool, HostPool, HostLayout,
       page_residency r = index_.info(p)->residency;
       const device_slot mine = slots[i - u];
       if (r.tiers.has(tier_id::device) && r.device == mine) {
+        set_slot_of(p, mine);
         new_pages_.push_back(p);
       } else if (!r.tiers.has(tier_id::device)) {  // held below only: the engine's copy joins it
         r.tiers.add(tier_id::device);
         r.device = mine;
         (void)index_.set_residency(p, r);
+        set_slot_of(p, mine);
         new_pages_.push_back(p);
       } else {
         l.private_.push_back(mine);  // a duplicate of a page already on the device
@@ -397,6 +402,19 @@ class hierarchical_cache<cache_parts<PageSize, DevicePool, HostPool, HostLayout,
     }
   }
 
+  // Checks the cache's own bookkeeping against the index: every page's device slot as lookup
+  // sees it, and every indexed slot allocated in its pool. For tests; O(pages).
+  bool audit() const {
+    for (std::size_t p = 0; p < slot_of_.size(); ++p) {
+      const page_id id{std::uint32_t(p)};
+      if (!index_.contains(id)) continue;
+      const page_residency r = index_.info(id)->residency;
+      if (r.tiers.has(tier_id::device) && (slot_of_[p] != r.device || !device_.is_allocated(r.device))) return false;
+      if (r.tiers.has(tier_id::host) && !host_.is_allocated(r.host)) return false;
+    }
+    return true;
+  }
+
   // ------------------------------------------------------------------------ observers
   const cache_stats& stats() const noexcept { return stats_; }
   const config& configuration() const noexcept { return cfg_; }
@@ -454,14 +472,24 @@ class hierarchical_cache<cache_parts<PageSize, DevicePool, HostPool, HostLayout,
     return t < 0 ? tier_id::disk : slow_tier_id(std::size_t(t));
   }
 
-  void note_device_hit(page_id p, const page_residency& r) {
-    std::uint32_t& h = device_hits_[r.device.value()];
-    h += h != UINT32_MAX;
-    if (cfg_.write_to_host.backup_on_hit(h) && !r.tiers.has(tier_id::host) && r.in_flight.empty())
-      backup_queue_.push_back(p);
+  void note_device_hit(page_id p, device_slot d) {
+    if constexpr (write_policy_counts_hits<WriteToHost>) {
+      std::uint32_t& h = device_hits_[d.value()];
+      h += h != UINT32_MAX;
+      if (cfg_.write_to_host.backup_on_hit(h)) {
+        const page_residency r = index_.info(p)->residency;
+        if (!r.tiers.has(tier_id::host) && r.in_flight.empty()) backup_queue_.push_back(p);
+      }
+    }
+  }
+  // The device slot of page p, kept beside the index (every device copy enters and leaves through
+  // this class), so that lookup reads one array instead of asking the index page by page.
+  void set_slot_of(page_id p, device_slot d) {
+    if (p.value() >= slot_of_.size()) slot_of_.resize(std::max<std::size_t>(p.value() + 1, slot_of_.size() * 2));
+    slot_of_[p.value()] = d;
   }
   void note_host_hit(page_id p) {
-    if constexpr (slow_tier_count > 0) {
+    if constexpr (slow_tier_count > 0 && write_policy_counts_hits<WriteToSlow>) {
       const page_residency r = index_.info(p)->residency;
       std::uint32_t& h = host_hits_[r.host.value()];
       h += h != UINT32_MAX;
@@ -482,6 +510,7 @@ class hierarchical_cache<cache_parts<PageSize, DevicePool, HostPool, HostLayout,
         const bool below = r.tiers.has(tier_id::host) || r.tiers.has(tier_id::disk) || r.tiers.has(tier_id::remote);
         if (below || drop_all) {
           (void)device_.free(r.device);
+          slot_of_[v.page.value()] = device_slot{};
           stats_.evicted[std::size_t(tier_id::device)]++;
           if (!below) stats_.dropped[std::size_t(tier_id::device)]++;
           return true;
@@ -732,6 +761,7 @@ class hierarchical_cache<cache_parts<PageSize, DevicePool, HostPool, HostLayout,
   HostPool host_;
   host_view_type host_view_;
   device_view_type device_view_;
+  std::vector<device_slot> slot_of_;        // per page id: its device slot (invalid: none)
   std::vector<std::uint32_t> device_hits_;  // per device slot: hits since the page arrived
   std::vector<std::uint32_t> host_hits_;
   std::vector<std::pair<stream_type*, event_type>> load_event_;  // per device slot: the load filling it

@@ -40,11 +40,21 @@ concept write_policy =
   };
 // clang-format on
 
+// Whether the cache must count hits per page for P (its backup_on_hit can answer true). A policy
+// that never backs up on a hit says `static constexpr bool counts_hits = false;` and saves lookup
+// a counter update per page.
+template <write_policy P>
+inline constexpr bool write_policy_counts_hits = [] {
+  if constexpr (requires { { P::counts_hits } -> std::convertible_to<bool>; }) return bool(P::counts_hits);
+  else return true;
+}();
+
 // Back up every page when it enters the tier. Victims without a copy (their backup failed or is
 // still queued) are backed up before they leave.
 struct write_through {
   using kvtier_write_policy = write_policy_tag;
   static constexpr std::string_view name = "write-through";
+  static constexpr bool counts_hits = false;
   constexpr bool backup_on_insert() const noexcept { return true; }
   constexpr bool backup_on_hit(std::uint32_t) const noexcept { return false; }
   constexpr on_evict victim_without_copy() const noexcept { return on_evict::backup; }
@@ -72,6 +82,7 @@ struct selective_write_through {
 struct write_back {
   using kvtier_write_policy = write_policy_tag;
   static constexpr std::string_view name = "write-back";
+  static constexpr bool counts_hits = false;
   constexpr bool backup_on_insert() const noexcept { return false; }
   constexpr bool backup_on_hit(std::uint32_t) const noexcept { return false; }
   constexpr on_evict victim_without_copy() const noexcept { return on_evict::backup; }
