@@ -206,6 +206,8 @@ class file_tier {
     std::uint64_t tokens_fp;
     std::span<const std::byte> in;  // write payload
     std::span<std::byte> out;       // read destination
+    bool sealed = false;            // header below already computed (while earlier I/O was in flight)
+    page_header header{};
   };
   struct io_op {
     work job{};
@@ -386,8 +388,26 @@ class file_tier {
         ++done;
       }
     }
-    if (queued) io_uring_submit(&ring_);
+    if (queued) {
+      io_uring_submit(&ring_);
+      seal_ahead();
+    }
     return done;
+  }
+
+  // Checksums the next queued writes while the disk works, so that starting them later costs no
+  // CPU on the I/O path (identity codec, whose encoded bytes are the caller's page).
+  void seal_ahead() noexcept {
+    if constexpr (is_identity_codec_v<Codec>) {
+      std::size_t n = 0;
+      for (work& w : backlog_) {
+        if (n++ >= cfg_.queue_depth) break;
+        if (w.kind != work_kind::write || w.sealed || w.in.size() != cfg_.page_bytes) continue;
+        w.header = make_page_header(cfg_.shape, w.where, w.tokens_fp, Codec::id, w.in, cfg_.page_bytes, ++sequence_);
+        w.sealed = true;
+        break;  // one page per submission keeps the CPU work in step with the I/O
+      }
+    }
   }
 
   void finish(const work& w, error e) noexcept {
@@ -457,7 +477,9 @@ class file_tier {
       }
       payload = std::span<const std::byte>(op.staging.data(), *n);
     }
-    const page_header h = make_page_header(cfg_.shape, w.where, w.tokens_fp, Codec::id, payload, cfg_.page_bytes, ++sequence_);
+    const page_header h = w.sealed && op.direct_payload
+                              ? w.header
+                              : make_page_header(cfg_.shape, w.where, w.tokens_fp, Codec::id, payload, cfg_.page_bytes, ++sequence_);
     std::memset(op.header.data(), 0, op.header.size());
     store_page_header(h, op.header.span());
     slots_[*slot] = slot_meta{w.where, h.sequence, 0, slot_state::writing, false};
