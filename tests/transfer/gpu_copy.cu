@@ -154,6 +154,22 @@ BOOST_AUTO_TEST_CASE(sm_budgets_strategies_and_dtypes) {
     check_round<layout::page_first>(s, 4, planes_form::single, layer_range::all(), c, o);
     check_round<layout::page_head_first>(s, 4, planes_form::per_plane, layer_range{2, 3}, c, o);
   }
+  // The bulk-copy kernel: small tiles packed into a stage (P = 1), tiles split over stages
+  // (P = 256: 512 KiB blocks), MLA rows, one layer, plane tables; head tiles fall back to vectors.
+  {
+    gpu::options o{f.stream};
+    o.how = gpu::strategy::bulk;
+    for (int blocks : {1, 3}) {
+      o.blocks = blocks;
+      check_round<layout::page_first>(shapes::llama3_8b(), 1, planes_form::single, layer_range::all(), c, o);
+      check_round<layout::page_first>(shapes::llama3_8b(), 256, planes_form::per_layer, layer_range::one(5), c, o);
+      check_round<layout::page_first>(kv_shape::mla(4, 576, dtype::bf16), 16, planes_form::per_layer,
+                                      layer_range::all(), c, o);
+      check_round<layout::page_head_first>(s, 16, planes_form::per_plane, layer_range::all(), c, o);
+      check_round<layout::page_first>(kv_shape::mha(3, 3, 67, dtype::fp8_e4m3), 4, planes_form::single,
+                                      layer_range::all(), c, o);
+    }
+  }
   for (dtype t : {dtype::fp8_e4m3, dtype::fp32, dtype::fp16})
     check_round<layout::page_first>(kv_shape::mha(3, 2, 64, t), 16, planes_form::single, layer_range::all(), c,
                                     gpu::options{f.stream});
@@ -187,6 +203,10 @@ BOOST_AUTO_TEST_CASE(per_layer_events_complete_in_order) {
   o.layer_events = events;
   check_round<layout::page_first>(s, 16, planes_form::single, layer_range::all(), c, o);
   for (auto e : events) BOOST_TEST(cudaEventQuery(e) == cudaSuccess);
+  o.how = gpu::strategy::bulk;
+  check_round<layout::page_first>(s, 64, planes_form::per_plane, layer_range::all(), c, o);
+  for (auto e : events) BOOST_TEST(cudaEventQuery(e) == cudaSuccess);
+  o.how = gpu::strategy::kernel;
   // A wrong number of events is an error value, not a crash.
   o.layer_events = std::span<const cudaEvent_t>(events).first(2);
   paged_buffer<layout::page_first> host(s, 2, 16);

@@ -24,6 +24,7 @@ namespace kvtier::transfer::gpu {
 
 enum class strategy : unsigned char {
   kernel,          // GPU threads copy (zero-copy over mapped pinned memory), SM budget = options::blocks
+  bulk,            // the SMs' bulk-copy engine (cp.async.bulk via shared memory, sm_90); else as kernel
   memcpy_per_run,  // one cudaMemcpyAsync per contiguous run (baseline)
   memcpy_batch,    // one cudaMemcpyBatchAsync per layer (baseline)
 };
@@ -44,7 +45,8 @@ result<void> copy_pages_device(const Src& src, const Dst& dst, std::span<const p
   result<copy_geometry> g = plan_copy(src, dst, std::span<const page_pair>{}, layers, page_tokens);
   if (!g) return g.err();
   g->pairs = device_pairs.size();
-  return detail::dispatch_copy<Tuning>(src, dst, device_pairs.data(), *g, o.blocks, o.stream, o.layer_events);
+  return detail::dispatch_copy<Tuning>(src, dst, device_pairs.data(), *g, o.blocks, o.stream, o.layer_events,
+                                       o.how == strategy::bulk);
 }
 
 // Owns the device-side copies of pair batches and plane tables, so callers pass host spans, as to
@@ -81,7 +83,7 @@ class copier {
     switch (o.how) {
       case strategy::memcpy_per_run: return detail::memcpy_per_run(src, dst, pairs, *g, o.stream, o.layer_events);
       case strategy::memcpy_batch: return detail::memcpy_batch(src, dst, pairs, *g, o.stream, o.layer_events);
-      case strategy::kernel: break;
+      case strategy::kernel: case strategy::bulk: break;
     }
     // Stage plane tables and pairs in one upload, then point the views at the device copies.
     Src dsrc = src;
@@ -96,7 +98,7 @@ class copier {
     fix_table(dsrc);
     fix_table(ddst);
     result<void> r = detail::dispatch_copy<Tuning>(dsrc, ddst, reinterpret_cast<const page_pair*>(staging_ + pairs_at),
-                                                   *g, o.blocks, o.stream, o.layer_events);
+                                                   *g, o.blocks, o.stream, o.layer_events, o.how == strategy::bulk);
     if (cudaError_t e = cudaEventRecord(last_use_, o.stream); e != cudaSuccess && r) return detail::cuda_error(e);
     last_stream_ = o.stream;
     return r;

@@ -12,6 +12,12 @@ struct load_tuning {
   static constexpr int vectors_per_lane = 8;
   // SM budget (blocks) when the caller names none: the issue's target is 2 blocks for load.
   static constexpr int default_blocks = 2;
+  // Bulk-copy kernel (strategy::bulk): issuing warps (pipelines) per block.
+  static constexpr int bulk_warps = 4;
+  // Bulk-copy kernel: shared-memory stages per pipeline; stages - 1 are in flight while one drains.
+  static constexpr int bulk_stages = 4;
+  // Bulk-copy kernel: bytes per stage; warps * stages * this must fit in 227 KiB of shared memory.
+  static constexpr int bulk_stage_bytes = 12 * 1024;
 };
 
 struct backup_tuning {
@@ -21,6 +27,10 @@ struct backup_tuning {
   static constexpr int vectors_per_lane = 8;
   // SM budget (blocks) when the caller names none: one block, leaving the rest to the engine.
   static constexpr int default_blocks = 1;
+  // Bulk-copy kernel (strategy::bulk), as for load.
+  static constexpr int bulk_warps = 4;
+  static constexpr int bulk_stages = 4;
+  static constexpr int bulk_stage_bytes = 12 * 1024;
 };
 
 }  // namespace kvtier::transfer

@@ -10,6 +10,7 @@
 #include <span>
 
 #include "kvtier/core/error.hpp"
+#include "kvtier/transfer/detail/bulk_copy_kernel.cuh"
 #include "kvtier/transfer/detail/copy_kernel.cuh"
 #include "kvtier/transfer/geometry.hpp"
 #include "kvtier/transfer/views.hpp"
@@ -47,10 +48,48 @@ cudaError_t launch(const copy_params<Src, Dst>& p, int blocks, cudaStream_t stre
   return cudaGetLastError();
 }
 
+// Launches the bulk-copy kernel over the tiles of p (contiguous, 16-byte aligned tiles only).
+template <class Tuning, class Src, class Dst>
+cudaError_t launch_bulk(const copy_params<Src, Dst>& p, std::size_t tiles, std::size_t tile_bytes, int blocks,
+                        cudaStream_t stream) {
+  constexpr int warps = Tuning::bulk_warps, stages = Tuning::bulk_stages, stage_bytes = Tuning::bulk_stage_bytes;
+  constexpr std::size_t smem = std::size_t{warps} * stages * (stage_bytes + sizeof(std::uint64_t));
+  static_assert(stage_bytes % 16 == 0 && smem <= 227 * 1024, "bulk tuning exceeds shared memory");
+  auto kernel = bulk_copy_kernel<warps, stages, stage_bytes, Src, Dst>;
+  static const cudaError_t attr = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
+  if (attr != cudaSuccess) return attr;
+  bulk_params b{};
+  b.tile_bytes = static_cast<std::uint32_t>(tile_bytes);
+  b.tiles = static_cast<std::uint32_t>(tiles);
+  std::size_t fills;
+  if (tile_bytes <= static_cast<std::size_t>(stage_bytes)) {
+    b.tiles_per_fill = static_cast<std::uint32_t>(stage_bytes / tile_bytes);
+    fills = (tiles + b.tiles_per_fill - 1) / b.tiles_per_fill;
+  } else {
+    const std::size_t chunks = (tile_bytes + stage_bytes - 1) / stage_bytes;
+    b.chunks_per_tile = fast_divmod(static_cast<std::uint32_t>(chunks));
+    b.chunk_bytes = stage_bytes;
+    fills = tiles * chunks;
+  }
+  b.fills = static_cast<std::uint32_t>(fills);
+  const std::size_t needed = (fills + warps - 1) / warps;
+  const int grid = static_cast<int>(std::max<std::size_t>(1, std::min<std::size_t>(blocks, needed)));
+  kernel<<<grid, warps * 32, smem, stream>>>(p, b);
+  return cudaGetLastError();
+}
+
+inline bool device_has_bulk_copy() noexcept {
+  int dev = 0, major = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess) return false;
+  if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess) return false;
+  return major >= 9;
+}
+
 // The copy of geometry g with device-readable views and pairs. events: empty, or one per layer.
+// bulk: use the bulk-copy kernel where the tiles allow it (contiguous, 16-byte aligned, sm_90+).
 template <class Tuning, kv_view Src, kv_view Dst>
 result<void> dispatch_copy(const Src& src, const Dst& dst, const page_pair* pairs, const copy_geometry& g, int blocks,
-                           cudaStream_t stream, std::span<const cudaEvent_t> events) noexcept {
+                           cudaStream_t stream, std::span<const cudaEvent_t> events, bool bulk = false) noexcept {
   if (!events.empty() && events.size() != g.layers) return make_error(errc::invalid_argument);
   if (blocks <= 0) blocks = Tuning::default_blocks;
   const std::size_t align = std::min({pow2_alignment(g.head_bytes), view_alignment(src), view_alignment(dst)});
@@ -90,10 +129,16 @@ result<void> dispatch_copy(const Src& src, const Dst& dst, const page_pair* pair
     p.slices = fast_divmod(static_cast<std::uint32_t>(slices));
     p.run_vecs = fast_divmod(static_cast<std::uint32_t>(std::max<std::size_t>(g.head_bytes / sizeof(Vec), 1)));
     const std::size_t launches = g.shape == run_shape::page ? 1 : g.layers / launch_layers;
+    const std::size_t tiles = tiles_per_layer * launch_layers;
+    const bool use_bulk = bulk && sizeof(Vec) == 16 && g.shape != run_shape::head && tile_bytes < (std::size_t{1} << 32) &&
+                          device_has_bulk_copy();
     for (std::size_t i = 0; i < launches; ++i) {
       p.first_layer = g.shape == run_shape::page ? 0u : static_cast<std::uint32_t>(g.first_layer + i * launch_layers);
-      if (units > 0)
-        if (cudaError_t e = launch<Tuning, Vec>(p, blocks, stream); e != cudaSuccess) return cuda_error(e);
+      if (units > 0) {
+        const cudaError_t e = use_bulk ? launch_bulk<Tuning>(p, tiles, tile_bytes, blocks, stream)
+                                       : launch<Tuning, Vec>(p, blocks, stream);
+        if (e != cudaSuccess) return cuda_error(e);
+      }
       if (per_layer)
         if (cudaError_t e = cudaEventRecord(events[i], stream); e != cudaSuccess) return cuda_error(e);
     }
