@@ -243,6 +243,20 @@ BOOST_AUTO_TEST_CASE(filesystem_full_is_a_clean_error) {
     BOOST_TEST_MESSAGE("full tmpfs: tried " << l.tried << ", served " << l.served << ", wrong " << l.wrong);
     BOOST_TEST(l.served == 2u);
     BOOST_TEST(l.wrong == 0u);
+    // The tier runs on in the file it has: once the refused files are dropped, puts evict.
+    bool stored = false;
+    for (std::size_t k = 0; k < 4 && !stored; ++k) {
+      std::vector<page_write> one{w[2]};
+      BOOST_REQUIRE(t.put(one, b).has_value());
+      BOOST_REQUIRE(t.wait(b, 20s).has_value());
+      stored = b.all_ok();
+    }
+    BOOST_TEST(stored);
+    BOOST_TEST(t.usage().capacity_pages == 2u);
+    BOOST_TEST(t.stats().evictions == 1u);
+    const auto again = get_pages(t, 1, 0, 4, big_page);
+    BOOST_TEST(again.served == 2u);  // pages 1 and 2 (page 0 was evicted for page 2)
+    BOOST_TEST(again.wrong == 0u);
   }
   BOOST_TEST(::umount(mnt.c_str()) == 0);
 }

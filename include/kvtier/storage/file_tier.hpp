@@ -170,7 +170,8 @@ class file_tier {
     return direct_ ? file_io_path::pread_direct : file_io_path::pread_buffered;
   }
   storage_usage usage() const noexcept {
-    return {index_.size(), cfg_.capacity_pages, index_.size() * slot_bytes_, cfg_.capacity_pages * slot_bytes_};
+    const std::size_t slots = cfg_.capacity_pages - lost_slots_;  // less any file the filesystem refused
+    return {index_.size(), slots, index_.size() * slot_bytes_, slots * slot_bytes_};
   }
   storage_stats stats() const noexcept { return stats_; }
   const file_tier_config& config() const noexcept { return cfg_; }
@@ -457,7 +458,13 @@ class file_tier {
     const std::optional<std::uint32_t> slot = take_slot();
     if (!slot) return make_error(errc::capacity_exhausted);
     if (const error e = allocate_file(*slot / cfg_.pages_per_file); e.code != errc::ok) {
+      // The filesystem cannot hold this file: report it, and run on in the files that exist
+      // (later puts evict within them) rather than fail every put from now on.
+      const std::size_t f = *slot / cfg_.pages_per_file;
       free_slots_.push_back(*slot);
+      const auto before = free_slots_.size();
+      std::erase_if(free_slots_, [&](std::uint32_t x) { return x / cfg_.pages_per_file == f; });
+      lost_slots_ += before - free_slots_.size();
       return e;
     }
     const std::uint32_t op_index = free_ops_.back();
@@ -686,6 +693,7 @@ class file_tier {
   std::deque<work> backlog_;
   detail::aligned_buffer zero_block_;
   std::uint64_t sequence_ = 0;
+  std::size_t lost_slots_ = 0;
   storage_stats stats_{};
 };
 
