@@ -204,3 +204,24 @@ BOOST_AUTO_TEST_CASE(bad_configuration_throws) {
   c.page_bytes = 2 * page;  // the directory is laid out for another slot size
   BOOST_CHECK_THROW(file_tier<>{c}, config_error);
 }
+
+BOOST_AUTO_TEST_CASE(readme_taste) {
+  test::temp_dir dir;
+  // clang-format off
+  file_tier<> disk({.directory = dir.path, .shape = shapes::llama3_8b(), .page_bytes = 2 << 20, .capacity_pages = 64});
+  std::vector<std::byte> page(disk.page_bytes(), std::byte{42}), back(disk.page_bytes());
+  const page_address where{namespace_id{1}, page_key{0x1234, 0x5678}};   // namespace + 128-bit key
+  const std::uint64_t tokens = tokens_fingerprint(std::vector<token_id>(16, token_id{7}));
+  const page_write w[] = {{where, tokens, page}};
+  storage_batch batch;                                   // caller-owned completion of one batch
+  if (auto r = disk.put(w, batch); !r) BOOST_FAIL(r.err().message());   // refused (busy)
+  (void)disk.wait(batch, std::chrono::seconds(1));       // or: while (!batch.done()) disk.poll();
+  BOOST_TEST((batch[0].code == errc::ok));               // or capacity_exhausted, io_error, ...
+  const page_read r[] = {{where, tokens, back}};
+  (void)disk.get(r, batch);
+  (void)disk.wait(batch, std::chrono::seconds(1));
+  BOOST_TEST((batch[0].code == errc::ok));               // exactly the bytes written, or a miss
+  BOOST_TEST(back == page);
+  BOOST_TEST_MESSAGE("I/O path: " << to_string(disk.io_path()));   // e.g. "io_uring + O_DIRECT"
+  // clang-format on
+}

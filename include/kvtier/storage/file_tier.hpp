@@ -112,6 +112,7 @@ class file_tier {
 
   ~file_tier() {
     // The kernel may still write into op buffers: let every request in flight finish first.
+    if (uring_) flush();
     while (uring_ && in_flight_ > 0) {
       io_uring_cqe* cqe = nullptr;
       if (io_uring_wait_cqe(&ring_, &cqe) != 0) break;
@@ -140,25 +141,34 @@ class file_tier {
   }
 
   std::size_t poll() noexcept {
-    std::size_t n = 0;
-    if (uring_) {
-      io_uring_cqe* cqe = nullptr;
-      while (io_uring_peek_cqe(&ring_, &cqe) == 0) n += on_cqe(cqe);
-    }
-    return n + pump();
+    const std::size_t n = reap();
+    return n + pump(/*submit_now=*/true);
   }
 
   result<void> wait(storage_batch& batch, std::chrono::milliseconds timeout) noexcept {
     const auto deadline = std::chrono::steady_clock::now() + timeout;
     while (true) {
-      poll();
-      if (batch.done()) return {};
+      reap();
+      pump(/*submit_now=*/false);  // queued here, submitted below together with the wait
+      if (batch.done()) {
+        flush();
+        return {};
+      }
       const auto now = std::chrono::steady_clock::now();
-      if (now >= deadline || !uring_ || in_flight_ == 0) return make_error(errc::timeout);
+      if (now >= deadline || !uring_ || (in_flight_ == 0 && unsubmitted_ == 0)) {
+        flush();
+        return make_error(errc::timeout);
+      }
+      if (unsubmitted_ > 0 && has_unsealed_write()) {  // start the disk first, then checksum ahead
+        flush();
+        seal_ahead();
+      }
       const auto left = std::chrono::duration_cast<std::chrono::nanoseconds>(deadline - now).count();
       __kernel_timespec ts{left / 1'000'000'000, left % 1'000'000'000};
       io_uring_cqe* cqe = nullptr;
-      if (io_uring_wait_cqe_timeout(&ring_, &cqe, &ts) == 0) on_cqe(cqe);
+      in_flight_ += unsubmitted_;
+      unsubmitted_ = 0;
+      if (io_uring_submit_and_wait_timeout(&ring_, &cqe, 1, &ts, nullptr) >= 0 && cqe != nullptr) on_cqe(cqe);
     }
   }
 
@@ -372,12 +382,14 @@ class file_tier {
         if (std::none_of(backlog_.begin(), backlog_.end(), [&](const work& w) { return w.batch == &batch && w.index == i; }))
           batch.complete(i, make_error(errc::capacity_exhausted, ENOMEM));
     }
-    pump();
+    pump(/*submit_now=*/true);
     return {};
   }
 
   // Starts queued requests while I/O slots are free; returns requests completed without I/O.
-  std::size_t pump() noexcept {
+  // Starts queued requests while I/O slots are free; returns requests completed without I/O.
+  // submit_now: hand the new I/O to the kernel now (else wait() does, together with its wait).
+  std::size_t pump(bool submit_now) noexcept {
     std::size_t done = 0;
     bool queued = false;
     while (!backlog_.empty() && !free_ops_.empty()) {
@@ -389,11 +401,39 @@ class file_tier {
         ++done;
       }
     }
-    if (queued) {
-      io_uring_submit(&ring_);
+    if (submit_now && unsubmitted_ > 0) {
+      flush();
       seal_ahead();
     }
     return done;
+  }
+
+  // Hands queued submissions to the kernel.
+  void flush() noexcept {
+    if (unsubmitted_ == 0) return;
+    io_uring_submit(&ring_);
+    in_flight_ += unsubmitted_;
+    unsubmitted_ = 0;
+  }
+
+  // Completes every I/O the kernel has finished; no system call.
+  std::size_t reap() noexcept {
+    std::size_t n = 0;
+    if (!uring_) return n;
+    io_uring_cqe* cqe = nullptr;
+    while (io_uring_peek_cqe(&ring_, &cqe) == 0) n += on_cqe(cqe);
+    return n;
+  }
+
+  bool has_unsealed_write() const noexcept {
+    if constexpr (is_identity_codec_v<Codec>) {
+      std::size_t n = 0;
+      for (const work& w : backlog_) {
+        if (n++ >= cfg_.queue_depth) break;
+        if (w.kind == work_kind::write && !w.sealed) return true;
+      }
+    }
+    return false;
   }
 
   // Checksums the next queued writes while the disk works, so that starting them later costs no
@@ -561,14 +601,14 @@ class file_tier {
     if (uring_) {
       io_uring_sqe* sqe = io_uring_get_sqe(&ring_);
       if (sqe == nullptr) {  // cannot happen with at most queue_depth ops; stay safe anyway
-        io_uring_submit(&ring_);
+        flush();
         sqe = io_uring_get_sqe(&ring_);
       }
       if (sqe != nullptr) {
         if (write) io_uring_prep_writev(sqe, fd, op.iov, unsigned(op.iovcnt), std::uint64_t(off));
         else io_uring_prep_readv(sqe, fd, op.iov, unsigned(op.iovcnt), std::uint64_t(off));
         io_uring_sqe_set_data64(sqe, op_index);
-        ++in_flight_;
+        ++unsubmitted_;
         queued = true;
         return std::nullopt;
       }
@@ -620,10 +660,11 @@ class file_tier {
         error status = io;
         const page_header h = load_page_header(op.header.span());
         const bool direct = op.direct_payload;
-        if (direct && uring_ && !pumping_) {
-          // The op's buffers are free now: start the next I/O before spending CPU on this page.
+        if (direct && uring_ && !pumping_ && in_flight_ == 0) {
+          // The disk is idle and this op's buffers are free: start the next I/O before spending
+          // CPU on this page.
           pumping_ = true;
-          pump();
+          pump(/*submit_now=*/true);
           pumping_ = false;
         }
         if (io.code == errc::ok) {
@@ -681,7 +722,8 @@ class file_tier {
   bool uring_ = false;
   bool pumping_ = false;
   io_uring ring_{};
-  std::size_t in_flight_ = 0;
+  std::size_t in_flight_ = 0;    // submitted to the kernel, not yet completed
+  std::size_t unsubmitted_ = 0;  // prepared in the ring, not yet submitted
   std::vector<int> fds_;
   std::vector<bool> allocated_;
   std::vector<slot_meta> slots_;
