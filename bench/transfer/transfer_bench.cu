@@ -186,6 +186,15 @@ int main(int argc, char** argv) {
         o.blocks = b;
         add(dir, "kvtier kernel", P, b, median_ms(st, reps, [&] { run(o); }), bytes);
       }
+      {  // layer by layer: one launch and one CUDA event per layer, as an engine overlapping layers uses it
+        std::vector<cudaEvent_t> ev(s.layers());
+        for (auto& e : ev) CK(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
+        gpu::options lo = o;
+        lo.blocks = 2;
+        lo.layer_events = ev;
+        add(dir, "kvtier kernel per layer", P, 2, median_ms(st, reps, [&] { run(lo); }), bytes);
+        for (auto e : ev) cudaEventDestroy(e);
+      }
       o.how = gpu::strategy::bulk;
       for (int b : {1, 2, 4, 8}) {
         o.blocks = b;
@@ -232,6 +241,8 @@ int main(int argc, char** argv) {
                 2.0 * n * n * double(n) * gemms / (gemm_alone * 1e-3) / 1e12);
     const std::size_t P = 16, pages = tokens / P;
     const auto hview = paged_view(host, s, pages, page_size<>(P));
+    std::vector<cudaEvent_t> layer_events(s.layers());
+    for (auto& e : layer_events) CK(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
     std::vector<page_pair> pairs(pages);
     for (std::size_t i = 0; i < pages; ++i) pairs[i] = {static_cast<std::uint32_t>(i), static_cast<std::uint32_t>(pages - 1 - i)};
     struct variant {
@@ -239,12 +250,17 @@ int main(int argc, char** argv) {
       const char* method;
       int blocks;
       gpu::strategy how;
+      bool per_layer = false;  // one launch (and event) per layer: short kernels the GEMM can interleave with
     };
     for (const variant v : {variant{"load", "kvtier kernel + GEMM", 2, gpu::strategy::kernel},
                             variant{"backup", "kvtier kernel + GEMM", 1, gpu::strategy::kernel},
                             variant{"backup", "kvtier kernel + GEMM", 2, gpu::strategy::kernel},
                             variant{"load", "kvtier bulk + GEMM", 2, gpu::strategy::bulk},
                             variant{"backup", "kvtier bulk + GEMM", 1, gpu::strategy::bulk},
+                            variant{"load", "kvtier per layer + GEMM", 2, gpu::strategy::kernel, true},
+                            variant{"backup", "kvtier per layer + GEMM", 1, gpu::strategy::kernel, true},
+                            variant{"backup", "kvtier per layer + GEMM", 2, gpu::strategy::kernel, true},
+                            variant{"load", "bulk per layer + GEMM", 2, gpu::strategy::bulk, true},
                             variant{"load", "contiguous memcpy + GEMM", 0, gpu::strategy::kernel}}) {
       const bool load = std::string(v.dir) == "load";
       auto copy_once = [&] {
@@ -256,6 +272,7 @@ int main(int argc, char** argv) {
         o.stream = st;
         o.blocks = v.blocks;
         o.how = v.how;
+        if (v.per_layer) o.layer_events = layer_events;
         const result<void> r = load ? c.load(hview, dview, pairs, layer_range::all(), o)
                                     : c.backup(dview, hview, pairs, layer_range::all(), o);
         if (!r) std::exit(1);

@@ -120,3 +120,16 @@ BOOST_AUTO_TEST_CASE(bad_input_is_an_error_value) {
   BOOST_CHECK_THROW(layer_first_view(std::span<std::byte* const>(three), s, 8), config_error);
   BOOST_TEST(cpu::load(host.view(), engine.view(), std::span<const page_pair>{}).has_value());  // empty batch
 }
+
+// The taste of the copy API quoted in docs/gpu.md.
+BOOST_AUTO_TEST_CASE(readme_taste) {
+  const kv_shape s = shapes::llama3_8b();
+  std::vector<std::byte> host(4 * s.bytes_per_page(16)), engine(64 * s.bytes_per_token());
+  fill_random(host, rng());
+  const auto pages = paged_view(host.data(), s, 4, page_size<16>{});  // (page, layer, kv, token, head, dim)
+  const auto gpu_kv = layer_first_view(engine.data(), s, 64);         // (layer, kv, token, head, dim)
+  const page_pair batch[] = {{0, 3}, {2, 0}};                          // host page -> engine page
+  BOOST_TEST(cpu::load(pages, gpu_kv, batch).has_value());             // every layer
+  BOOST_TEST(cpu::backup(gpu_kv, pages, batch, layer_range::one(5)).has_value());  // one layer back
+  BOOST_TEST(std::memcmp(gpu_kv.row(7, 1, 3 * 16, 0), pages.row(7, 1, 0, 0), s.row_bytes()) == 0);
+}
