@@ -221,3 +221,23 @@ BOOST_AUTO_TEST_CASE(bad_configuration_throws) {
   const auto s = put_pages(nobody, 1, 0, 3);
   for (const error& e : s) BOOST_TEST((e.code == errc::connection_lost));
 }
+
+BOOST_AUTO_TEST_CASE(late_poll_is_not_a_timeout) {
+  // Replies waiting in the socket when the caller comes back late are served, not timed out.
+  test::redis_server server;
+  auto c = config(server.port());
+  c.io_timeout = std::chrono::milliseconds(200);
+  redis_tier<> t(c);
+  BOOST_TEST(count_ok(put_pages(t, 1, 0, 8)) == 8u);
+  test::page_buffer buf(8, page);
+  std::vector<page_read> r;
+  for (std::size_t i = 0; i < 8; ++i) r.push_back({test::address_of(1, i), test::tokens_of(1, i), buf[i]});
+  storage_batch b;
+  BOOST_REQUIRE(t.get(r, b).has_value());
+  std::this_thread::sleep_for(std::chrono::milliseconds(400));
+  BOOST_REQUIRE(t.wait(b, 5s).has_value());
+  BOOST_TEST(b.all_ok());
+  test::ledger l;
+  for (std::size_t i = 0; i < 8; ++i) l.check(b[i], buf[i], 1, i);
+  BOOST_TEST(l.served == 8u);
+}

@@ -523,25 +523,27 @@ class redis_tier {
         continue;
       }
       if (ctx_ == nullptr) break;  // a protocol error dropped the connection
+      // Wait for bytes, no longer than the caller allows nor past the stall limit.
       const auto now = clock::now();
-      if (now - last_progress_ > cfg_.io_timeout) {
-        drop_connection(make_error(errc::timeout, ETIMEDOUT));
-        break;
-      }
       const auto left = std::max<std::int64_t>(0, std::chrono::duration_cast<std::chrono::milliseconds>(deadline - now).count());
-      const auto stall_left = std::chrono::duration_cast<std::chrono::milliseconds>(cfg_.io_timeout - (now - last_progress_)).count() + 1;
+      const auto stall_left = std::max<std::int64_t>(
+          0, std::chrono::duration_cast<std::chrono::milliseconds>(cfg_.io_timeout - (now - last_progress_)).count() + 1);
       pollfd pfd{ctx_->fd, POLLIN, 0};
       const int ready = ::poll(&pfd, 1, int(std::min<std::int64_t>(left, stall_left)));
       if (ready < 0 && errno != EINTR) {
         drop_connection(make_error(errc::connection_lost, errno));
         break;
       }
-      if (ready <= 0) {
-        if (left == 0) break;  // caller's time is up (poll() passes 0)
+      if (ready > 0) {
+        if (!read_some()) break;
+        last_progress_ = clock::now();
         continue;
       }
-      if (!read_some()) break;
-      last_progress_ = clock::now();
+      if (clock::now() - last_progress_ >= cfg_.io_timeout) {  // nothing arrived for io_timeout
+        drop_connection(make_error(errc::timeout, ETIMEDOUT));
+        break;
+      }
+      if (left == 0) break;  // the caller's time is up (poll() passes 0)
     }
     return completed;
   }
