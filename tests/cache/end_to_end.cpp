@@ -6,7 +6,7 @@
 
 #include <cstdio>
 
-#include "cache/end_to_end.hpp"
+#include "kvtier/cache/simulated_engine.hpp"
 #include "kvtier/cache.hpp"
 #ifdef KVTIER_TEST_FILE_TIER
 #  include "kvtier/storage/file_tier.hpp"
@@ -51,7 +51,7 @@ memory_tier_config memory_config(std::size_t pages) {
 }
 
 template <class Cache>
-void report(const char* what, const Cache& c, const test::engine_report& r) {
+void report(const char* what, const Cache& c, const simulated_engine_report& r) {
   const cache_stats& s = c.stats();
   BOOST_TEST_MESSAGE(what << ": " << r.requests << " requests, " << r.pages_checked << " pages checked, "
                           << r.rows_mismatched << " rows wrong; hits device " << s.hit_ratio(tier_id::device)
@@ -69,7 +69,7 @@ BOOST_AUTO_TEST_CASE(thousands_of_requests_through_device_host_and_a_slow_tier) 
   chat_workload work(workload(500));
   const reference_kv gen(small_shape, 11);
   cpu_stream stream;
-  const auto r = test::run_engine(cache, work, gen, stream);
+  const auto r = run_chat_workload(cache, work, gen, stream);
   cache.drain();
   report("memory tier", cache, r);
   BOOST_TEST(r.requests >= 2000u);
@@ -99,7 +99,7 @@ BOOST_AUTO_TEST_CASE_TEMPLATE(every_policy_serves_exact_bytes, S, policy_sets) {
   chat_workload work(workload(150, 3));
   const reference_kv gen(small_shape, 5);
   cpu_stream stream;
-  const auto r = test::run_engine(cache, work, gen, stream);
+  const auto r = run_chat_workload(cache, work, gen, stream);
   cache.drain();
   report("policies", cache, r);
   BOOST_TEST(r.rows_mismatched == 0u);
@@ -113,7 +113,7 @@ BOOST_AUTO_TEST_CASE(no_slow_tier_drops_below_host) {
   chat_workload work(workload(150, 9));
   const reference_kv gen(small_shape, 2);
   cpu_stream stream;
-  const auto r = test::run_engine(cache, work, gen, stream);
+  const auto r = run_chat_workload(cache, work, gen, stream);
   cache.drain();
   BOOST_TEST(r.rows_mismatched == 0u);
   BOOST_TEST(r.errors == 0u);
@@ -139,7 +139,7 @@ BOOST_AUTO_TEST_CASE(file_tier_and_redis) {
   chat_workload work(workload(500, 13));
   const reference_kv gen(small_shape, 17);
   cpu_stream stream;
-  const auto r = test::run_engine(cache, work, gen, stream);
+  const auto r = run_chat_workload(cache, work, gen, stream);
   cache.drain();
   report("file+redis", cache, r);
   BOOST_TEST(r.requests >= 2000u);

@@ -7,7 +7,7 @@
 #include <thread>
 #include <vector>
 
-#include "cache/end_to_end.hpp"
+#include "kvtier/cache/simulated_engine.hpp"
 #include "kvtier/cache.hpp"
 
 using namespace kvtier;
@@ -95,7 +95,7 @@ void prefill_and_commit(Cache& c, typename Cache::lease_type& l, std::span<const
   std::vector<device_slot> slots(whole - cached);
   BOOST_TEST_REQUIRE(c.allocate(slots).has_value());
   for (std::size_t i = cached; i < whole; ++i)
-    test::host_device_access::write_rows(c, slots[i - cached], 0, P, gen, hashes, i * P);
+    host_device_access::write_rows(c, slots[i - cached], 0, P, gen, hashes, i * P);
   BOOST_TEST_REQUIRE(c.commit(l, t, slots).has_value());
 }
 
@@ -105,7 +105,7 @@ std::size_t check_lease(Cache& c, const typename Cache::lease_type& l, std::span
   const auto hashes = gen.prefix_hashes(ns, t);
   std::size_t bad = 0;
   for (std::size_t i = 0; i < l.cached_pages(); ++i)
-    bad += test::host_device_access::check_page(c, l.device_slots()[i], gen, hashes, i * P);
+    bad += host_device_access::check_page(c, l.device_slots()[i], gen, hashes, i * P);
   return bad;
 }
 

@@ -695,6 +695,13 @@ class hierarchical_cache<cache_parts<PageSize, DevicePool, HostPool, HostLayout,
         finish_io(t, it->second, c);
         io_[t].erase(it);
       }
+      // Reads a faster tier missed, asked of this (slower) one; tiers are visited fastest first.
+      if (!retries_[t].empty()) {
+        const std::uint64_t ticket = worker->submit_get(std::move(retries_[t]));
+        io_[t].emplace(ticket, pending_io{detail::slow_op::get, std::move(retry_pages_[t])});
+        retries_[t].clear();
+        retry_pages_[t].clear();
+      }
     });
   }
   void finish_io(std::size_t t, pending_io& io, const detail::slow_completion& c) {
@@ -718,12 +725,21 @@ class hierarchical_cache<cache_parts<PageSize, DevicePool, HostPool, HostLayout,
         stats_.bytes_fetched[std::size_t(tid)] += host_.slot_bytes();
         stats_.prefetch_arrived++;
       } else {
-        // A miss (gone, corrupted, foreign) or a failure: the host slot never holds data, and a
-        // page the tier no longer has is forgotten there.
-        (void)index_.remove_tier(p, tier_id::host);
-        (void)host_.free(hs);
+        // A miss (gone: the tier evicted it on its own; corrupted; foreign) or a failure. A page
+        // the tier no longer has is forgotten there; the next slow tier holding it is asked
+        // instead; otherwise the host slot is freed, never having held data.
         const errc e = k < c.status.size() ? c.status[k].code : errc::io_error;
         if (e == errc::not_found || e == errc::corrupted) (void)index_.remove_tier(p, tid);
+        const page_info inf = *index_.info(p);
+        const int next = ready_slow_tier(inf.residency);
+        if (next > int(t)) {
+          retries_[std::size_t(next)].push_back(page_read{{inf.ns, inf.key}, tokens_fingerprint(index_.tokens_of(p)), host_.host_span(hs)});
+          retry_pages_[std::size_t(next)].push_back({p, hs});
+          stats_.prefetch_retried++;
+          continue;
+        }
+        (void)index_.remove_tier(p, tier_id::host);
+        (void)host_.free(hs);
         stats_.prefetch_missed++;
       }
     }
@@ -772,6 +788,8 @@ class hierarchical_cache<cache_parts<PageSize, DevicePool, HostPool, HostLayout,
   std::array<std::unordered_map<std::uint64_t, pending_io>, 2> io_;  // per slow tier: ticket → pages
   std::vector<pending_load> pending_loads_;
   std::vector<pending_backup> pending_backups_;
+  std::array<std::vector<page_read>, 2> retries_;  // per slow tier: reads a faster tier missed
+  std::array<std::vector<std::pair<page_id, host_slot>>, 2> retry_pages_;
   std::vector<page_id> backup_queue_;  // pages a policy asked to back up to host
   std::vector<page_id> put_queue_;     // pages a policy asked to write to the slow tiers
   cache_stats stats_;

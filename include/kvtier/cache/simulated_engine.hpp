@@ -1,11 +1,14 @@
 #pragma once
-// The end-to-end harness shared by the CPU and GPU end-to-end tests, the bench and the demo's
-// checks: an engine loop over a multi-turn chat workload that reads every cached page back through
-// lookup/prefetch/load and compares it byte for byte with reference_kv, computes the rest with
-// reference_kv into fresh device slots, and commits.
+// A simulated engine: the loop a serving engine runs around the cache, with reference_kv standing
+// in for the model. For each request it looks up, prefetches, loads, waits layer by layer, reads
+// every cached page back and compares it byte for byte with reference_kv, "computes" the rest
+// (reference_kv into fresh device slots), commits and releases. Shared by the end-to-end tests,
+// the demo and the GPU check; the Access policy reads and writes device pages (host memory here,
+// cudaMemcpy on a GPU).
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <optional>
 #include <span>
 #include <vector>
 
@@ -13,7 +16,7 @@
 #include "kvtier/cache/chat_workload.hpp"
 #include "kvtier/cache/reference_kv.hpp"
 
-namespace kvtier::test {
+namespace kvtier {
 
 // Reads and writes device pages of a stand-in device (plain host memory, layer first).
 struct host_device_access {
@@ -50,7 +53,7 @@ struct host_device_access {
   }
 };
 
-struct engine_report {
+struct simulated_engine_report {
   std::size_t requests = 0;
   std::size_t pages_checked = 0;     // cached pages read back and compared
   std::size_t rows_mismatched = 0;   // must be 0
@@ -59,26 +62,42 @@ struct engine_report {
   std::size_t device_full = 0;       // allocations refused (the request was skipped)
 };
 
-// Runs `requests` requests of the workload (all of it with 0) through the cache as an engine would.
-template <class Access = host_device_access, class Cache>
-engine_report run_engine(Cache& cache, chat_workload& work, const reference_kv& gen, typename Cache::stream_type& stream,
-                         std::size_t requests = 0, bool verify = true) {
-  engine_report rep;
-  typename Cache::lease_type lease;
+// Runs requests from `next` (a callable returning std::optional<chat_request>) through the cache as
+// an engine would, until it returns nullopt or `requests` requests ran (0: no limit). Like a real
+// scheduler it looks one request ahead: the next request is looked up and its slow-tier pages
+// prefetched while the current one is loaded and computed.
+template <class Access = host_device_access, class Cache, class Next>
+simulated_engine_report run_simulated_engine(Cache& cache, Next&& next, const reference_kv& gen,
+                                             typename Cache::stream_type& stream, std::size_t requests = 0,
+                                             bool verify = true) {
+  simulated_engine_report rep;
+  using lease_type = typename Cache::lease_type;
+  lease_type leases[2];
+  std::optional<chat_request> reqs[2];
   std::vector<token_id> seq;
   std::vector<device_slot> slots;
   const std::size_t P = cache.configuration().pages.tokens();
-  while (auto req = work.next()) {
-    if (requests && rep.requests == requests) break;
+  std::size_t taken = 0;
+  auto admit = [&](int k) {
+    reqs[k].reset();
+    if (requests && taken == requests) return;
+    reqs[k] = next();
+    if (!reqs[k]) return;
+    ++taken;
+    if (!cache.lookup(namespace_id{reqs[k]->name_space}, reqs[k]->prompt, leases[k])) ++rep.errors;
+    cache.prefetch(leases[k]);
+  };
+  admit(0);
+  for (int cur = 0; reqs[cur]; cur ^= 1) {
+    admit(cur ^ 1);  // the queued request: looked up, prefetching in the background
+    const chat_request& req = *reqs[cur];
+    lease_type& lease = leases[cur];
     ++rep.requests;
-    const namespace_id ns{req->name_space};
-    if (!cache.lookup(ns, req->prompt, lease)) ++rep.errors;
-    cache.prefetch(lease);
     if (!cache.load(lease, stream)) ++rep.errors;
     // The whole sequence this turn produces: the prompt, then the reply (decode).
-    seq = req->prompt;
-    seq.insert(seq.end(), req->reply.begin(), req->reply.end());
-    const std::vector<std::uint64_t> hashes = gen.prefix_hashes(req->name_space, seq);
+    seq = req.prompt;
+    seq.insert(seq.end(), req.reply.begin(), req.reply.end());
+    const std::vector<std::uint64_t> hashes = gen.prefix_hashes(req.name_space, seq);
     const std::size_t cached = lease.cached_pages();
     for (std::size_t layer = 0; layer < gen.shape().layers(); ++layer) cache.wait_layer(lease, layer);
     if (verify)
@@ -111,4 +130,12 @@ engine_report run_engine(Cache& cache, chat_workload& work, const reference_kv& 
   return rep;
 }
 
-}  // namespace kvtier::test
+// The same over a chat workload.
+template <class Access = host_device_access, class Cache>
+simulated_engine_report run_chat_workload(Cache& cache, chat_workload& work, const reference_kv& gen,
+                                          typename Cache::stream_type& stream, std::size_t requests = 0,
+                                          bool verify = true) {
+  return run_simulated_engine<Access>(cache, [&] { return work.next(); }, gen, stream, requests, verify);
+}
+
+}  // namespace kvtier
