@@ -122,9 +122,8 @@ class model_driver {
   }
   page_residency random_residency(bool allow_empty) {
     page_residency r;
-    do {
-      r.tiers.bits = std::uint8_t(ch_.next(16));
-    } while (!allow_empty && r.tiers.empty());
+    r.tiers.bits = std::uint8_t(ch_.next(16));
+    if (!allow_empty && r.tiers.empty()) r.tiers.add(tier_id(ch_.next(4)));
     if (ch_.next(4) == 0) r.in_flight.bits = std::uint8_t(ch_.next(16) & r.tiers.bits);
     if (r.tiers.has(tier_id::device)) r.device = device_slot{ch_.next(1000)};
     if (r.tiers.has(tier_id::host)) r.host = host_slot{ch_.next(1000)};

@@ -316,11 +316,12 @@ insert_result KVTIER_RADIX_T::insert(namespace_id ns, std::span<const token_id> 
       }
       path_scratch_.push_back(page_id{p});
     }
-    policy_.on_access(nodes_[c].state, access);
-    consider(c);
-    at = c;
+    // Diverging inside c: its head becomes a node of its own (the parent of what follows), and
+    // only the head counts as accessed.
+    at = (i < n && j < nodes_[c].count) ? split(c, j) : c;
+    policy_.on_access(nodes_[at].state, access);
+    consider(at);
     if (i == n) break;
-    if (j < nodes_[c].count) at = split(c, j);  // diverges inside c: its head becomes the parent
     parent_key = keys_[page_at(nodes_[at], nodes_[at].count - 1)];
   }
   // Pages given no copy at the end of a new branch do not stay.
