@@ -136,10 +136,17 @@ int main(int argc, char** argv) {
   CK(cudaStreamCreateWithPriority(&st, cudaStreamNonBlocking, hi));  // the transfer stream
   CK(cudaStreamCreateWithPriority(&gs, cudaStreamNonBlocking, lo));  // the GEMM stream
 
-  // Ceiling and floor first.
+  // Ceiling and floor first: the contiguous copy, median of 10, measured again at the end; the
+  // faster of the two medians is the ceiling (so a slow first reading cannot flatter the kernels).
   const int reps = quick ? 3 : 5;
-  const double h2d = median_ms(st, reps, [&] { CK(cudaMemcpyAsync(dev, host, bytes, cudaMemcpyHostToDevice, st)); });
-  const double d2h = median_ms(st, reps, [&] { CK(cudaMemcpyAsync(host, dev, bytes, cudaMemcpyDeviceToHost, st)); });
+  auto contiguous = [&](bool h2d_dir) {
+    return median_ms(st, 10, [&] {
+      if (h2d_dir) CK(cudaMemcpyAsync(dev, host, bytes, cudaMemcpyHostToDevice, st));
+      else CK(cudaMemcpyAsync(host, dev, bytes, cudaMemcpyDeviceToHost, st));
+    });
+  };
+  double h2d = contiguous(true);
+  double d2h = contiguous(false);
   ceiling[0] = bytes / (h2d * 1e-3) / 1e9;
   ceiling[1] = bytes / (d2h * 1e-3) / 1e9;
   std::printf("floor: 1 GiB at the contiguous rate: load %.2f ms (%.2f GB/s), backup %.2f ms (%.2f GB/s)\n", h2d,
@@ -216,9 +223,26 @@ int main(int argc, char** argv) {
     }
   }
 
+  {  // the ceiling again; keep the faster median and rescale the percentages
+    const double h2d_end = contiguous(true), d2h_end = contiguous(false);
+    std::printf("contiguous again: load %.2f ms, backup %.2f ms\n", h2d_end, d2h_end);
+    h2d = std::min(h2d, h2d_end);
+    d2h = std::min(d2h, d2h_end);
+    ceiling[0] = bytes / (h2d * 1e-3) / 1e9;
+    ceiling[1] = bytes / (d2h * 1e-3) / 1e9;
+    for (row& r : rows) {
+      r.pct = 100.0 * r.gbps / ceiling[r.direction == "load" ? 0 : 1];
+      if (r.method == "contiguous memcpy") {
+        r.ms = r.direction == "load" ? h2d : d2h;
+        r.gbps = ceiling[r.direction == "load" ? 0 : 1];
+        r.pct = 100.0;
+      }
+    }
+  }
+
   // kvtier next to a bf16 GEMM loop on a lower-priority stream.
   {
-    const int n = 8192, gemms = quick ? 10 : 20;
+    const int n = 8192, gemms = quick ? 10 : 40;
     __nv_bfloat16 *A, *B, *C;
     CK(cudaMalloc(&A, sizeof(__nv_bfloat16) * n * n));
     CK(cudaMalloc(&B, sizeof(__nv_bfloat16) * n * n));
@@ -281,9 +305,9 @@ int main(int argc, char** argv) {
       const int copies = std::max(1, static_cast<int>(gemm_alone / one));
       cudaEvent_t g0, g1, t0, t1;
       for (auto* e : {&g0, &g1, &t0, &t1}) CK(cudaEventCreate(e));
-      // Alternate GEMM alone and GEMM + copies, three times each; medians of both.
+      // Alternate GEMM alone and GEMM + copies, five times each; medians of both.
       std::vector<double> alone, together, copy_ms;
-      for (int rep = 0; rep < 3; ++rep) {
+      for (int rep = 0; rep < 5; ++rep) {
         CK(cudaDeviceSynchronize());
         CK(cudaEventRecord(g0, gs));
         gemm_loop();
