@@ -22,6 +22,7 @@ const kv_shape small_shapes[] = {
     kv_shape::mla(2, 36, dtype::fp16),      // MLA, one latent of 72 bytes
     kv_shape::mha(2, 3, 67, dtype::fp8_e4m3),  // odd row: 67-byte heads
     kv_shape::mha(2, 1, 8, dtype::fp32),
+    kv_shape::mha(2, 1, 256, dtype::bf16),  // head dim 256
 };
 const planes_form forms[] = {planes_form::single, planes_form::per_layer, planes_form::per_plane};
 using layouts = boost::mpl::list<layout::page_first, layout::page_head_first>;

@@ -132,7 +132,8 @@ BOOST_AUTO_TEST_CASE_TEMPLATE(kernel_matches_cpu_path, Layout, layouts) {
     planes_form form;
   } cases[] = {{shapes::llama3_8b(), planes_form::single},
                {kv_shape::mla(4, 576, dtype::bf16), planes_form::per_layer},
-               {kv_shape::mha(4, 4, 80, dtype::fp16), planes_form::per_plane}};
+               {kv_shape::mha(4, 4, 80, dtype::fp16), planes_form::per_plane},
+               {kv_shape::mha(3, 2, 256, dtype::bf16), planes_form::single}};  // head dim 256
   for (const auto& cs : cases)
     for (std::size_t P : {1, 16, 64, 256})
       for (layer_range layers : {layer_range::all(), layer_range::one(cs.s.layers() / 2)})
@@ -217,4 +218,31 @@ BOOST_AUTO_TEST_CASE(per_layer_events_complete_in_order) {
   BOOST_TEST((c.load(paged_view(ph.p, s, 2, page_size<>(16)), dev.view(), pairs, layer_range::all(), o).code() ==
               errc::invalid_argument));
   for (auto ev : events) cudaEventDestroy(ev);
+}
+
+BOOST_AUTO_TEST_CASE(pageable_host_memory_is_refused_not_faulted) {
+  stream_fixture f;
+  gpu::copier c;
+  const kv_shape s = kv_shape::mha(2, 2, 64, dtype::bf16);
+  std::vector<std::byte> pageable(2 * s.bytes_per_page(16));
+  engine_buffer e(s, 32, planes_form::single);
+  device_engine dev(e);
+  const page_pair pairs[] = {{0, 1}};
+  const auto host = paged_view(pageable.data(), s, 2, page_size<>(16));
+  BOOST_TEST((c.load(host, dev.view(), pairs, layer_range::all(), gpu::options{f.stream}).code() ==
+              errc::invalid_argument));
+  BOOST_TEST((c.backup(dev.view(), host, pairs, layer_range::all(), gpu::options{f.stream}).code() ==
+              errc::invalid_argument));
+  // The copy engines take pageable memory: the baseline strategies still run.
+  gpu::options o{f.stream};
+  o.how = gpu::strategy::memcpy_per_run;
+  BOOST_TEST(c.load(host, dev.view(), pairs, layer_range::all(), o).has_value());
+  CUDA_OK(cudaStreamSynchronize(f.stream));
+  // A moved copier keeps working.
+  gpu::copier moved(std::move(c));
+  pinned ph(pageable.size());
+  BOOST_TEST(moved.load(paged_view(ph.p, s, 2, page_size<>(16)), dev.view(), pairs, layer_range::all(),
+                        gpu::options{f.stream})
+                 .has_value());
+  CUDA_OK(cudaStreamSynchronize(f.stream));
 }

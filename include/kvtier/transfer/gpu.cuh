@@ -11,6 +11,7 @@
 #include <cstddef>
 #include <cstring>
 #include <span>
+#include <utility>
 #include <vector>
 
 #include "kvtier/core/error.hpp"
@@ -57,9 +58,22 @@ class copier {
   copier() = default;
   copier(const copier&) = delete;
   copier& operator=(const copier&) = delete;
+  copier(copier&& o) noexcept { swap(o); }
+  copier& operator=(copier&& o) noexcept {
+    copier(std::move(o)).swap(*this);
+    return *this;
+  }
   ~copier() {
     if (staging_) cudaFree(staging_);
     if (last_use_) cudaEventDestroy(last_use_);
+  }
+  void swap(copier& o) noexcept {
+    std::swap(host_, o.host_);
+    std::swap(staging_, o.staging_);
+    std::swap(capacity_, o.capacity_);
+    std::swap(last_use_, o.last_use_);
+    std::swap(last_stream_, o.last_stream_);
+    std::swap(used_, o.used_);
   }
 
   // load: paged host buffer (pinned, mapped) -> dst (the engine's layer-first device buffer).
@@ -85,6 +99,9 @@ class copier {
       case strategy::memcpy_batch: return detail::memcpy_batch(src, dst, pairs, *g, o.stream, o.layer_events);
       case strategy::kernel: case strategy::bulk: break;
     }
+    // A kernel touching pageable memory would fault and poison the context: refuse it up front.
+    if (!detail::device_reachable(first_byte(src)) || !detail::device_reachable(first_byte(dst)))
+      return make_error(errc::invalid_argument);
     // Stage plane tables and pairs in one upload, then point the views at the device copies.
     Src dsrc = src;
     Dst ddst = dst;
@@ -105,6 +122,14 @@ class copier {
   }
 
  private:
+  // The first byte of a view's memory, read on the host (plane tables are host arrays here).
+  template <class View>
+  static const void* first_byte(const View& v) noexcept {
+    if constexpr (std::same_as<View, layer_first_buffer>)
+      return v.planes.ptrs_per_layer > 0 ? static_cast<const void*>(v.planes.ptrs[0]) : v.planes.base;
+    else
+      return v.data;
+  }
   template <class View>
   void add_table(View& v) {
     if constexpr (std::same_as<View, layer_first_buffer>) {
