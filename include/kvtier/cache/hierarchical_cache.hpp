@@ -183,6 +183,7 @@ class hierarchical_cache<cache_parts<PageSize, DevicePool, HostPool, HostLayout,
     l.prefetched_ = true;
     std::array<std::vector<page_read>, 2> reads;
     std::array<std::vector<std::pair<page_id, host_slot>>, 2> pages;
+    if (l.match_.storage_pages > host_.available()) (void)make_room_host(l.match_.storage_pages);
     for (std::size_t i = 0; i < l.match_.size(); ++i) {
       if (l.match_.sources[i] != page_source::storage) continue;
       const page_id p = l.match_.pages[i];
@@ -499,74 +500,92 @@ class hierarchical_cache<cache_parts<PageSize, DevicePool, HostPool, HostLayout,
   }
 
   // ------------------------------------------------------------------------ eviction cascade
-  // Frees device slots until `n` are available: victims with a copy below (or, by policy, none)
-  // are dropped; others are backed up to host first and dropped once the copy has landed.
+  // Frees device slots until `n` are available. The next victims are looked at first (without
+  // dropping anything): those with no copy below are backed up to host, by policy, and once those
+  // copies have landed the victims are dropped in the index's order (leaves first). Locked and
+  // in-flight pages are never offered.
   bool make_room_device(std::size_t n) {
+    const bool drop_all = cfg_.write_to_host.victim_without_copy() == on_evict::drop;
     for (int round = 0; round < 8 && device_.available() < n; ++round) {
-      victims_.clear();
-      const bool drop_all = cfg_.write_to_host.victim_without_copy() == on_evict::drop;
-      index_.evict(tier_id::device, n - device_.available(), [&](const victim& v) {
-        const page_residency& r = v.residency;
-        const bool below = r.tiers.has(tier_id::host) || r.tiers.has(tier_id::disk) || r.tiers.has(tier_id::remote);
-        if (below || drop_all) {
-          (void)device_.free(r.device);
-          slot_of_[v.page.value()] = device_slot{};
-          stats_.evicted[std::size_t(tier_id::device)]++;
-          if (!below) stats_.dropped[std::size_t(tier_id::device)]++;
-          return true;
+      const std::size_t need = n - device_.available();
+      if (!drop_all) {
+        victims_.clear();
+        index_.collect_victims(tier_id::device, need, victims_);
+        std::erase_if(victims_, [&](page_id p) { return has_copy_below(index_.info(p)->residency, tier_id::device); });
+        if (!victims_.empty()) {
+          start_backups(victims_);
+          if (!pending_backups_.empty()) Copy::synchronize(*backup_stream_, pending_backups_.back().done);
+          poll_backups();
         }
-        victims_.push_back(v.page);
-        return false;
+      }
+      const std::size_t dropped = index_.evict(tier_id::device, need, [&](const victim& v) {
+        const bool below = has_copy_below(v.residency, tier_id::device);
+        if (!below && !drop_all) return false;  // its backup did not happen (host full): keep it
+        (void)device_.free(v.residency.device);
+        slot_of_[v.page.value()] = device_slot{};
+        stats_.evicted[std::size_t(tier_id::device)]++;
+        if (!below) stats_.dropped[std::size_t(tier_id::device)]++;
+        return true;
       });
-      if (device_.available() >= n) break;
-      if (!victims_.empty()) start_backups(victims_);
-      if (pending_backups_.empty()) break;  // nothing will free up
-      Copy::synchronize(*backup_stream_, pending_backups_.back().done);
-      poll_backups();
+      if (dropped == 0 && pending_backups_.empty()) break;  // nothing more will free up
+      if (dropped == 0) {
+        Copy::synchronize(*backup_stream_, pending_backups_.back().done);
+        poll_backups();
+      }
     }
     return device_.available() >= n;
   }
 
-  // Frees host slots until `n` are available; victims without a slow-tier copy are written down
-  // first (or dropped, by policy, or when there is no slow tier).
+  // Frees host slots until `n` are available, the same way: victims with no slow-tier copy are
+  // written down first (by policy; dropped when there is no slow tier), then dropped.
   bool make_room_host(std::size_t n) {
+    const bool drop_all = slow_tier_count == 0 || cfg_.write_to_slow.victim_without_copy() == on_evict::drop;
     for (int round = 0; round < 8 && host_.available() < n; ++round) {
-      std::vector<page_id> to_put;
-      const bool drop_all = slow_tier_count == 0 || cfg_.write_to_slow.victim_without_copy() == on_evict::drop;
-      index_.evict(tier_id::host, n - host_.available(), [&](const victim& v) {
-        const page_residency& r = v.residency;
-        const bool below = r.tiers.has(tier_id::disk) || r.tiers.has(tier_id::remote);
-        if (below || drop_all) {
-          (void)host_.free(r.host);
-          stats_.evicted[std::size_t(tier_id::host)]++;
-          if (!below && !r.tiers.has(tier_id::device)) stats_.dropped[std::size_t(tier_id::host)]++;
-          return true;
+      const std::size_t need = n - host_.available();
+      if (!drop_all) {
+        victims_.clear();
+        index_.collect_victims(tier_id::host, need, victims_);
+        std::erase_if(victims_, [&](page_id p) { return has_copy_below(index_.info(p)->residency, tier_id::host); });
+        if (!victims_.empty()) {
+          std::vector<std::pair<std::size_t, std::uint64_t>> tickets;
+          start_puts(victims_, &tickets);
+          for_each_slow([&](auto tier_index, auto&, auto& worker) {
+            constexpr std::size_t t = decltype(tier_index)::value;
+            for (auto [tt, ticket] : tickets)
+              if (tt == t) (void)worker->wait_for(ticket, std::chrono::steady_clock::now() + std::chrono::seconds(10));
+          });
+          poll_slow();
         }
-        to_put.push_back(v.page);
-        return false;
+      }
+      const std::size_t dropped = index_.evict(tier_id::host, need, [&](const victim& v) {
+        const bool below = has_copy_below(v.residency, tier_id::host);
+        if (!below && !drop_all) return false;  // its write failed: keep it
+        (void)host_.free(v.residency.host);
+        stats_.evicted[std::size_t(tier_id::host)]++;
+        if (!below && !v.residency.tiers.has(tier_id::device)) stats_.dropped[std::size_t(tier_id::host)]++;
+        return true;
       });
-      if (host_.available() >= n) break;
-      std::vector<std::pair<std::size_t, std::uint64_t>> tickets;
-      if (!to_put.empty()) start_puts(to_put, &tickets);
-      if (tickets.empty()) {
+      if (dropped == 0) {
         // Host slots may be held by backups in flight: let them land, then try again.
         if (pending_backups_.empty()) break;
         Copy::synchronize(*backup_stream_, pending_backups_.back().done);
         poll_backups();
-        continue;
       }
-      for_each_slow([&](auto tier_index, auto&, auto& worker) {
-        constexpr std::size_t t = decltype(tier_index)::value;
-        for (auto [tt, ticket] : tickets)
-          if (tt == t) (void)worker->wait_for(ticket, std::chrono::steady_clock::now() + std::chrono::seconds(10));
-      });
-      poll_slow();
     }
     return host_.available() >= n;
   }
 
+  // A copy in a tier below `t` (ready or being written) keeps the page in the hierarchy.
+  static bool has_copy_below(const page_residency& r, tier_id t) noexcept {
+    for (unsigned u = unsigned(t) + 1; u < tier_count; ++u)
+      if (r.tiers.has(tier_id(u))) return true;
+    return false;
+  }
+
+  // One host slot; room for `batch` was made by the caller's reserve_host (make_room_host once per
+  // batch, not once per page: eviction scans are not free).
   result<host_slot> allocate_host_slot() {
-    (void)make_room_host(1);
+    if (host_.available() == 0) (void)make_room_host(1);
     const result<host_slot> s = host_.allocate();
     if (!s) {
       stats_.host_full++;
@@ -581,6 +600,7 @@ class hierarchical_cache<cache_parts<PageSize, DevicePool, HostPool, HostLayout,
   void start_backups(std::span<const page_id> pages) {
     backup_pairs_.clear();
     std::vector<page_id> started;
+    if (pages.size() > host_.available()) (void)make_room_host(pages.size());
     for (const page_id p : pages) {
       if (!index_.contains(p)) continue;
       page_residency r = index_.info(p)->residency;
