@@ -114,3 +114,36 @@ BOOST_AUTO_TEST_CASE(bad_extents_are_configuration_errors) {
   BOOST_TEST(llama.size() * 2 == std::size_t{1} << 30);  // 8192 tokens of Llama-3-8B: 1 GiB
   BOOST_TEST(kv_extents::of(shapes::deepseek_v3_mla(), 16).kv() == 1u);
 }
+
+// Pools may pad slots to an alignment: pages page_stride elements apart. Offsets stay unique, pages
+// start on the stride, the padding holds no index, and the mapping says it is not exhaustive.
+BOOST_DATA_TEST_CASE(padded_page_strides, bdata::make(cases), c) {
+  const kv_extents e(c.L, c.K, c.T, c.H, c.D);
+  const std::size_t span = c.L * c.K * c.P * c.H * c.D, stride = span + 5;
+  const page_first::mapping pf(e, page_size<>(c.P), stride);
+  const page_head_first::mapping ph(e, page_size<>(c.P), stride);
+  const std::size_t pages = c.T / c.P;
+  BOOST_TEST(pf.required_span_size() == (pages - 1) * stride + span);
+  BOOST_TEST(pf.is_exhaustive() == (pages == 1));
+  std::vector<int> hits_f(pf.required_span_size(), 0), hits_h(ph.required_span_size(), 0);
+  for (std::size_t l = 0; l < c.L; ++l)
+    for (std::size_t k = 0; k < c.K; ++k)
+      for (std::size_t t = 0; t < c.T; ++t)
+        for (std::size_t h = 0; h < c.H; ++h)
+          for (std::size_t d = 0; d < c.D; ++d) {
+            const std::size_t page = t / c.P;
+            const dims packed = c;
+            const std::size_t of = pf(l, k, t, h, d), oh = ph(l, k, t, h, d);
+            BOOST_TEST_REQUIRE(of == naive_page_first(packed, l, k, t, h, d) + page * (stride - span));
+            BOOST_TEST_REQUIRE(oh == naive_page_head_first(packed, l, k, t, h, d) + page * (stride - span));
+            BOOST_TEST_REQUIRE((pf.index_of(of) == kv_index{l, k, t, h, d}));
+            BOOST_TEST_REQUIRE((ph.index_of(oh) == kv_index{l, k, t, h, d}));
+            ++hits_f[of];
+            ++hits_h[oh];
+          }
+  for (std::size_t o = 0; o < hits_f.size(); ++o) {
+    BOOST_TEST_REQUIRE(hits_f[o] == (o % stride < span ? 1 : 0));
+    BOOST_TEST_REQUIRE(hits_h[o] == (o % stride < span ? 1 : 0));
+  }
+  BOOST_CHECK_THROW(page_first::mapping(e, page_size<>(c.P), span - 1), config_error);
+}

@@ -134,3 +134,29 @@ BOOST_AUTO_TEST_CASE(readme_taste) {
   BOOST_TEST(cpu::backup(gpu_kv, pages, batch, layer_range::one(5)).has_value());  // one layer back
   BOOST_TEST(std::memcmp(gpu_kv.row(7, 1, 3 * 16, 0), pages.row(7, 1, 0, 0), s.row_bytes()) == 0);
 }
+
+// A host buffer whose pages are padded (a pool with slot alignment) copies like a packed one.
+BOOST_AUTO_TEST_CASE(padded_host_pages) {
+  const kv_shape s = kv_shape::mha(3, 2, 16, dtype::bf16);
+  const std::size_t P = 4, pages = 5, page_bytes = s.bytes_per_page(P), stride = page_bytes + 4096;
+  std::vector<std::byte> padded(pages * stride);
+  fill_random(padded, rng());
+  paged_buffer<layout::page_first> packed(s, pages, P);
+  for (std::size_t i = 0; i < pages; ++i)
+    std::memcpy(packed.mem.data() + i * page_bytes, padded.data() + i * stride, page_bytes);
+  const auto view = paged_view(padded.data(), s, pages, page_size<>(P), stride);
+  BOOST_TEST(view.bytes() == (pages - 1) * stride + page_bytes);
+  const auto pairs = random_pairs(4, pages, 6, rng());
+  engine_buffer a(s, 6 * P, planes_form::per_layer), b(s, 6 * P, planes_form::per_layer);
+  BOOST_TEST_REQUIRE(cpu::load(view, a.view(), pairs).has_value());
+  BOOST_TEST_REQUIRE(cpu::load(packed.view(), b.view(), pairs).has_value());
+  BOOST_TEST((a.allocs == b.allocs));
+  // And back: backup into the padded buffer leaves the padding untouched.
+  const std::vector<std::byte> before = padded;
+  const auto back = random_pairs(3, 6, pages, rng());
+  BOOST_TEST_REQUIRE(cpu::backup(a.view(), view, back, layer_range::one(1)).has_value());
+  for (std::size_t i = 0; i < pages; ++i)
+    BOOST_TEST(std::memcmp(padded.data() + i * stride + page_bytes, before.data() + i * stride + page_bytes,
+                           stride - page_bytes) == 0);
+  BOOST_CHECK_THROW(paged_view(padded.data(), s, pages, page_size<>(P), page_bytes - 2), config_error);
+}

@@ -83,7 +83,7 @@ struct stream_fixture {
 // One load and one backup of `n` random pairs through `opts`, each compared with the CPU path.
 template <class Layout>
 void check_round(const kv_shape& s, std::size_t P, planes_form form, layer_range layers, gpu::copier& c,
-                 gpu::options opts, std::size_t misalign = 0) {
+                 gpu::options opts, std::size_t misalign = 0, std::size_t page_pad = 0) {
   const std::size_t host_pages = 4, engine_pages = 5, n = 3;
   BOOST_TEST_CONTEXT("shape L" << s.layers() << " H" << s.heads() << " D" << s.head_dim() << " es"
                                 << s.element_bytes() << " P" << P << " form " << int(form) << " layers "
@@ -92,10 +92,13 @@ void check_round(const kv_shape& s, std::size_t P, planes_form form, layer_range
     // load: pinned paged host -> device layer-first
     paged_buffer<Layout> host(s, host_pages, P);
     fill_random(host.mem, rng());
-    pinned ph(host.mem.size());
+    // Pinned copy of the host pages, page_pad bytes between pages (a pool's slot alignment).
+    const std::size_t page_bytes = s.bytes_per_page(P), stride = page_bytes + page_pad;
+    pinned ph(host_pages * stride);
     std::byte* hbase = ph.p + misalign;
-    std::memcpy(hbase, host.mem.data(), host.mem.size());
-    const auto hview = paged_view<Layout>(hbase, s, host_pages, page_size<>(P));
+    for (std::size_t i = 0; i < host_pages; ++i)
+      std::memcpy(hbase + i * stride, host.mem.data() + i * page_bytes, page_bytes);
+    const auto hview = paged_view<Layout>(hbase, s, host_pages, page_size<>(P), page_pad ? stride : 0);
     engine_buffer want(s, engine_pages * P, form), scratch(s, engine_pages * P, form);
     device_engine dev(scratch);
     dev.poison_all();
@@ -112,12 +115,16 @@ void check_round(const kv_shape& s, std::size_t P, planes_form form, layer_range
     paged_buffer<Layout> back_want(s, host_pages, P);
     const auto back = random_pairs(n, engine_pages, host_pages, rng());
     BOOST_TEST_REQUIRE(cpu::backup(scratch.view(), back_want.view(), back, layers).has_value());
-    std::memset(hbase, int(poison), host.mem.size());
+    std::memset(hbase, int(poison), host_pages * stride);
     const result<void> b = c.backup(dev.view(), hview, back, layers, opts);
     BOOST_TEST_REQUIRE(b.has_value(), "backup: " << b.err().message());
     CUDA_OK(cudaStreamSynchronize(opts.stream));
-    BOOST_TEST_REQUIRE(std::memcmp(hbase, back_want.mem.data(), back_want.mem.size()) == 0,
-                       "backup differs from the CPU path");
+    for (std::size_t i = 0; i < host_pages; ++i) {
+      BOOST_TEST_REQUIRE(std::memcmp(hbase + i * stride, back_want.mem.data() + i * page_bytes, page_bytes) == 0,
+                         "backup differs from the CPU path");
+      for (std::size_t b2 = page_bytes; b2 < stride; ++b2)  // padding untouched
+        BOOST_TEST_REQUIRE((hbase[i * stride + b2] == poison));
+    }
   }
 }
 
@@ -192,6 +199,15 @@ BOOST_AUTO_TEST_CASE(narrow_vector_fallbacks) {
                                   gpu::options{f.stream}, 8);
   check_round<layout::page_first>(shapes::llama3_8b(), 1, planes_form::single, layer_range::one(3), c,
                                   gpu::options{f.stream}, 2);
+  // Padded pages (a pool's slot alignment): 4 KiB keeps 16-byte vectors, 8 bytes forces 8-byte ones.
+  for (std::size_t pad : {4096, 8}) {
+    check_round<layout::page_first>(shapes::llama3_8b(), 16, planes_form::per_layer, layer_range::all(), c,
+                                    gpu::options{f.stream}, 0, pad);
+    gpu::options o{f.stream};
+    o.how = gpu::strategy::bulk;
+    check_round<layout::page_head_first>(kv_shape::mla(3, 576, dtype::bf16), 4, planes_form::single,
+                                         layer_range::all(), c, o, 0, pad);
+  }
 }
 
 BOOST_AUTO_TEST_CASE(per_layer_events_complete_in_order) {

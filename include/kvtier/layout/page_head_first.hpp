@@ -22,7 +22,17 @@ struct page_head_first {
 
     constexpr mapping() noexcept = default;
     // Throws config_error if e.tokens() is not a multiple of the page size.
-    constexpr mapping(const kv_extents& e, page_size<> p) : e_(e), p_(detail::checked_page_tokens(e, p)) {}
+    constexpr mapping(const kv_extents& e, page_size<> p) : e_(e), p_(detail::checked_page_tokens(e, p)) {
+      stride_ = page_span();
+    }
+    // Pages `page_stride` elements apart (>= page_span()): pools that pad slots to an alignment.
+    // Throws config_error for a stride shorter than a page.
+    constexpr mapping(const kv_extents& e, page_size<> p, std::size_t page_stride) : mapping(e, p) {
+      if (page_stride < page_span()) throw config_error("kvtier: a page stride shorter than a page");
+      stride_ = page_stride;
+    }
+    // Elements from one page's start to the next.
+    KVTIER_HOST_DEVICE constexpr std::size_t page_stride() const noexcept { return stride_; }
 
     KVTIER_HOST_DEVICE constexpr const kv_extents& extents() const noexcept { return e_; }
     KVTIER_HOST_DEVICE constexpr std::size_t page_tokens() const noexcept { return p_; }
@@ -37,31 +47,36 @@ struct page_head_first {
     KVTIER_HOST_DEVICE constexpr std::size_t operator()(std::size_t l, std::size_t k, std::size_t t, std::size_t h,
                                                         std::size_t d) const noexcept {
       const std::size_t page = t / p_, ti = t % p_;
-      return page * page_span() + h * head_span() + ((l * e_.kv() + k) * p_ + ti) * e_.dim() + d;
+      return page * stride_ + h * head_span() + ((l * e_.kv() + k) * p_ + ti) * e_.dim() + d;
     }
     // Offset of (layer, kv, token ti of page `page`, head, dim), without dividing the token.
     KVTIER_HOST_DEVICE constexpr std::size_t at_page(std::size_t l, std::size_t k, std::size_t page, std::size_t ti,
                                                      std::size_t h, std::size_t d) const noexcept {
-      return page * page_span() + h * head_span() + ((l * e_.kv() + k) * p_ + ti) * e_.dim() + d;
+      return page * stride_ + h * head_span() + ((l * e_.kv() + k) * p_ + ti) * e_.dim() + d;
     }
+    // The inverse of operator() for offsets it produces (padding between pages maps to no index).
     KVTIER_HOST_DEVICE constexpr kv_index index_of(std::size_t off) const noexcept {
+      const std::size_t page = off / stride_;
+      off %= stride_;
       kv_index i;
       i.dim = off % e_.dim(); off /= e_.dim();
       const std::size_t ti = off % p_; off /= p_;
       i.kv = off % e_.kv(); off /= e_.kv();
       i.layer = off % e_.layers(); off /= e_.layers();
       i.head = off % e_.heads(); off /= e_.heads();
-      i.token = off * p_ + ti;
+      i.token = page * p_ + ti;
       return i;
     }
     KVTIER_HOST_DEVICE constexpr std::size_t token_stride_in_page() const noexcept { return e_.dim(); }
-    KVTIER_HOST_DEVICE constexpr std::size_t required_span_size() const noexcept { return e_.size(); }
+    KVTIER_HOST_DEVICE constexpr std::size_t required_span_size() const noexcept {
+      return (pages() - 1) * stride_ + page_span();
+    }
 
     static constexpr bool is_always_unique() noexcept { return true; }
-    static constexpr bool is_always_exhaustive() noexcept { return true; }
+    static constexpr bool is_always_exhaustive() noexcept { return false; }  // padded page strides
     static constexpr bool is_always_strided() noexcept { return false; }
     static constexpr bool is_unique() noexcept { return true; }
-    static constexpr bool is_exhaustive() noexcept { return true; }
+    constexpr bool is_exhaustive() const noexcept { return stride_ == page_span() || pages() == 1; }
     constexpr bool is_strided() const noexcept { return pages() == 1 || p_ == 1; }
 
     friend constexpr bool operator==(const mapping&, const mapping&) = default;
@@ -69,6 +84,7 @@ struct page_head_first {
    private:
     kv_extents e_{};
     std::size_t p_ = 1;
+    std::size_t stride_ = 1;  // page stride in elements
   };
 };
 

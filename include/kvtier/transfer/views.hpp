@@ -115,12 +115,17 @@ inline layer_first_buffer layer_first_view(std::span<std::byte* const> ptrs, con
     return {plane_table{nullptr, ptrs.data(), s.kv_planes(), 0, 0}, m, s.element_bytes()};
   throw config_error("kvtier: a layer-first plane table needs one pointer per layer or per (layer, kv)");
 }
-// A page-first (or page_head_first) buffer of `pages` pages over one allocation.
+// A page-first (or page_head_first) buffer of `pages` pages over one allocation; pages are
+// page_stride_bytes apart (0: packed). A pool that pads its slots passes its slot stride.
+// Throws config_error for a stride that is shorter than a page or not a whole number of elements.
 template <class Layout = layout::page_first>
-kv_buffer<typename Layout::mapping> paged_view(std::byte* base, const kv_shape& s, std::size_t pages,
-                                               page_size<> p) {
-  typename Layout::mapping m(layout::kv_extents::of(s, kvtier::detail::checked_mul(pages, p.tokens(), "paged view tokens")), p);
-  return {base, m, s.element_bytes()};
+kv_buffer<typename Layout::mapping> paged_view(std::byte* base, const kv_shape& s, std::size_t pages, page_size<> p,
+                                               std::size_t page_stride_bytes = 0) {
+  const layout::kv_extents e = layout::kv_extents::of(s, kvtier::detail::checked_mul(pages, p.tokens(), "paged view tokens"));
+  if (page_stride_bytes == 0) return {base, typename Layout::mapping(e, p), s.element_bytes()};
+  if (page_stride_bytes % s.element_bytes() != 0)
+    throw config_error("kvtier: a page stride that is not a whole number of elements");
+  return {base, typename Layout::mapping(e, p, page_stride_bytes / s.element_bytes()), s.element_bytes()};
 }
 
 namespace detail {

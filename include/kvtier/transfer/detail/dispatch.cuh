@@ -46,7 +46,10 @@ std::size_t view_alignment(const View& v) noexcept {
     return std::min({pow2_alignment(reinterpret_cast<std::uintptr_t>(v.planes.base)),
                      pow2_alignment(v.planes.layer_stride), pow2_alignment(v.planes.kv_stride)});
   } else {
-    return pow2_alignment(reinterpret_cast<std::uintptr_t>(v.data));
+    std::size_t a = pow2_alignment(reinterpret_cast<std::uintptr_t>(v.data));
+    if constexpr (requires { v.map.page_stride(); })  // padded pages move every page's start
+      a = std::min(a, pow2_alignment(v.map.page_stride() * v.element_bytes));
+    return a;
   }
 }
 
