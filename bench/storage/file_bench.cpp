@@ -8,6 +8,8 @@
 #include <filesystem>
 #include <numeric>
 #include <random>
+#include <thread>
+#include <unistd.h>
 #include <vector>
 
 #include "bench/storage/common.hpp"
@@ -99,18 +101,37 @@ int main(int argc, char** argv) {
         }
         // The disk is shared and noisy: alternate kvtier and fio, `reps` times, and keep medians.
         std::vector<double> kw, kr, fw, fr;
-        for (std::size_t rep = 0; rep < reps; ++rep) {
-          auto start = std::chrono::steady_clock::now();
-          if (!t.put(w, b) || !t.wait(b, 600s) || !b.all_ok()) return 1;
+        auto kv_write = [&] {
+          const auto start = std::chrono::steady_clock::now();
+          if (!t.put(w, b) || !t.wait(b, 600s) || !b.all_ok()) {
+            std::fprintf(stderr, "kvtier write failed: %zu ok of %zu\n", b.count(errc::ok), n);
+            std::exit(1);
+          }
           kw.push_back(double(n * page) / bench::seconds_since(start) / 1e9);
-          start = std::chrono::steady_clock::now();
+        };
+        auto kv_read = [&] {
+          const auto start = std::chrono::steady_clock::now();
           if (!t.get(r, b) || !t.wait(b, 600s) || !b.all_ok()) {
             std::fprintf(stderr, "kvtier read failed: %zu ok of %zu\n", b.count(errc::ok), n);
-            return 1;
+            std::exit(1);
           }
           kr.push_back(double(n * page) / bench::seconds_since(start) / 1e9);
-          fr.push_back(fio_gbps(work.string(), "randread", page, qd, mib));  // lays the file out first
+        };
+        auto settle = [] {  // let the (virtual) disk finish flushing before the next phase
+          ::sync();
+          std::this_thread::sleep_for(300ms);
+        };
+        for (std::size_t rep = 0; rep < reps; ++rep) {
+          // Writes, then reads; who goes first alternates, so neither side always follows the other.
+          const bool kv_first = rep % 2 == 0;
+          if (kv_first) kv_write();
           fw.push_back(fio_gbps(work.string(), "randwrite", page, qd, mib));
+          if (!kv_first) kv_write();
+          settle();
+          if (kv_first) kv_read();
+          fr.push_back(fio_gbps(work.string(), "randread", page, qd, mib));
+          if (!kv_first) kv_read();
+          settle();
         }
         std::vector<double> wr, rr;
         for (std::size_t i = 0; i < reps; ++i) {
