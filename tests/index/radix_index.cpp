@@ -255,3 +255,45 @@ BOOST_AUTO_TEST_CASE(static_and_dynamic_page_sizes_agree) {
   for (std::size_t i = 0; i < pa.size(); ++i) BOOST_TEST((a.info(pa[i])->key == b.info(pb[i])->key));
   BOOST_CHECK_THROW(radix_index<lru>(page_size(0)), config_error);
 }
+
+// The request lifecycle docs/index.md shows (a free list stands in for the device pool).
+BOOST_AUTO_TEST_CASE(cache_lifecycle_as_documented) {
+  radix_index<lru, 4> idx;
+  std::vector<device_slot> free_slots;
+  for (std::uint32_t s = 0; s < 8; ++s) free_slots.push_back(device_slot{s});
+  const std::size_t need = 2;
+  const auto prompt = seq(0, 16);
+  (void)idx.insert(ns1, std::span(prompt).first(8), on_device(device_slot{100}));
+  // [lifecycle]
+  auto lease = idx.match(ns1, prompt, match_options{.lock = true});  // device/host/storage breakdown
+  std::vector<device_slot> slots(prompt.size() / 4);
+  for (std::size_t i = lease.size(); i < slots.size(); ++i) {  // compute the rest into fresh slots
+    slots[i] = free_slots.back();
+    free_slots.pop_back();
+  }
+  (void)idx.insert(ns1, prompt, [&](std::size_t i) { return on_device(slots[i]); });
+  (void)idx.unlock(lease.pages);
+  idx.evict(tier_id::device, need, [&](const victim& v) {
+    if (!v.residency.tiers.has(tier_id::host)) {  // write-back: back it up first
+      (void)idx.add_tier(v.page, tier_id::host, /*in_flight=*/true);
+      return false;
+    }
+    free_slots.push_back(v.residency.device);
+    return true;
+  });
+  // when a backup completes: set_host_slot(page, s); set_in_flight(page, tier_id::host, false)
+  // [lifecycle]
+  BOOST_TEST(lease.device_pages == 2u);
+  BOOST_TEST(idx.match(ns1, prompt).size() == 4u);
+  // The deepest page is now backing up; finish its backup and evict again.
+  const page_id last = idx.match(ns1, prompt).pages.back();
+  BOOST_TEST(idx.info(last)->residency.in_flight.has(tier_id::host));
+  BOOST_TEST(idx.set_host_slot(last, host_slot{1}).has_value());
+  BOOST_TEST(idx.set_in_flight(last, tier_id::host, false).has_value());
+  BOOST_TEST(idx.evict(tier_id::device, 1, [&](const victim& v) {
+    free_slots.push_back(v.residency.device);
+    return true;
+  }) == 1u);
+  BOOST_TEST(free_slots.size() == 7u);
+  BOOST_TEST(idx.match(ns1, prompt).host_pages == 1u);
+}
