@@ -63,9 +63,10 @@ int main(int argc, char** argv) {
   std::vector<point> results;
   for (std::size_t page : pages) {
     const std::size_t n = std::max<std::size_t>(8, (mib << 20) / page);
-    // Like fio, pages move through a ring of buffers (4 x the queue depth); --distinct gives every
-    // page its own buffer (slower on some VMs for reasons outside the I/O path: see docs/storage.md).
-    const std::size_t ring_max = distinct ? n : std::min(n, 4 * *std::max_element(depths.begin(), depths.end()));
+    // Like fio, pages move through a ring of buffers (8 x the queue depth); reads go in chunks of
+    // half the ring, a chunk reusing buffers only once the chunk before it on them is done, so no
+    // two reads in flight share a buffer. --distinct gives every page its own buffer.
+    const std::size_t ring_max = distinct ? n : std::min(n, 8 * *std::max_element(depths.begin(), depths.end()));
     std::size_t* raw = static_cast<std::size_t*>(std::aligned_alloc(4096, ring_max * page));
     std::span<std::byte> all(reinterpret_cast<std::byte*>(raw), ring_max * page);
     std::mt19937_64 rng(42);
@@ -76,7 +77,8 @@ int main(int argc, char** argv) {
     for (std::size_t qd : depths) {
       std::filesystem::remove_all(work / "tier");
       point p{page, qd, 0, 0, 0, 0, 0, 0, 0, 0, ""};
-      const std::size_t ring = distinct ? n : std::min(n, 4 * qd);
+      const std::size_t ring = distinct ? n : std::min(n, 8 * qd);
+      const std::size_t chunk = distinct ? n : std::max<std::size_t>(1, ring / 2);
       {
         file_tier_config cfg{.directory = work / "tier", .shape = shapes::llama3_8b(), .page_bytes = page, .capacity_pages = n};
         cfg.pages_per_file = std::max<std::size_t>(1, (256u << 20) / page);
@@ -109,12 +111,23 @@ int main(int argc, char** argv) {
           }
           kw.push_back(double(n * page) / bench::seconds_since(start) / 1e9);
         };
+        storage_batch halves[2];
         auto kv_read = [&] {
           const auto start = std::chrono::steady_clock::now();
-          if (!t.get(r, b) || !t.wait(b, 600s) || !b.all_ok()) {
-            std::fprintf(stderr, "kvtier read failed: %zu ok of %zu\n", b.count(errc::ok), n);
-            std::exit(1);
+          auto drain = [&](storage_batch& h) {
+            if (!t.wait(h, 600s) || !h.all_ok()) {
+              std::fprintf(stderr, "kvtier read failed: %zu ok of %zu (%zu corrupted, %zu not found)\n",
+                           h.count(errc::ok), h.size(), h.count(errc::corrupted), h.count(errc::not_found));
+              std::exit(1);
+            }
+          };
+          for (std::size_t c = 0; c * chunk < n; ++c) {
+            storage_batch& h = halves[c % 2];
+            drain(h);  // the chunk that used these buffers before
+            if (!t.get(std::span(r).subspan(c * chunk, std::min(chunk, n - c * chunk)), h)) std::exit(1);
           }
+          drain(halves[0]);
+          drain(halves[1]);
           kr.push_back(double(n * page) / bench::seconds_since(start) / 1e9);
         };
         auto settle = [] {  // let the (virtual) disk finish flushing before the next phase
