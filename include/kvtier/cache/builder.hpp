@@ -46,6 +46,13 @@ inline constexpr bool is_page_size<page_size<N>> = true;
 template <class T, class Default>
 using or_default = std::conditional_t<std::same_as<T, auto_choice>, Default, T>;
 
+// The copy strategy auto_choice picks for a device pool: cpu_copy, unless kvtier/cache/gpu_copy.cuh
+// (included) says otherwise for pools GPU kernels reach.
+template <class DevicePool>
+struct default_copy {
+  using type = cpu_copy;
+};
+
 template <class T>
 inline constexpr bool is_device_memory = false;
 template <class L, class P>
@@ -96,7 +103,8 @@ struct pool_checks {
   static constexpr bool copy_reaches_device =
       Copy::needs_device_memory ? memory::device_accessible_pool<Device> : memory::has_property<Device, memory::host_accessible>;
   static_assert(copy_reaches_device, "kvtier::cache_builder: the copy strategy cannot reach the device pool's memory: "
-                                     "cpu_copy needs a host-accessible stand-in (standin_device_pool), the GPU copy a device_accessible_pool");
+                                     "cpu_copy needs a host-accessible stand-in (standin_device_pool); a device pool needs gpu_copy "
+                                     "(include kvtier/cache/gpu_copy.cuh)");
   static constexpr bool value = device_is_pool && host_is_pool && device_tier_ok && host_tier_ok && copy_reaches_device;
 };
 
@@ -118,14 +126,14 @@ struct cache_builder {
   static_assert(detail::is_write_policies<Writes>, "kvtier::cache_builder: the sixth argument is kvtier::write_policies<DeviceToHost, HostToSlow>");
 
   // ---- the choices, auto resolved
-  using copy_type = detail::or_default<Copy, cpu_copy>;
-  static_assert(copy_strategy<copy_type>, "kvtier::cache_builder: the copy strategy must model kvtier::copy_strategy "
-                                          "(cpu_copy, or the GPU copy of kvtier/cache/gpu_copy.cuh)");
   using device_layout = detail::or_default<typename Device::layout_type, layout::layer_first>;
   static_assert(std::same_as<device_layout, layout::layer_first>,
                 "kvtier::cache_builder: the device tier holds the engine's KV layer first (what attention reads): "
                 "use device_memory<layout::layer_first, ...> or auto_choice");
   using device_pool = detail::or_default<typename Device::pool_type, standin_device_pool>;
+  using copy_type = detail::or_default<Copy, typename detail::default_copy<device_pool>::type>;
+  static_assert(copy_strategy<copy_type>, "kvtier::cache_builder: the copy strategy must model kvtier::copy_strategy "
+                                          "(cpu_copy, or gpu_copy from kvtier/cache/gpu_copy.cuh)");
   using host_layout = detail::or_default<typename Host::layout_type, layout::page_first>;
   static_assert(layout::kv_layout<host_layout> && layout::paged_kv_layout_mapping<typename host_layout::mapping>,
                 "kvtier::cache_builder: the host tier holds whole pages, each one contiguous block: "

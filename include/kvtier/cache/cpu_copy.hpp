@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <deque>
 #include <functional>
+#include <memory>
 #include <mutex>
 #include <span>
 #include <thread>
@@ -108,16 +109,20 @@ struct cpu_copy {
   using event_type = cpu_stream::event;
   static constexpr bool needs_device_memory = false;  // both sides must be host-accessible
 
-  // host page-first → device layer-first, one layer; returns the event of that layer, or the
-  // error plan_copy finds (checked here, before anything is queued).
+  // host page-first → device layer-first, layer by layer: layer_events[l] passes when layer l of
+  // every page has landed. The error plan_copy finds is returned before anything is queued.
   template <transfer::paged_kv_view Host, transfer::kv_view Device>
-  static result<event_type> load_layer(stream_type& s, const Host& host, const Device& device,
-                                       std::span<const transfer::page_pair> pairs, std::size_t layer) {
-    if (auto g = transfer::plan_copy(host, device, pairs, transfer::layer_range::one(layer), host.map.page_tokens()); !g)
+  static result<void> load(stream_type& s, const Host& host, const Device& device,
+                           std::span<const transfer::page_pair> pairs, std::span<event_type> layer_events) {
+    if (auto g = transfer::plan_copy(host, device, pairs, transfer::layer_range::all(), host.map.page_tokens()); !g)
       return g.err();
-    return s.enqueue([host, device, p = std::vector<transfer::page_pair>(pairs.begin(), pairs.end()), layer] {
-      [[maybe_unused]] const result<void> r = transfer::cpu::load(host, device, p, transfer::layer_range::one(layer));
-    });
+    if (layer_events.size() != host.map.extents().layers()) return make_error(errc::invalid_argument);
+    auto shared = std::make_shared<const std::vector<transfer::page_pair>>(pairs.begin(), pairs.end());
+    for (std::size_t layer = 0; layer < layer_events.size(); ++layer)
+      layer_events[layer] = s.enqueue([host, device, shared, layer] {
+        [[maybe_unused]] const result<void> r = transfer::cpu::load(host, device, *shared, transfer::layer_range::one(layer));
+      });
+    return {};
   }
   // device layer-first → host page-first, all layers.
   template <transfer::kv_view Device, transfer::paged_kv_view Host>

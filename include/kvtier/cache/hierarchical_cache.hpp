@@ -66,9 +66,14 @@ struct pool_factory {
   static Pool make(const kv_shape& s, page_size<> p, std::size_t pages) { return Pool(s, p, pages); }
 };
 // The device pool's memory as the engine's layer-first buffer.
+// (A class template, so that kvtier/cache/gpu_copy.cuh can specialise it for the device pools.)
 template <class Pool>
-auto device_kv_view(const Pool& p) -> decltype(p.kv_view()) {
-  return p.kv_view();
+struct device_access {
+  static auto view(const Pool& p) -> decltype(p.kv_view()) { return p.kv_view(); }
+};
+template <class Pool>
+auto device_kv_view(const Pool& p) -> decltype(device_access<Pool>::view(p)) {
+  return device_access<Pool>::view(p);
 }
 }  // namespace detail
 
@@ -270,10 +275,16 @@ class hierarchical_cache<cache_parts<PageSize, DevicePool, HostPool, HostLayout,
     }
     if (!pairs_.empty()) {
       l.layer_events_.resize(cfg_.shape.layers());
-      for (std::size_t layer = 0; layer < cfg_.shape.layers(); ++layer) {
-        const result<event_type> e = Copy::load_layer(stream, host_view_, device_view_, pairs_, layer);
-        if (!e) return e.err();  // a geometry mismatch: a bug in the composition, never data
-        l.layer_events_[layer] = *e;
+      if (const result<void> e = Copy::load(stream, host_view_, device_view_, pairs_, l.layer_events_); !e) {
+        // Refused before anything moved (a geometry or reachability mismatch): serve nothing loaded.
+        for (std::size_t k = 0; k < loading.size(); ++k) {
+          (void)index_.remove_tier(loading[k], tier_id::device);
+          slot_of_[loading[k].value()] = device_slot{};
+          (void)device_.free(device_slot{pairs_[k].dst});
+        }
+        l.layer_events_.clear();
+        l.cached_pages_ = to_load_.empty() ? usable : std::min(usable, to_load_.front());
+        return e.err();
       }
       const event_type last = l.layer_events_.back();
       for (const auto& pr : pairs_) load_event_[pr.dst] = {&stream, last};

@@ -1,0 +1,101 @@
+// End to end on the GPU: the same multi-turn workload as cache.end_to_end, through the real device
+// pool (device_layer_pool), the mapped pinned host pool and kvtier's copy kernels; every cached
+// page is read back from device memory and compared byte for byte with reference_kv.
+#include <boost/test/unit_test.hpp>
+
+#include <cuda_runtime.h>
+
+#include <vector>
+
+#include "kvtier/cache.hpp"
+#include "kvtier/cache/gpu_copy.cuh"
+#include "kvtier/cache/simulated_engine.hpp"
+
+using namespace kvtier;
+
+namespace {
+
+const kv_shape small_shape = kv_shape::mha(4, 2, 32, dtype::fp16);
+constexpr std::size_t P = 16;
+
+// Reads and writes device pages with cudaMemcpy, one (layer, kv) block of a page at a time.
+struct cuda_device_access {
+  template <class Cache>
+  static void write_rows(Cache& c, device_slot s, std::size_t first, std::size_t count, const reference_kv& gen,
+                         std::span<const std::uint64_t> hashes, std::size_t first_pos) {
+    const kv_shape& sh = gen.shape();
+    std::vector<std::byte> block(count * sh.row_bytes());
+    for (std::size_t l = 0; l < sh.layers(); ++l)
+      for (std::size_t k = 0; k < sh.kv_planes(); ++k) {
+        for (std::size_t t = 0; t < count; ++t)
+          gen.fill_row(hashes[first_pos + t], l, k, first_pos + t, {block.data() + t * sh.row_bytes(), sh.row_bytes()});
+        std::byte* dst = c.device_view().row(l, k, std::size_t(s.value()) * P + first, 0);
+        BOOST_REQUIRE(cudaMemcpy(dst, block.data(), block.size(), cudaMemcpyHostToDevice) == cudaSuccess);
+      }
+  }
+  template <class Cache>
+  static std::size_t check_page(Cache& c, device_slot s, const reference_kv& gen, std::span<const std::uint64_t> hashes,
+                                std::size_t first_pos) {
+    const kv_shape& sh = gen.shape();
+    std::vector<std::byte> block(P * sh.row_bytes());
+    std::size_t bad = 0;
+    for (std::size_t l = 0; l < sh.layers(); ++l)
+      for (std::size_t k = 0; k < sh.kv_planes(); ++k) {
+        const std::byte* src = c.device_view().row(l, k, std::size_t(s.value()) * P, 0);
+        BOOST_REQUIRE(cudaMemcpy(block.data(), src, block.size(), cudaMemcpyDeviceToHost) == cudaSuccess);
+        for (std::size_t t = 0; t < P; ++t)
+          bad += !gen.check_row(hashes[first_pos + t], l, k, first_pos + t, {block.data() + t * sh.row_bytes(), sh.row_bytes()});
+      }
+    return bad;
+  }
+};
+
+chat_workload_config workload(std::size_t sessions) {
+  chat_workload_config w;
+  w.sessions = sessions;
+  w.concurrent = 24;
+  w.min_turns = 2;
+  w.max_turns = 9;
+  w.system_prompts = 3;
+  w.system_tokens = 96;
+  w.min_user_tokens = 8;
+  w.max_user_tokens = 48;
+  w.min_reply_tokens = 8;
+  w.max_reply_tokens = 64;
+  w.namespaces = 2;
+  w.seed = 7;
+  return w;
+}
+
+}  // namespace
+
+// The builder picks gpu_copy for a device pool by itself.
+static_assert(std::same_as<gpu_cache_builder<page_size<16>>::copy_type, gpu_copy>);
+static_assert(std::same_as<cache_builder<page_size<16>, device_memory<layout::layer_first, memory::device_layer_pool>,
+                                         host_memory<layout::page_first, memory::pinned_host_pool>>::copy_type,
+                           gpu_copy>);
+
+BOOST_AUTO_TEST_CASE(thousands_of_requests_through_gpu_host_and_a_slow_tier) {
+  using cache_type = gpu_cache_builder<page_size<P>, slow_tiers<slow_tier<memory_tier>>>::cache_type;
+  cache_type::config cfg{small_shape, page_size<P>{}};
+  cfg.device_pages = 160;
+  cfg.host_pages = 320;
+  cache_type cache(cfg,
+                   std::make_unique<memory_tier<>>(memory_tier_config{small_shape, small_shape.bytes_per_page(P), 100000, true}));
+  chat_workload work(workload(500));
+  const reference_kv gen(small_shape, 11);
+  gpu_stream stream;
+  const auto r = run_chat_workload<cuda_device_access>(cache, work, gen, stream);
+  cache.drain();
+  const cache_stats& s = cache.stats();
+  BOOST_TEST_MESSAGE("gpu: " << r.requests << " requests, " << r.pages_checked << " pages checked, " << r.rows_mismatched
+                             << " rows wrong; loaded " << s.pages_loaded << " backed up " << s.pages_backed_up
+                             << " fetched " << s.pages_fetched[2]);
+  BOOST_TEST(r.requests >= 2000u);
+  BOOST_TEST(r.rows_mismatched == 0u);
+  BOOST_TEST(r.errors == 0u);
+  BOOST_TEST(s.pages_loaded > 0u);
+  BOOST_TEST(s.pages_backed_up > 0u);
+  BOOST_TEST(s.pages_fetched[2] > 0u);
+  BOOST_TEST(r.pages_checked > 10000u);
+}
