@@ -45,7 +45,7 @@ class radix_index {
 
   explicit radix_index(page_size_type pages, index_options options = {}, Policy policy = {})
       : pages_(pages), options_(options), policy_(std::move(policy)) {
-    if (options_.reserve_pages > max_pages) throw config_error("kvtier: radix_index reserve above 2^32-2 pages");
+    if (options_.reserve_pages > page_limit) throw config_error("kvtier: radix_index reserve above 2^32-2 pages");
     reserve(options_.reserve_pages);
   }
   radix_index() requires(PageSize != dynamic_extent) : radix_index(page_size_type{}) {}
@@ -140,7 +140,7 @@ class radix_index {
 
  private:
   static constexpr std::uint32_t none = UINT32_MAX;
-  static constexpr std::size_t max_pages = std::size_t(UINT32_MAX) - 1;
+  static constexpr std::size_t page_limit = std::size_t(UINT32_MAX) - 1;
   using node_state = typename Policy::node_state;
 
   struct node {

@@ -33,7 +33,7 @@ KVTIER_RADIX std::uint32_t KVTIER_RADIX_T::alloc_node() {
     free_nodes_.pop_back();
     nodes_[n] = node{};
   } else {
-    if (nodes_.size() >= max_pages) throw std::length_error("kvtier: radix_index node count above 2^32-2");
+    if (nodes_.size() >= page_limit) throw std::length_error("kvtier: radix_index node count above 2^32-2");
     n = std::uint32_t(nodes_.size());
     nodes_.emplace_back();
   }
@@ -48,7 +48,7 @@ KVTIER_RADIX std::uint32_t KVTIER_RADIX_T::alloc_page() {
     p = free_pages_.back();
     free_pages_.pop_back();
   } else {
-    if (owner_.size() >= max_pages) throw std::length_error("kvtier: radix_index page count above 2^32-2");
+    if (owner_.size() >= page_limit) throw std::length_error("kvtier: radix_index page count above 2^32-2");
     p = std::uint32_t(owner_.size());
     if (owner_.size() == owner_.capacity()) reserve(owner_.size() + owner_.size() / 4 + 64);  // 25% slack, not 100%
     tokens_.resize(tokens_.size() + pages_.tokens());
