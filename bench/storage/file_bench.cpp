@@ -24,6 +24,7 @@ struct point {
   double kv_write, kv_read, fio_write, fio_read;  // GB/s (1e9 bytes/s), medians
   double write_ratio, read_ratio;                  // medians of the ratios of runs taken side by side
   double read_ratio_min, read_ratio_max;           // their spread: the disk is shared
+  double fio_slot_read, slot_read_ratio;           // fio reading kvtier's slot file (payload GB/s)
   std::string path;
 };
 
@@ -32,11 +33,13 @@ double median(std::vector<double> v) {
   return v[v.size() / 2];
 }
 
-double fio_gbps(const std::string& dir, const char* rw, std::size_t bs, std::size_t qd, std::size_t mib) {
-  const std::string file = dir + "/fio-bench.dat";
+// fio's bandwidth on `file` (rw, block size, queue depth, bytes); readonly for the tier's own files.
+double fio_gbps(const std::string& file, const char* rw, std::size_t bs, std::size_t qd, std::size_t bytes,
+                bool readonly = false) {
   const std::string cmd = "fio --name=kvtier --filename='" + file + "' --rw=" + rw + " --bs=" + std::to_string(bs) +
                           " --iodepth=" + std::to_string(qd) + " --ioengine=io_uring --direct=1 --size=" +
-                          std::to_string(mib) + "m --numjobs=1 --group_reporting --output-format=json 2>/dev/null";
+                          std::to_string(bytes) + (readonly ? " --readonly" : "") +
+                          " --numjobs=1 --group_reporting --output-format=json 2>/dev/null";
   const std::string json = bench::run(cmd);
   const char* section = std::strstr(rw, "write") != nullptr ? "\"write\" :" : "\"read\" :";
   return bench::json_number_after(json, section, "bw_bytes") / 1e9;
@@ -58,8 +61,8 @@ int main(int argc, char** argv) {
   std::printf("file tier vs fio (O_DIRECT, io_uring), %zu MiB per point, median of %zu, %s buffers, directory %s (%s)\n",
               mib, reps, distinct ? "distinct" : "ring of", work.c_str(),
               bench::filesystem_of(work.string()).c_str());
-  std::printf("%9s %4s | %10s %10s %7s | %10s %10s %7s | %s\n", "page", "qd", "kv write", "fio write", "ratio",
-              "kv read", "fio read", "ratio", "kvtier path");
+  std::printf("%9s %4s | %9s %9s %6s | %9s %9s %6s | %9s %6s | %s\n", "page", "qd", "kv write", "fio write", "ratio",
+              "kv read", "fio read", "ratio", "fio slots", "ratio", "kvtier path");
   std::vector<point> results;
   for (std::size_t page : pages) {
     const std::size_t n = std::max<std::size_t>(8, (mib << 20) / page);
@@ -76,12 +79,12 @@ int main(int argc, char** argv) {
     std::shuffle(order.begin(), order.end(), rng);  // reads in random order, as lookups come
     for (std::size_t qd : depths) {
       std::filesystem::remove_all(work / "tier");
-      point p{page, qd, 0, 0, 0, 0, 0, 0, 0, 0, ""};
+      point p{page, qd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, ""};
       const std::size_t ring = distinct ? n : std::min(n, 8 * qd);
       const std::size_t chunk = distinct ? n : std::max<std::size_t>(1, ring / 2);
       {
         file_tier_config cfg{.directory = work / "tier", .shape = shapes::llama3_8b(), .page_bytes = page, .capacity_pages = n};
-        cfg.pages_per_file = std::max<std::size_t>(1, (256u << 20) / page);
+        cfg.pages_per_file = n;  // one slot file, which fio also reads
         cfg.queue_depth = unsigned(qd);
         file_tier<> t(cfg);
         p.path = std::string(to_string(t.io_path()));
@@ -102,7 +105,8 @@ int main(int argc, char** argv) {
           return 1;
         }
         // The disk is shared and noisy: alternate kvtier and fio, `reps` times, and keep medians.
-        std::vector<double> kw, kr, fw, fr;
+        std::vector<double> kw, kr, fw, fr, fs;
+        const std::string fio_file = (work / "fio-bench.dat").string();
         auto kv_write = [&] {
           const auto start = std::chrono::steady_clock::now();
           if (!t.put(w, b) || !t.wait(b, 600s) || !b.all_ok()) {
@@ -138,11 +142,14 @@ int main(int argc, char** argv) {
           // Writes, then reads; who goes first alternates, so neither side always follows the other.
           const bool kv_first = rep % 2 == 0;
           if (kv_first) kv_write();
-          fw.push_back(fio_gbps(work.string(), "randwrite", page, qd, mib));
+          fw.push_back(fio_gbps(fio_file, "randwrite", page, qd, mib << 20));
           if (!kv_first) kv_write();
           settle();
           if (kv_first) kv_read();
-          fr.push_back(fio_gbps(work.string(), "randread", page, qd, mib));
+          fr.push_back(fio_gbps(fio_file, "randread", page, qd, mib << 20));
+          // fio reading kvtier's own slot file, slot by slot: the same bytes, without kvtier.
+          fs.push_back(fio_gbps(t.slot_file(0).string(), "randread", t.slot_bytes(), qd, n * t.slot_bytes(), true) *
+                       double(page) / double(t.slot_bytes()));
           if (!kv_first) kv_read();
           settle();
         }
@@ -153,6 +160,10 @@ int main(int argc, char** argv) {
         }
         p.write_ratio = median(wr);
         p.read_ratio = median(rr);
+        std::vector<double> sr;
+        for (std::size_t i = 0; i < reps; ++i) sr.push_back(kr[i] / fs[i]);
+        p.fio_slot_read = median(fs);
+        p.slot_read_ratio = median(sr);
         p.read_ratio_min = *std::min_element(rr.begin(), rr.end());
         p.read_ratio_max = *std::max_element(rr.begin(), rr.end());
         p.kv_write = median(kw);
@@ -161,9 +172,9 @@ int main(int argc, char** argv) {
         p.fio_read = median(fr);
       }
       std::filesystem::remove_all(work / "tier");
-      std::printf("%6zu KiB %4zu | %10.2f %10.2f %6.0f%% | %10.2f %10.2f %6.0f%% | %s\n", page >> 10, qd, p.kv_write,
-                  p.fio_write, 100 * p.write_ratio, p.kv_read, p.fio_read, 100 * p.read_ratio,
-                  p.path.c_str());
+      std::printf("%6zu KiB %4zu | %9.2f %9.2f %5.0f%% | %9.2f %9.2f %5.0f%% | %9.2f %5.0f%% | %s\n", page >> 10, qd,
+                  p.kv_write, p.fio_write, 100 * p.write_ratio, p.kv_read, p.fio_read, 100 * p.read_ratio,
+                  p.fio_slot_read, 100 * p.slot_read_ratio, p.path.c_str());
       std::fflush(stdout);
       results.push_back(p);
     }
@@ -172,14 +183,16 @@ int main(int argc, char** argv) {
   }
   std::ofstream out(csv);
   out << "page_bytes,queue_depth,kvtier_write_gbps,fio_write_gbps,write_ratio,kvtier_read_gbps,fio_randread_gbps,"
-         "read_ratio,read_ratio_min,read_ratio_max,path\n";
+         "read_ratio,read_ratio_min,read_ratio_max,fio_slot_file_read_gbps,slot_read_ratio,path\n";
   for (const point& p : results)
     out << p.page << ',' << p.qd << ',' << p.kv_write << ',' << p.fio_write << ',' << p.write_ratio << ',' << p.kv_read
-        << ',' << p.fio_read << ',' << p.read_ratio << ',' << p.read_ratio_min << ',' << p.read_ratio_max << ",\""
+        << ',' << p.fio_read << ',' << p.read_ratio << ',' << p.read_ratio_min << ',' << p.read_ratio_max << ','
+        << p.fio_slot_read << ',' << p.slot_read_ratio << ",\""
         << p.path << "\"\n";
   std::printf("GB/s = 1e9 bytes/s, medians; ratio = median of kvtier/fio over runs taken side by side;\n"
               "reads in random page order vs fio randread; writes land in LRU-evicted slots (random order once\n"
-              "reads have reordered the LRU) vs fio randwrite; CSV: %s\n", csv.c_str());
+              "reads have reordered the LRU) vs fio randwrite; 'fio slots': fio randread of kvtier's own slot\n"
+              "file in slot-sized blocks (the bytes kvtier reads), counted as page payload; CSV: %s\n", csv.c_str());
   std::filesystem::remove_all(work);
   return 0;
 }
