@@ -31,6 +31,10 @@
 #ifdef KVTIER_DEMO_REDIS
 #  include "kvtier/storage/redis_tier.hpp"
 #endif
+#ifdef KVTIER_DEMO_GPU
+#  include "kvtier/cache/gpu_copy.cuh"
+#  include "kvtier/cache/simulated_engine_gpu.cuh"
+#endif
 
 using namespace kvtier;
 
@@ -127,13 +131,15 @@ struct trace_source {
   }
 };
 
-template <class Cache, class... Slow>
+template <class Cache, class Access, class... Slow>
 int run(const options& o, const kv_shape& shape, const std::string& tiers, std::unique_ptr<Slow>... slow) {
   constexpr std::size_t P = 16;
-  typename Cache::config cfg{shape, {}, o.device_pages, o.host_pages};
+  typename Cache::config cfg{shape, page_size<P>{}};
+  cfg.device_pages = o.device_pages;
+  cfg.host_pages = o.host_pages;
   Cache cache(cfg, std::move(slow)...);
   const reference_kv model(shape, 2024);
-  cpu_stream stream;  // the engine's copy stream (a thread standing in for a CUDA stream)
+  typename Cache::stream_type stream;  // the engine's copy stream (a CUDA stream, or a thread standing in for one)
 
   std::printf("kvtier demo: %s\n", tiers.c_str());
   std::printf("  KV shape: %zu layers, %zu KV heads x %zu, %s: %s per %zu-token page\n", shape.layers(), shape.heads(),
@@ -165,12 +171,12 @@ int run(const options& o, const kv_shape& shape, const std::string& tiers, std::
     std::printf("  workload: %zu chat sessions of 2-10 turns, 4 shared %zu-token system prompts in each of 2 namespaces\n",
                 w.sessions, w.system_tokens);
     chat_workload work(w);
-    rep = run_chat_workload(cache, work, model, stream);
+    rep = run_chat_workload<Access>(cache, work, model, stream);
   } else {
     trace_source src{read_mooncake_trace(o.trace)};
     if (o.requests && o.requests < src.records.size()) src.records.resize(o.requests);
     std::printf("  workload: %zu requests of the Mooncake trace %s\n", src.records.size(), o.trace.c_str());
-    rep = run_simulated_engine(cache, src, model, stream);
+    rep = run_simulated_engine<Access>(cache, src, model, stream);
   }
   cache.drain();
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -203,15 +209,38 @@ int run(const options& o, const kv_shape& shape, const std::string& tiers, std::
   return rep.rows_mismatched == 0 && rep.errors == 0 ? 0 : 1;
 }
 
-}  // namespace
+// The CPU composition: host memory stands in for the device, cpu_copy moves the pages.
+struct cpu_composition {
+  template <class Slow>
+  struct cache_of {
+    using type = typename cache_builder<page_size<16>, device_memory<>, host_memory<>, Slow>::cache_type;
+  };
+  using access = host_device_access;
+  static std::string device() { return "device (CPU stand-in)"; }
+};
+#ifdef KVTIER_DEMO_GPU
+// The GPU composition: device_layer_pool, mapped pinned host pool, kvtier's copy kernels.
+struct gpu_composition {
+  template <class Slow>
+  struct cache_of {
+    using type = typename gpu_cache_builder<page_size<16>, Slow>::cache_type;
+  };
+  using access = cuda_device_access;
+  static std::string device() {
+    cudaDeviceProp p{};
+    (void)cudaGetDeviceProperties(&p, 0);
+    return std::string("device (GPU: ") + p.name + ")";
+  }
+};
+bool have_gpu() {
+  int n = 0;
+  return cudaGetDeviceCount(&n) == cudaSuccess && n > 0;
+}
+#endif
 
-int main(int argc, char** argv) {
-  const options o = parse(argc, argv);
-  // A scaled-down model (8 layers, 2 KV heads of 64, bf16: 4 KiB a token) keeps the demo at a few
-  // seconds on two cores; the data path is the same for a Llama-3-8B shape.
-  const kv_shape shape = o.trace.empty() ? kv_shape::mha(8, 2, 64, dtype::bf16) : kv_shape::mha(2, 1, 64, dtype::bf16);
+template <class C>
+int run_all(const options& o, const kv_shape& shape) {
   constexpr std::size_t P = 16;
-  try {
 #ifdef KVTIER_DEMO_FILE
     char templ[] = "/tmp/kvtier-demo-XXXXXX";
     if (!::mkdtemp(templ)) {
@@ -235,10 +264,9 @@ int main(int argc, char** argv) {
       rc.host = o.redis_host;
       rc.port = o.redis_port;
       rc.prefix = "kvtier-demo-" + std::to_string(::getpid());
-      using cache_type = cache_builder<page_size<P>, device_memory<>, host_memory<>,
-                                       slow_tiers<slow_tier<file_tier>, slow_tier<redis_tier>>>::cache_type;
-      return run<cache_type>(o, shape,
-                             "device (CPU stand-in) -> host -> " + disk_desc + " -> Redis at " + o.redis_host + ":" +
+      using cache_type = typename C::template cache_of<slow_tiers<slow_tier<file_tier>, slow_tier<redis_tier>>>::type;
+      return run<cache_type, typename C::access>(o, shape,
+                             C::device() + " -> host -> " + disk_desc + " -> Redis at " + o.redis_host + ":" +
                                  std::to_string(o.redis_port),
                              std::move(disk), std::make_unique<redis_tier<>>(rc));
     }
@@ -247,14 +275,29 @@ int main(int argc, char** argv) {
 #  else
     const std::string no_redis = " (built without hiredis)";
 #  endif
-    using cache_type = cache_builder<page_size<P>, device_memory<>, host_memory<>, slow_tiers<slow_tier<file_tier>>>::cache_type;
-    return run<cache_type>(o, shape, "device (CPU stand-in) -> host -> " + disk_desc + no_redis, std::move(disk));
+    using cache_type = typename C::template cache_of<slow_tiers<slow_tier<file_tier>>>::type;
+    return run<cache_type, typename C::access>(o, shape, C::device() + " -> host -> " + disk_desc + no_redis, std::move(disk));
 #else
-    using cache_type = cache_builder<page_size<P>, device_memory<>, host_memory<>, slow_tiers<slow_tier<memory_tier>>>::cache_type;
+    using cache_type = typename C::template cache_of<slow_tiers<slow_tier<memory_tier>>>::type;
     auto slow = std::make_unique<memory_tier<>>(memory_tier_config{shape, shape.bytes_per_page(P), o.disk_pages, false});
-    return run<cache_type>(o, shape, "device (CPU stand-in) -> host -> in-memory slow tier (built without liburing)",
+    return run<cache_type, typename C::access>(o, shape, C::device() + " -> host -> in-memory slow tier (built without liburing)",
                            std::move(slow));
 #endif
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const options o = parse(argc, argv);
+  // A scaled-down model (8 layers, 2 KV heads of 64, bf16: 4 KiB a token) keeps the demo at a few
+  // seconds on two cores; the data path is the same for a Llama-3-8B shape.
+  const kv_shape shape = o.trace.empty() ? kv_shape::mha(8, 2, 64, dtype::bf16) : kv_shape::mha(2, 1, 64, dtype::bf16);
+  try {
+#ifdef KVTIER_DEMO_GPU
+    if (have_gpu()) return run_all<gpu_composition>(o, shape);
+    std::printf("kvtier demo: no CUDA device, running the CPU path\n");
+#endif
+    return run_all<cpu_composition>(o, shape);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "kvtier-demo: %s\n", e.what());
     return 1;

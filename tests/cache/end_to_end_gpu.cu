@@ -10,6 +10,7 @@
 #include "kvtier/cache.hpp"
 #include "kvtier/cache/gpu_copy.cuh"
 #include "kvtier/cache/simulated_engine.hpp"
+#include "kvtier/cache/simulated_engine_gpu.cuh"
 
 using namespace kvtier;
 
@@ -17,38 +18,6 @@ namespace {
 
 const kv_shape small_shape = kv_shape::mha(4, 2, 32, dtype::fp16);
 constexpr std::size_t P = 16;
-
-// Reads and writes device pages with cudaMemcpy, one (layer, kv) block of a page at a time.
-struct cuda_device_access {
-  template <class Cache>
-  static void write_rows(Cache& c, device_slot s, std::size_t first, std::size_t count, const reference_kv& gen,
-                         std::span<const std::uint64_t> hashes, std::size_t first_pos) {
-    const kv_shape& sh = gen.shape();
-    std::vector<std::byte> block(count * sh.row_bytes());
-    for (std::size_t l = 0; l < sh.layers(); ++l)
-      for (std::size_t k = 0; k < sh.kv_planes(); ++k) {
-        for (std::size_t t = 0; t < count; ++t)
-          gen.fill_row(hashes[first_pos + t], l, k, first_pos + t, {block.data() + t * sh.row_bytes(), sh.row_bytes()});
-        std::byte* dst = c.device_view().row(l, k, std::size_t(s.value()) * P + first, 0);
-        BOOST_REQUIRE(cudaMemcpy(dst, block.data(), block.size(), cudaMemcpyHostToDevice) == cudaSuccess);
-      }
-  }
-  template <class Cache>
-  static std::size_t check_page(Cache& c, device_slot s, const reference_kv& gen, std::span<const std::uint64_t> hashes,
-                                std::size_t first_pos) {
-    const kv_shape& sh = gen.shape();
-    std::vector<std::byte> block(P * sh.row_bytes());
-    std::size_t bad = 0;
-    for (std::size_t l = 0; l < sh.layers(); ++l)
-      for (std::size_t k = 0; k < sh.kv_planes(); ++k) {
-        const std::byte* src = c.device_view().row(l, k, std::size_t(s.value()) * P, 0);
-        BOOST_REQUIRE(cudaMemcpy(block.data(), src, block.size(), cudaMemcpyDeviceToHost) == cudaSuccess);
-        for (std::size_t t = 0; t < P; ++t)
-          bad += !gen.check_row(hashes[first_pos + t], l, k, first_pos + t, {block.data() + t * sh.row_bytes(), sh.row_bytes()});
-      }
-    return bad;
-  }
-};
 
 chat_workload_config workload(std::size_t sessions) {
   chat_workload_config w;
