@@ -141,6 +141,7 @@ class radix_index {
  private:
   static constexpr std::uint32_t none = UINT32_MAX;
   static constexpr std::size_t page_limit = std::size_t(UINT32_MAX) - 1;
+  static_assert(tier_count == 4, "node::tier_end lists one initializer per tier");
   using node_state = typename Policy::node_state;
 
   struct node {
@@ -150,6 +151,9 @@ class radix_index {
     std::uint32_t children = 0;
     std::array<std::uint32_t, tier_count> held{};              // pages of this node in each tier
     std::array<std::uint32_t, tier_count> children_holding{};  // children whose first page is in each tier
+    // Per tier, no page at this position or later holds the tier (none: unknown). Lets eviction
+    // skip a tail whose copies in that tier are gone (device copies dropped, host copies kept).
+    std::array<std::uint32_t, tier_count> tier_end{none, none, none, none};
     namespace_id ns{};
     node_state state{};
     bool alive = false;

@@ -83,6 +83,7 @@ KVTIER_RADIX void KVTIER_RADIX_T::account(std::uint32_t p, const page_residency&
     if (is) {
       ++n.held[t];
       ++tier_pages_[t];
+      n.tier_end[t] = none;  // the page's position is not known here
     } else {
       --n.held[t];
       --tier_pages_[t];
@@ -169,6 +170,7 @@ KVTIER_RADIX std::uint32_t KVTIER_RADIX_T::split(std::uint32_t c, std::uint32_t 
   cn.begin += j;
   cn.count -= j;
   cn.parent = h;
+  for (auto& e : cn.tier_end) e = e == none ? none : (e > j ? e - j : 0);
   for (std::uint32_t k = 0; k < j; ++k) {
     const std::uint32_t p = page_at(hn, k);
     owner_[p] = h;
@@ -434,7 +436,9 @@ std::size_t KVTIER_RADIX_T::evict_node(std::uint32_t n, tier_id t, std::size_t b
                                        bool& refused) {
   const std::size_t ti = std::size_t(t);
   std::size_t dropped = 0;
-  std::uint32_t j = nodes_[n].count;
+  std::uint32_t j = std::min(nodes_[n].count, nodes_[n].tier_end[ti]);
+  nodes_[n].tier_end[ti] = nodes_[n].count;  // trivially true; a gain of t during the pass resets it
+  std::uint32_t top = none;  // the highest position that still holds t after this pass
   while (dropped < budget && nodes_[n].alive) {
     j = std::min(j, nodes_[n].count);  // trimming may have shortened the node
     if (j == 0) break;
@@ -444,9 +448,13 @@ std::size_t KVTIER_RADIX_T::evict_node(std::uint32_t n, tier_id t, std::size_t b
     const page_residency r = residency_[p];
     if (!r.tiers.has(t)) continue;
     const bool below = j + 1 < x.count ? residency_[page_at(x, j + 1)].tiers.has(t) : x.children_holding[ti] > 0;
-    if (below || locks_[p] != 0 || !r.in_flight.empty()) continue;
+    if (below || locks_[p] != 0 || !r.in_flight.empty()) {
+      if (top == none) top = j;
+      continue;
+    }
     if (!on_victim(victim{page_id{p}, keys_[p], t, r})) {
       refused = true;
+      if (top == none) top = j;
       break;
     }
     policy_.on_evict(nodes_[n].state);
@@ -456,6 +464,9 @@ std::size_t KVTIER_RADIX_T::evict_node(std::uint32_t n, tier_id t, std::size_t b
     ++dropped;
     if (next.tiers.empty()) trim(n);
   }
+  // Nothing from j up to the old end holds t now, except `top` and what lies below it.
+  if (nodes_[n].alive && nodes_[n].tier_end[ti] != none)
+    nodes_[n].tier_end[ti] = top != none ? top + 1 : std::min(j, nodes_[n].count);
   return dropped;
 }
 
@@ -497,7 +508,7 @@ KVTIER_RADIX std::size_t KVTIER_RADIX_T::collect_victims(tier_id tier, std::size
     deferred_.push_back(e.node);
     // As evict_node, with collected pages treated as already dropped.
     bool next_collected = false;
-    for (std::uint32_t j = x.count; j > 0 && found < max_pages;) {
+    for (std::uint32_t j = std::min(x.count, x.tier_end[ti]); j > 0 && found < max_pages;) {
       --j;
       const std::uint32_t p = page_at(x, j);
       const page_residency& r = residency_[p];
