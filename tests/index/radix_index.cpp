@@ -297,3 +297,31 @@ BOOST_AUTO_TEST_CASE(cache_lifecycle_as_documented) {
   BOOST_TEST(free_slots.size() == 7u);
   BOOST_TEST(idx.match(ns1, prompt).host_pages == 1u);
 }
+
+// Device copies dropped one page at a time from a long node (host copies stay); a page loaded
+// back to the device in the middle of the dropped tail becomes a victim again.
+BOOST_AUTO_TEST_CASE(one_page_at_a_time_through_a_long_node) {
+  radix_index<lru, 1> idx;
+  const auto t = seq(0, 200);
+  std::vector<page_id> path;
+  (void)idx.insert(ns1, t, [](std::size_t i) {
+    auto r = on_device(device_slot{std::uint32_t(i)});
+    r.tiers.add(tier_id::host);
+    return r;
+  }, {}, &path);
+  std::vector<page_id> order;
+  const auto take = [&](const victim& v) {
+    order.push_back(v.page);
+    return true;
+  };
+  for (int k = 0; k < 150; ++k) BOOST_TEST(idx.evict(tier_id::device, 1, take) == 1u);
+  BOOST_TEST(idx.pages_in(tier_id::device) == 50u);
+  BOOST_TEST((order.back() == path[50]));
+  BOOST_TEST(idx.add_tier(path[120], tier_id::device).has_value());  // loaded back
+  BOOST_TEST(idx.evict(tier_id::device, 1, take) == 1u);
+  BOOST_TEST((order.back() == path[120]));
+  BOOST_TEST(idx.evict(tier_id::device, 100, take) == 50u);
+  BOOST_TEST(idx.pages_in(tier_id::device) == 0u);
+  BOOST_TEST(idx.pages() == 200u);  // all still on host
+  BOOST_TEST(idx.match(ns1, t).host_pages == 200u);
+}
