@@ -42,9 +42,9 @@ namespace {
 
 struct options {
   std::size_t sessions = 300;
-  std::size_t device_pages = 192;
-  std::size_t host_pages = 512;
-  std::size_t disk_pages = 1024;
+  std::size_t device_pages = 0;  // 0: the mode's default (chat: 192, trace: 8192)
+  std::size_t host_pages = 0;    // chat: 512, trace: 32768
+  std::size_t disk_pages = 0;    // chat: 1024, trace: 524288
   std::string redis_host = "127.0.0.1";
   int redis_port = 6379;
   bool redis = true;
@@ -92,6 +92,11 @@ options parse(int argc, char** argv) {
       o.redis_port = std::atoi(v.c_str() + colon + 1);
     } else usage(argv[0]);
   }
+  // Trace prompts average 15K tokens (about 960 pages): the trace mode's tiers are larger.
+  const bool trace = !o.trace.empty();
+  if (o.device_pages == 0) o.device_pages = trace ? 8192 : 192;
+  if (o.host_pages == 0) o.host_pages = trace ? 32768 : 512;
+  if (o.disk_pages == 0) o.disk_pages = trace ? 524288 : 1024;
   return o;
 }
 
