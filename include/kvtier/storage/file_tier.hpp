@@ -102,6 +102,7 @@ class file_tier {
       if (op.header.empty()) throw config_error("kvtier: file_tier cannot allocate I/O buffers");
     }
     for (std::uint32_t i = cfg_.queue_depth; i-- > 0;) free_ops_.push_back(i);
+    deferred_reads_.reserve(cfg_.queue_depth);  // at most one per op: push_back never allocates
     choose_direct();
     if (cfg_.use_uring) uring_ = io_uring_queue_init(cfg_.queue_depth, &ring_, 0) == 0;
     recover();
@@ -118,6 +119,7 @@ class file_tier {
       if (io_uring_wait_cqe(&ring_, &cqe) != 0) break;
       on_cqe(cqe);
     }
+    settle_deferred_reads();
     for (auto& w : backlog_) w.batch->complete(w.index, make_error(errc::cancelled));
     if (uring_) io_uring_queue_exit(&ring_);
     for (int fd : fds_)
@@ -416,12 +418,17 @@ class file_tier {
     unsubmitted_ = 0;
   }
 
-  // Completes every I/O the kernel has finished; no system call.
+  // Completes every I/O the kernel has finished: frees the ops, starts queued I/O, then verifies
+  // the pages read (the CPU work overlaps the disk's).
   std::size_t reap() noexcept {
     std::size_t n = 0;
     if (!uring_) return n;
     io_uring_cqe* cqe = nullptr;
     while (io_uring_peek_cqe(&ring_, &cqe) == 0) n += on_cqe(cqe);
+    if (!deferred_reads_.empty()) {
+      n += pump(/*submit_now=*/true);
+      settle_deferred_reads();
+    }
     return n;
   }
 
@@ -627,6 +634,55 @@ class file_tier {
     return 1;
   }
 
+  // Verifies a page read back and completes its request. `payload` holds the encoded bytes;
+  // `decode` says whether they still need decoding into the caller's buffer.
+  void settle_read(const work& w, std::uint32_t s, const page_header& h, error io,
+                   std::span<const std::byte> payload, bool decode) noexcept {
+    error status = io;
+    if (io.code == errc::ok) {
+      const page_expectation want{cfg_.shape.fingerprint(), w.where, w.tokens_fp, Codec::id, cfg_.page_bytes, max_payload_};
+      page_verdict v = check_page_header(h, want);
+      if (v == page_verdict::intact) v = verify_page(h, payload.first(h.payload_bytes), want);
+      if (v == page_verdict::intact && decode && !codec_.decode(payload.first(h.payload_bytes), w.out))
+        v = page_verdict::corrupted;
+      if (v != page_verdict::intact) {
+        ++(v == page_verdict::foreign ? stats_.foreign : stats_.corrupted);
+        status = make_error(errc::corrupted);
+      }
+    }
+    slot_meta& m = slots_[s];
+    --m.pins;
+    auto it = index_.find(w.where);
+    const bool mapped = it != index_.end() && it->second == s;
+    if (status.code == errc::ok) {
+      ++stats_.hits;
+      stats_.bytes_read += w.out.size();
+      if (mapped) lru_.push_front(s);
+    } else {
+      ++stats_.misses;
+      if (status.code == errc::corrupted && mapped) {  // never serve it again
+        index_.erase(it);
+        release_slot(s);
+      }
+    }
+    if (m.retired && m.pins == 0) {
+      m = slot_meta{};
+      free_slots_.push_back(s);
+    }
+    finish(w, status);
+  }
+
+  // Verifies the reads whose I/O finished (see complete_op); returns how many completed.
+  std::size_t settle_deferred_reads() noexcept {
+    const std::size_t n = deferred_reads_.size();
+    for (const deferred_read& d : deferred_reads_) {
+      const std::span<const std::byte> payload(d.job.out.data(), std::min<std::size_t>(d.header.payload_bytes, d.job.out.size()));
+      settle_read(d.job, d.slot, d.header, d.io, payload, false);
+    }
+    deferred_reads_.clear();
+    return n;
+  }
+
   // Finishes an op: res is the byte count moved or -errno.
   void complete_op(std::uint32_t op_index, int res) noexcept {
     io_op& op = ops_[op_index];
@@ -657,52 +713,16 @@ class file_tier {
         return;
       }
       case work_kind::read: {
-        error status = io;
         const page_header h = load_page_header(op.header.span());
-        const bool direct = op.direct_payload;
-        if (direct && uring_ && !pumping_ && in_flight_ == 0) {
-          // The disk is idle and this op's buffers are free: start the next I/O before spending
-          // CPU on this page.
-          pumping_ = true;
-          pump(/*submit_now=*/true);
-          pumping_ = false;
+        if (op.direct_payload && uring_ && io.code == errc::ok) {
+          // The page is in the caller's buffer and the op is free again: verify it after the
+          // next I/O has been started (reap() does), so the disk does not wait for the CPU.
+          deferred_reads_.push_back({w, s, h, io});
+          return;
         }
-        if (io.code == errc::ok) {
-          const page_expectation want{cfg_.shape.fingerprint(), w.where, w.tokens_fp, Codec::id, cfg_.page_bytes, max_payload_};
-          page_verdict v = check_page_header(h, want);
-          if (v == page_verdict::intact) {
-            const std::span<const std::byte> payload =
-                direct ? std::span<const std::byte>(w.out.data(), h.payload_bytes)
-                                  : std::span<const std::byte>(op.staging.data(), h.payload_bytes);
-            v = verify_page(h, payload, want);
-            if (v == page_verdict::intact && !direct && !codec_.decode(payload, w.out))
-              v = page_verdict::corrupted;
-          }
-          if (v != page_verdict::intact) {
-            ++(v == page_verdict::foreign ? stats_.foreign : stats_.corrupted);
-            status = make_error(errc::corrupted);
-          }
-        }
-        slot_meta& m = slots_[s];
-        --m.pins;
-        auto it = index_.find(w.where);
-        const bool mapped = it != index_.end() && it->second == s;
-        if (status.code == errc::ok) {
-          ++stats_.hits;
-          stats_.bytes_read += w.out.size();
-          if (mapped) lru_.push_front(s);
-        } else {
-          ++stats_.misses;
-          if (status.code == errc::corrupted && mapped) {  // never serve it again
-            index_.erase(it);
-            release_slot(s);
-          }
-        }
-        if (m.retired && m.pins == 0) {
-          m = slot_meta{};
-          free_slots_.push_back(s);
-        }
-        finish(w, status);
+        const std::span<const std::byte> payload(op.direct_payload ? w.out.data() : op.staging.data(),
+                                                 std::min<std::size_t>(h.payload_bytes, max_payload_));
+        settle_read(w, s, h, io, payload, !op.direct_payload);
         return;
       }
       case work_kind::clear: {
@@ -720,7 +740,6 @@ class file_tier {
   std::size_t files_ = 0;
   bool direct_ = false;
   bool uring_ = false;
-  bool pumping_ = false;
   io_uring ring_{};
   std::size_t in_flight_ = 0;    // submitted to the kernel, not yet completed
   std::size_t unsubmitted_ = 0;  // prepared in the ring, not yet submitted
@@ -733,6 +752,13 @@ class file_tier {
   std::vector<io_op> ops_;
   std::vector<std::uint32_t> free_ops_;
   std::deque<work> backlog_;
+  struct deferred_read {
+    work job;
+    std::uint32_t slot;
+    page_header header;
+    error io;
+  };
+  std::vector<deferred_read> deferred_reads_;  // read I/O done, verification pending (reap())
   detail::aligned_buffer zero_block_;
   std::uint64_t sequence_ = 0;
   std::size_t lost_slots_ = 0;
