@@ -386,3 +386,26 @@ BOOST_AUTO_TEST_CASE(a_corrupted_slow_page_is_a_miss_never_data) {
   BOOST_TEST(c.stats().prefetch_missed == 1u);
   c.release(l);
 }
+
+BOOST_AUTO_TEST_CASE(two_requests_computing_the_same_pages) {
+  plain_cache c(config<plain_cache>(32, 32));
+  const reference_kv gen(shape);
+  const auto t = tokens(20);  // 5 pages
+  plain_cache::lease_type a, b;
+  BOOST_TEST_REQUIRE(c.lookup(namespace_id{1}, t, a).has_value());
+  BOOST_TEST_REQUIRE(c.lookup(namespace_id{1}, t, b).has_value());  // both miss
+  prefill_and_commit(c, a, t, gen, 1);
+  prefill_and_commit(c, b, t, gen, 1);  // b's pages duplicate a's: b keeps its slots until release
+  BOOST_TEST(c.device_pool().used() == 10u);
+  std::vector<device_slot> bs(b.device_slots().begin(), b.device_slots().end());
+  BOOST_TEST(check_lease(c, b, t, gen, 1) == 0u);
+  c.release(a);
+  c.release(b);
+  BOOST_TEST(c.device_pool().used() == 5u);  // the duplicates went back
+  for (device_slot s : bs) BOOST_TEST(!c.device_pool().is_allocated(s));
+  BOOST_TEST(c.audit());
+  BOOST_TEST_REQUIRE(c.lookup(namespace_id{1}, t, a).has_value());
+  BOOST_TEST(a.cached_pages() == 5u);
+  BOOST_TEST(check_lease(c, a, t, gen, 1) == 0u);
+  c.release(a);
+}

@@ -157,7 +157,8 @@ class hierarchical_cache<cache_parts<PageSize, DevicePool, HostPool, HostLayout,
       if (src == page_source::device) {
         // Field by field: copying the whole residency out of info()'s fresh result defeats
         // store-to-load forwarding and costs ~10 ns a page.
-        const device_slot d = slot_of_[l.match_.pages[i].value()];
+        const std::uint32_t id = l.match_.pages[i].value();
+        const device_slot d = id < slot_of_.size() ? slot_of_[id] : index_.info(l.match_.pages[i])->residency.device;
         l.slots_[i] = d;
         lead += leading;
         note_device_hit(l.match_.pages[i], d);
