@@ -409,3 +409,26 @@ BOOST_AUTO_TEST_CASE(two_requests_computing_the_same_pages) {
   BOOST_TEST(check_lease(c, a, t, gen, 1) == 0u);
   c.release(a);
 }
+
+BOOST_AUTO_TEST_CASE(commit_after_prefill_then_after_decode) {
+  plain_cache c(config<plain_cache>(32, 32));
+  const reference_kv gen(shape);
+  auto t = tokens(14);  // 3 whole pages + 2 tokens
+  plain_cache::lease_type l;
+  BOOST_TEST_REQUIRE(c.lookup(namespace_id{1}, t, l).has_value());
+  prefill_and_commit(c, l, t, gen, 1);
+  BOOST_TEST(l.cached_pages() == 3u);
+  // Decode 7 more tokens: pages 3 and 4 become whole and are committed under the same lease.
+  for (int k = 0; k < 7; ++k) t.push_back(token_id{900 + k});
+  prefill_and_commit(c, l, t, gen, 1);
+  BOOST_TEST(l.cached_pages() == 5u);
+  BOOST_TEST(l.tokens_to_compute() == 1u);
+  BOOST_TEST(check_lease(c, l, t, gen, 1) == 0u);
+  c.release(l);
+  std::vector<device_slot> all(30);
+  BOOST_TEST_REQUIRE(c.allocate(all).has_value());  // 3 of the 5 pages evicted: the locks are gone
+  BOOST_TEST(c.stats().evicted[0] == 3u);
+  BOOST_TEST(c.free(all).has_value());
+  c.drain();
+  BOOST_TEST(c.audit());
+}
