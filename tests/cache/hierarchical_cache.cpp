@@ -432,3 +432,31 @@ BOOST_AUTO_TEST_CASE(commit_after_prefill_then_after_decode) {
   c.drain();
   BOOST_TEST(c.audit());
 }
+
+BOOST_AUTO_TEST_CASE(look_ahead_protects_a_queued_prompt) {
+  using la = cache_builder<page_size<P>, device_memory<>, host_memory<>, slow_tiers<>, auto_choice, write_policies<>,
+                           auto_choice, look_ahead<lru>>::cache_type;
+  la c(config<la>(8, 32));
+  const reference_kv gen(shape);
+  const auto queued = tokens(16, 1), other = tokens(16, 2);
+  la::lease_type l;
+  BOOST_TEST_REQUIRE(c.lookup(namespace_id{1}, queued, l).has_value());  // the older prefix
+  prefill_and_commit(c, l, queued, gen, 1);
+  c.release(l);
+  BOOST_TEST_REQUIRE(c.lookup(namespace_id{1}, other, l).has_value());
+  prefill_and_commit(c, l, other, gen, 1);
+  c.release(l);
+  c.drain();
+  c.expect(namespace_id{1}, queued);  // a queued request will need it: evict the other one first
+  std::vector<device_slot> s(4);
+  BOOST_TEST_REQUIRE(c.allocate(s).has_value());
+  BOOST_TEST_REQUIRE(c.lookup(namespace_id{1}, queued, l).has_value());
+  BOOST_TEST(l.device_pages() == 4u);  // under plain LRU these would have gone
+  c.release(l);
+  BOOST_TEST_REQUIRE(c.lookup(namespace_id{1}, other, l).has_value());
+  BOOST_TEST(l.device_pages() == 0u);
+  BOOST_TEST(l.host_pages() == 4u);
+  c.release(l);
+  c.unexpect(namespace_id{1}, queued);
+  BOOST_TEST(c.free(s).has_value());
+}

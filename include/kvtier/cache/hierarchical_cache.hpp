@@ -143,11 +143,13 @@ class hierarchical_cache<cache_parts<PageSize, DevicePool, HostPool, HostLayout,
   // ------------------------------------------------------------------------ lifecycle
   // The longest cached prefix of `tokens` in `ns`, locked until release(). Never waits.
   // Reuse one lease object: no allocation once its vectors have grown.
-  result<void> lookup(namespace_id ns, std::span<const token_id> tokens, lease_type& l) {
+  // `priority` is the request's retention priority (priority_lru keeps higher ones longer).
+  result<void> lookup(namespace_id ns, std::span<const token_id> tokens, lease_type& l, std::uint8_t priority = 0) {
     if (l.active()) return make_error(errc::invalid_argument);  // release it first
     const std::size_t P = cfg_.pages.tokens();
     l.reset(ns, tokens.size(), P);
-    index_.match(ns, tokens, l.match_, match_options{true, true, 0});
+    l.priority_ = priority;
+    index_.match(ns, tokens, l.match_, match_options{true, true, priority});
     const std::size_t n = l.match_.size();
     l.slots_.resize(n);
     std::size_t lead = 0;
@@ -299,6 +301,15 @@ class hierarchical_cache<cache_parts<PageSize, DevicePool, HostPool, HostLayout,
     return {};
   }
 
+  // The scheduler's look-ahead hook (with a look_ahead<P> eviction policy): the cached prefix of a
+  // queued prompt is evicted after everything else until unexpect() with the same prompt.
+  void expect(namespace_id ns, std::span<const token_id> tokens) requires look_ahead_policy<Eviction> {
+    index_.expect(ns, tokens);
+  }
+  void unexpect(namespace_id ns, std::span<const token_id> tokens) requires look_ahead_policy<Eviction> {
+    index_.unexpect(ns, tokens);
+  }
+
   // Layer i of the lease's KV is on the device (true at once for pages that were there already).
   bool layer_ready(const lease_type& l, std::size_t layer) const noexcept {
     for (const auto& [s, e] : l.waits_)
@@ -341,7 +352,7 @@ class hierarchical_cache<cache_parts<PageSize, DevicePool, HostPool, HostLayout,
     path_.clear();
     (void)index_.insert(l.ns_, tokens, [&](std::size_t i) {
       return on_device(i >= u ? slots[i - u] : l.slots_[i]);
-    }, insert_options{}, &path_);
+    }, insert_options{false, l.priority_}, &path_);
     l.slots_.resize(full);
     for (std::size_t i = u; i < full; ++i) {
       const page_id p = path_[i];

@@ -85,6 +85,7 @@ class cache_lease {
   std::vector<std::pair<stream_type*, event_type>> waits_;  // other leases' loads of pages used here
   std::vector<std::pair<std::size_t, std::uint64_t>> fetch_tickets_;  // (slow tier, ticket)
   std::size_t fetch_started_ = 0;
+  std::uint8_t priority_ = 0;
   bool prefetched_ = false;
   bool loaded_ = false;
   bool active_ = false;
