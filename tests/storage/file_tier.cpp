@@ -225,3 +225,38 @@ BOOST_AUTO_TEST_CASE(readme_taste) {
   BOOST_TEST_MESSAGE("I/O path: " << to_string(disk.io_path()));   // e.g. "io_uring + O_DIRECT"
   // clang-format on
 }
+
+BOOST_AUTO_TEST_CASE(poll_alone_completes_batches) {
+  // A caller that never waits (an event loop) still sees every request complete.
+  for (const bool uring : {true, false}) {
+    test::temp_dir dir;
+    auto c = config(dir.path, 32, 4);
+    c.use_uring = uring;
+    file_tier<> t(c);
+    test::page_buffer buf(16, page);
+    std::vector<page_write> w;
+    for (std::size_t i = 0; i < 16; ++i) {
+      test::fill_page(buf[i], 4, i);
+      w.push_back({test::address_of(4, i), test::tokens_of(4, i), buf[i]});
+    }
+    storage_batch b;
+    BOOST_REQUIRE(t.put(w, b).has_value());
+    for (int i = 0; i < 100'000 && !b.done(); ++i) {  // bounded: at most ~10 s
+      t.poll();
+      std::this_thread::sleep_for(std::chrono::microseconds(100));
+    }
+    BOOST_TEST(b.all_ok());
+    std::vector<page_read> r;
+    for (std::size_t i = 0; i < 16; ++i) r.push_back({test::address_of(4, i), test::tokens_of(4, i), buf[i]});
+    std::memset(buf.raw.get(), 0, 16 * page);
+    BOOST_REQUIRE(t.get(r, b).has_value());
+    for (int i = 0; i < 100'000 && !b.done(); ++i) {
+      t.poll();
+      std::this_thread::sleep_for(std::chrono::microseconds(100));
+    }
+    test::ledger l;
+    for (std::size_t i = 0; i < 16; ++i) l.check(b[i], buf[i], 4, i);
+    BOOST_TEST(l.served == 16u);
+    BOOST_TEST(l.wrong == 0u);
+  }
+}
