@@ -156,12 +156,40 @@ BOOST_AUTO_TEST_CASE(single_bit_flips_in_payload_and_header) {
   for (std::size_t i = 20; i < 30; ++i) flip_file_bit(files[at[i].first], at[i].second + (i - 20) * 9, unsigned(i % 8));
   file_tier<> t(config(dir.path, 40));
   BOOST_TEST(t.stats().corrupted == 10u);  // damaged headers are found at open and never indexed
-  BOOST_TEST(t.stats().recovered == 30u - 10u + 10u);
+  BOOST_TEST(t.stats().recovered == 20u);  // 0..9 were wiped on disk when their damage was found
   const auto l = get_pages(t, 1, 0, 40);
   BOOST_TEST_MESSAGE("after restart: tried " << l.tried << ", served " << l.served << ", corrupted " << l.corrupted
                                              << ", wrong " << l.wrong);
   BOOST_TEST(l.served == 10u);     // 30..39
-  BOOST_TEST(l.corrupted == 20u);  // 0..19: intact headers, damaged payloads, found on read again
+  BOOST_TEST(l.corrupted == 10u);  // 10..19: intact headers, damaged payloads
+  BOOST_TEST(l.wrong == 0u);
+}
+BOOST_AUTO_TEST_CASE(damaged_pages_are_wiped_once_found) {
+  test::temp_dir dir;
+  std::vector<std::pair<std::size_t, std::size_t>> at;
+  std::filesystem::path file;
+  {
+    file_tier<> t(config(dir.path, 16));
+    BOOST_REQUIRE(put_pages(t, 1, 0, 8) == 8u);
+    for (std::size_t i = 0; i < 8; ++i) at.push_back(*t.locate(test::address_of(1, i)));
+    file = t.slot_file(0);
+  }
+  for (std::size_t i = 0; i < 4; ++i) flip_file_bit(file, at[i].second + 4096 + 777 * i, 1);
+  {
+    file_tier<> t(config(dir.path, 16));
+    BOOST_TEST(t.stats().recovered == 8u);  // payload damage is invisible until read
+    const auto l = get_pages(t, 1, 0, 8);
+    BOOST_TEST(l.corrupted == 4u);
+    BOOST_TEST(l.wrong == 0u);
+    storage_batch b;  // one more call so the queued clears run before the tier closes
+    BOOST_REQUIRE(t.get(std::vector<page_read>{}, b).has_value());
+    BOOST_REQUIRE(t.wait(b, 5s).has_value());
+  }
+  file_tier<> t(config(dir.path, 16));
+  BOOST_TEST(t.stats().recovered == 4u);
+  BOOST_TEST(t.stats().corrupted == 0u);
+  const auto l = get_pages(t, 1, 0, 8);
+  BOOST_TEST(l.served == 4u);
   BOOST_TEST(l.wrong == 0u);
 }
 

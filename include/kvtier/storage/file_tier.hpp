@@ -128,7 +128,8 @@ class file_tier {
       on_cqe(cqe);
     }
     settle_deferred_reads();
-    for (auto& w : backlog_) w.batch->complete(w.index, make_error(errc::cancelled));
+    for (auto& w : backlog_)
+      if (w.batch != nullptr) w.batch->complete(w.index, make_error(errc::cancelled));
     if (uring_) io_uring_queue_exit(&ring_);
     for (int fd : fds_)
       if (fd >= 0) ::close(fd);
@@ -468,7 +469,7 @@ class file_tier {
 
   void finish(const work& w, error e) noexcept {
     if (e.code != errc::ok && e.code != errc::not_found && e.code != errc::corrupted) ++stats_.errors;
-    w.batch->complete(w.index, e);
+    if (w.batch != nullptr) w.batch->complete(w.index, e);  // internal work has no batch
   }
 
   // Takes a free slot, evicting the least recently used idle page when none is free.
@@ -586,10 +587,13 @@ class file_tier {
   }
 
   std::optional<error> start_clear(const work& w, bool& queued) noexcept {
-    auto it = index_.find(w.where);
-    if (it == index_.end()) return make_error(errc::not_found);
-    const std::uint32_t slot = it->second;
-    index_.erase(it);
+    std::uint32_t slot = std::uint32_t(w.index);  // internal clears (no batch) name their slot
+    if (w.batch != nullptr) {
+      auto it = index_.find(w.where);
+      if (it == index_.end()) return make_error(errc::not_found);
+      slot = it->second;
+      index_.erase(it);
+    }
     lru_.remove(slot);
     slots_[slot].state = slot_state::clearing;
     const std::uint32_t op_index = free_ops_.back();
@@ -668,9 +672,15 @@ class file_tier {
       if (mapped) lru_.push_front(s);
     } else {
       ++stats_.misses;
-      if (status.code == errc::corrupted && mapped) {  // never serve it again
+      if (status.code == errc::corrupted && mapped) {  // never serve it again, nor find it at restart
         index_.erase(it);
-        release_slot(s);
+        lru_.remove(s);
+        try {
+          backlog_.push_front(work{work_kind::clear, nullptr, s, w.where, 0, {}, {}});
+          m.state = slot_state::clearing;
+        } catch (...) {  // no memory to queue the clear: forget the page in memory only
+          release_slot(s);
+        }
       }
     }
     if (m.retired && m.pins == 0) {
