@@ -33,6 +33,21 @@ struct copy_params {
   run_shape shape;
 };
 
+// Byte offset of vector i of a tile: i vectors in on a contiguous tile (rows == 1); on a head tile
+// run i / run_vecs, vector i % run_vecs of that run, with runs row_stride bytes apart. The same
+// computation serves the load (source stride) and the store (destination stride).
+template <class Vec>
+__device__ __forceinline__ std::size_t tile_offset(std::uint32_t i, std::uint32_t rows, fast_divmod run_vecs,
+                                                   std::size_t row_stride) {
+  std::size_t off = std::size_t{i} * sizeof(Vec);
+  if (rows > 1) {
+    std::uint32_t t;
+    const std::uint32_t c = run_vecs.divmod(i, t);
+    off = t * row_stride + std::size_t{c} * sizeof(Vec);
+  }
+  return off;
+}
+
 template <int Threads, int VectorsPerLane, class Vec, class Src, class Dst>
 __global__ void __launch_bounds__(Threads, 1) copy_pages_kernel(const __grid_constant__ copy_params<Src, Dst> p) {
   constexpr std::uint32_t slice_vecs = 32u * VectorsPerLane;
@@ -56,26 +71,14 @@ __global__ void __launch_bounds__(Threads, 1) copy_pages_kernel(const __grid_con
     for (int j = 0; j < VectorsPerLane; ++j) {
       const std::uint32_t i = first + 32u * j;
       if (i < p.tile_vecs) {
-        std::size_t off = std::size_t{i} * sizeof(Vec);
-        if (p.rows > 1) {
-          std::uint32_t t;
-          const std::uint32_t c = p.run_vecs.divmod(i, t);
-          off = t * p.src_row_stride + std::size_t{c} * sizeof(Vec);
-        }
-        r[j] = *reinterpret_cast<const Vec*>(s + off);
+        r[j] = *reinterpret_cast<const Vec*>(s + tile_offset<Vec>(i, p.rows, p.run_vecs, p.src_row_stride));
       }
     }
 #pragma unroll
     for (int j = 0; j < VectorsPerLane; ++j) {
       const std::uint32_t i = first + 32u * j;
       if (i < p.tile_vecs) {
-        std::size_t off = std::size_t{i} * sizeof(Vec);
-        if (p.rows > 1) {
-          std::uint32_t t;
-          const std::uint32_t c = p.run_vecs.divmod(i, t);
-          off = t * p.dst_row_stride + std::size_t{c} * sizeof(Vec);
-        }
-        *reinterpret_cast<Vec*>(d + off) = r[j];
+        *reinterpret_cast<Vec*>(d + tile_offset<Vec>(i, p.rows, p.run_vecs, p.dst_row_stride)) = r[j];
       }
     }
   }
