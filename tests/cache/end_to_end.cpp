@@ -14,31 +14,15 @@
 #ifdef KVTIER_REDIS_SERVER
 #  include "kvtier/storage/redis_tier.hpp"
 #endif
+#include "cache/e2e_setup.hpp"
 #include "storage/support.hpp"
 
 using namespace kvtier;
+using test::P;
+using test::small_shape;
+using test::workload;
 
 namespace {
-
-const kv_shape small_shape = kv_shape::mha(4, 2, 32, dtype::fp16);  // 128-byte rows, 16 KiB pages
-constexpr std::size_t P = 16;
-
-chat_workload_config workload(std::size_t sessions, std::uint64_t seed = 7) {
-  chat_workload_config w;
-  w.sessions = sessions;
-  w.concurrent = 24;
-  w.min_turns = 2;
-  w.max_turns = 9;
-  w.system_prompts = 3;
-  w.system_tokens = 96;
-  w.min_user_tokens = 8;
-  w.max_user_tokens = 48;
-  w.min_reply_tokens = 8;
-  w.max_reply_tokens = 64;
-  w.namespaces = 2;
-  w.seed = seed;
-  return w;
-}
 
 template <class Cache>
 typename Cache::config small_config(std::size_t device_pages = 160, std::size_t host_pages = 320) {

@@ -12,31 +12,12 @@
 #include "kvtier/cache/simulated_engine.hpp"
 #include "kvtier/cache/simulated_engine_gpu.cuh"
 
+#include "cache/e2e_setup.hpp"
+
 using namespace kvtier;
-
-namespace {
-
-const kv_shape small_shape = kv_shape::mha(4, 2, 32, dtype::fp16);
-constexpr std::size_t P = 16;
-
-chat_workload_config workload(std::size_t sessions) {
-  chat_workload_config w;
-  w.sessions = sessions;
-  w.concurrent = 24;
-  w.min_turns = 2;
-  w.max_turns = 9;
-  w.system_prompts = 3;
-  w.system_tokens = 96;
-  w.min_user_tokens = 8;
-  w.max_user_tokens = 48;
-  w.min_reply_tokens = 8;
-  w.max_reply_tokens = 64;
-  w.namespaces = 2;
-  w.seed = 7;
-  return w;
-}
-
-}  // namespace
+using test::P;
+using test::small_shape;
+using test::workload;
 
 // The builder picks gpu_copy for a device pool by itself.
 static_assert(std::same_as<gpu_cache_builder<page_size<16>>::copy_type, gpu_copy>);
