@@ -22,11 +22,7 @@ file_tier_config config(const std::filesystem::path& dir, std::size_t capacity, 
 template <class Tier>
 void put_pages(Tier& t, std::uint64_t ns, std::size_t first, std::size_t n, std::uint64_t version = 0) {
   test::page_buffer buf(n, page);
-  std::vector<page_write> w;
-  for (std::size_t i = 0; i < n; ++i) {
-    test::fill_page(buf[i], ns, first + i, version);
-    w.push_back({test::address_of(ns, first + i), test::tokens_of(ns, first + i), buf[i]});
-  }
+  auto w = test::page_writes(buf, ns, first, n, version);
   storage_batch b;
   BOOST_REQUIRE(t.put(w, b).has_value());
   BOOST_REQUIRE(t.wait(b, 10s).has_value());
@@ -234,11 +230,7 @@ BOOST_AUTO_TEST_CASE(poll_alone_completes_batches) {
     c.use_uring = uring;
     file_tier<> t(c);
     test::page_buffer buf(16, page);
-    std::vector<page_write> w;
-    for (std::size_t i = 0; i < 16; ++i) {
-      test::fill_page(buf[i], 4, i);
-      w.push_back({test::address_of(4, i), test::tokens_of(4, i), buf[i]});
-    }
+    auto w = test::page_writes(buf, 4, 0, 16);
     storage_batch b;
     BOOST_REQUIRE(t.put(w, b).has_value());
     for (int i = 0; i < 100'000 && !b.done(); ++i) {  // bounded: at most ~10 s
@@ -246,8 +238,7 @@ BOOST_AUTO_TEST_CASE(poll_alone_completes_batches) {
       std::this_thread::sleep_for(std::chrono::microseconds(100));
     }
     BOOST_TEST(b.all_ok());
-    std::vector<page_read> r;
-    for (std::size_t i = 0; i < 16; ++i) r.push_back({test::address_of(4, i), test::tokens_of(4, i), buf[i]});
+    auto r = test::page_reads(buf, 4, 0, 16);
     std::memset(buf.raw.get(), 0, 16 * page);
     BOOST_REQUIRE(t.get(r, b).has_value());
     for (int i = 0; i < 100'000 && !b.done(); ++i) {

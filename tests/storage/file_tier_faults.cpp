@@ -34,11 +34,7 @@ file_tier_config config(const std::filesystem::path& dir, std::size_t capacity, 
 template <class Tier>
 std::size_t put_pages(Tier& t, std::uint64_t ns, std::size_t first, std::size_t n, std::size_t page_bytes = page) {
   test::page_buffer buf(n, page_bytes);
-  std::vector<page_write> w;
-  for (std::size_t i = 0; i < n; ++i) {
-    test::fill_page(buf[i], ns, first + i);
-    w.push_back({test::address_of(ns, first + i), test::tokens_of(ns, first + i), buf[i]});
-  }
+  auto w = test::page_writes(buf, ns, first, n);
   storage_batch b;
   if (!t.put(w, b)) return 0;
   if (!t.wait(b, 20s)) return 0;
@@ -48,8 +44,7 @@ std::size_t put_pages(Tier& t, std::uint64_t ns, std::size_t first, std::size_t 
 template <class Tier>
 test::ledger get_pages(Tier& t, std::uint64_t ns, std::size_t first, std::size_t n, std::size_t page_bytes = page) {
   test::page_buffer buf(n, page_bytes);
-  std::vector<page_read> r;
-  for (std::size_t i = 0; i < n; ++i) r.push_back({test::address_of(ns, first + i), test::tokens_of(ns, first + i), buf[i]});
+  auto r = test::page_reads(buf, ns, first, n);
   storage_batch b;
   BOOST_REQUIRE(t.get(r, b).has_value());
   BOOST_REQUIRE(t.wait(b, 20s).has_value());
@@ -275,11 +270,7 @@ BOOST_AUTO_TEST_CASE(filesystem_full_is_a_clean_error, *boost::unit_test::precon
     file_tier<> t(full_config(mnt));
     BOOST_TEST_MESSAGE("3 MiB tmpfs, path " << to_string(t.io_path()));
     test::page_buffer buf(4, big_page);
-    std::vector<page_write> w;
-    for (std::size_t i = 0; i < 4; ++i) {
-      test::fill_page(buf[i], 1, i);
-      w.push_back({test::address_of(1, i), test::tokens_of(1, i), buf[i]});
-    }
+    auto w = test::page_writes(buf, 1, 0, 4);
     storage_batch b;
     BOOST_REQUIRE(t.put(w, b).has_value());
     BOOST_REQUIRE(t.wait(b, 20s).has_value());
@@ -317,11 +308,7 @@ BOOST_AUTO_TEST_CASE(file_size_limit_is_a_clean_error) {
     ::signal(SIGXFSZ, SIG_IGN);
     file_tier<> t(full_config(dir.path));
     test::page_buffer buf(4, big_page);
-    std::vector<page_write> w;
-    for (std::size_t i = 0; i < 4; ++i) {
-      test::fill_page(buf[i], 1, i);
-      w.push_back({test::address_of(1, i), test::tokens_of(1, i), buf[i]});
-    }
+    auto w = test::page_writes(buf, 1, 0, 4);
     storage_batch b;
     if (!t.put(std::span(w).first(2), b) || !t.wait(b, 20s) || !b.all_ok()) std::_Exit(10);  // file 0
     rlimit lim{1u << 20, 1u << 20};  // files may not grow beyond 1 MiB from now on

@@ -16,11 +16,7 @@ memory_tier_config config(std::size_t capacity, bool on_poll = false) {
 template <class Tier>
 void put_pages(Tier& t, std::uint64_t ns, std::size_t first, std::size_t n) {
   test::page_buffer buf(n, page);
-  std::vector<page_write> w;
-  for (std::size_t i = 0; i < n; ++i) {
-    test::fill_page(buf[i], ns, first + i);
-    w.push_back({test::address_of(ns, first + i), test::tokens_of(ns, first + i), buf[i]});
-  }
+  auto w = test::page_writes(buf, ns, first, n);
   storage_batch b;
   BOOST_REQUIRE(t.put(w, b).has_value());
   BOOST_REQUIRE(t.wait(b, 1s).has_value());
@@ -29,8 +25,7 @@ void put_pages(Tier& t, std::uint64_t ns, std::size_t first, std::size_t n) {
 template <class Tier>
 test::ledger get_pages(Tier& t, std::uint64_t ns, std::size_t first, std::size_t n, storage_batch& b) {
   test::page_buffer buf(n, page);
-  std::vector<page_read> r;
-  for (std::size_t i = 0; i < n; ++i) r.push_back({test::address_of(ns, first + i), test::tokens_of(ns, first + i), buf[i]});
+  auto r = test::page_reads(buf, ns, first, n);
   BOOST_REQUIRE(t.get(r, b).has_value());
   BOOST_REQUIRE(t.wait(b, 1s).has_value());
   test::ledger l;
@@ -122,11 +117,7 @@ BOOST_AUTO_TEST_CASE(injected_failures_are_values) {
   memory_tier<> t(config(8));
   t.fail_next(2, make_error(errc::io_error, 5));
   test::page_buffer buf(3, page);
-  std::vector<page_write> w;
-  for (std::size_t i = 0; i < 3; ++i) {
-    test::fill_page(buf[i], 1, i);
-    w.push_back({test::address_of(1, i), test::tokens_of(1, i), buf[i]});
-  }
+  auto w = test::page_writes(buf, 1, 0, 3);
   storage_batch b;
   BOOST_REQUIRE(t.put(w, b).has_value());
   BOOST_TEST((b[0].code == errc::io_error));

@@ -25,11 +25,7 @@ redis_tier_config config(int port, std::string prefix = "kvtier-test") {
 template <class Tier>
 std::vector<error> put_pages(Tier& t, std::uint64_t ns, std::size_t first, std::size_t n) {
   test::page_buffer buf(n, page);
-  std::vector<page_write> w;
-  for (std::size_t i = 0; i < n; ++i) {
-    test::fill_page(buf[i], ns, first + i);
-    w.push_back({test::address_of(ns, first + i), test::tokens_of(ns, first + i), buf[i]});
-  }
+  auto w = test::page_writes(buf, ns, first, n);
   storage_batch b;
   BOOST_REQUIRE(t.put(w, b).has_value());
   BOOST_REQUIRE(t.wait(b, 10s).has_value());
@@ -39,8 +35,7 @@ std::vector<error> put_pages(Tier& t, std::uint64_t ns, std::size_t first, std::
 template <class Tier>
 test::ledger get_pages(Tier& t, std::uint64_t ns, std::size_t first, std::size_t n) {
   test::page_buffer buf(n, page);
-  std::vector<page_read> r;
-  for (std::size_t i = 0; i < n; ++i) r.push_back({test::address_of(ns, first + i), test::tokens_of(ns, first + i), buf[i]});
+  auto r = test::page_reads(buf, ns, first, n);
   storage_batch b;
   BOOST_REQUIRE(t.get(r, b).has_value());
   BOOST_REQUIRE(t.wait(b, 10s).has_value());
@@ -115,11 +110,7 @@ BOOST_AUTO_TEST_CASE(two_processes_share_pages) {
   if (child == 0) {  // another engine process writes namespace 5
     redis_tier<> t(config(server.port()));
     test::page_buffer buf(16, page);
-    std::vector<page_write> w;
-    for (std::size_t i = 0; i < 16; ++i) {
-      test::fill_page(buf[i], 5, i);
-      w.push_back({test::address_of(5, i), test::tokens_of(5, i), buf[i]});
-    }
+    auto w = test::page_writes(buf, 5, 0, 16);
     storage_batch b;
     std::_Exit(t.put(w, b) && t.wait(b, 10s) && b.all_ok() ? 0 : 1);
   }
@@ -230,8 +221,7 @@ BOOST_AUTO_TEST_CASE(late_poll_is_not_a_timeout) {
   redis_tier<> t(c);
   BOOST_TEST(count_ok(put_pages(t, 1, 0, 8)) == 8u);
   test::page_buffer buf(8, page);
-  std::vector<page_read> r;
-  for (std::size_t i = 0; i < 8; ++i) r.push_back({test::address_of(1, i), test::tokens_of(1, i), buf[i]});
+  auto r = test::page_reads(buf, 1, 0, 8);
   storage_batch b;
   BOOST_REQUIRE(t.get(r, b).has_value());
   std::this_thread::sleep_for(std::chrono::milliseconds(400));

@@ -27,11 +27,8 @@ redis_tier_config config(int port, kv_shape shape = shapes::llama3_8b()) {
 
 struct pages {
   pages(std::uint64_t ns, std::size_t first, std::size_t n) : buf(n, page) {
-    for (std::size_t i = 0; i < n; ++i) {
-      test::fill_page(buf[i], ns, first + i);
-      writes.push_back({test::address_of(ns, first + i), test::tokens_of(ns, first + i), buf[i]});
-      reads.push_back({test::address_of(ns, first + i), test::tokens_of(ns, first + i), buf[i]});
-    }
+    writes = test::page_writes(buf, ns, first, n);
+    reads = test::page_reads(buf, ns, first, n);
     this->ns = ns;
     this->first = first;
   }

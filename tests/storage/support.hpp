@@ -56,6 +56,25 @@ struct page_buffer {
   std::unique_ptr<std::byte, deleter> raw;
 };
 
+// Fills buf's first n pages with test pages [first, first + n) of namespace ns (at `version`) and
+// returns the put requests that write them.
+inline std::vector<page_write> page_writes(const page_buffer& buf, std::uint64_t ns, std::size_t first, std::size_t n,
+                                           std::uint64_t version = 0) {
+  std::vector<page_write> w;
+  for (std::size_t i = 0; i < n; ++i) {
+    fill_page(buf[i], ns, first + i, version);
+    w.push_back({address_of(ns, first + i), tokens_of(ns, first + i), buf[i]});
+  }
+  return w;
+}
+
+// The get requests that read test pages [first, first + n) of namespace ns into buf's first n pages.
+inline std::vector<page_read> page_reads(const page_buffer& buf, std::uint64_t ns, std::size_t first, std::size_t n) {
+  std::vector<page_read> r;
+  for (std::size_t i = 0; i < n; ++i) r.push_back({address_of(ns, first + i), tokens_of(ns, first + i), buf[i]});
+  return r;
+}
+
 // Counts pages tried, served, missed and wrong; a fault test ends with wrong == 0.
 struct ledger {
   std::size_t tried = 0, served = 0, missed = 0, corrupted = 0, wrong = 0;
