@@ -99,6 +99,19 @@ void prefill_and_commit(Cache& c, typename Cache::lease_type& l, std::span<const
   BOOST_TEST_REQUIRE(c.commit(l, t, slots).has_value());
 }
 
+// Four other 32-token prompts of namespace 1, each computed, committed and drained in turn: enough
+// traffic to push an earlier prefix out of device and host (small caches) into the slow tier.
+template <class Cache>
+void push_down_with_other_traffic(Cache& c, typename Cache::lease_type& l, const reference_kv& gen) {
+  for (int k = 2; k < 6; ++k) {
+    const auto other = tokens(32, k);
+    BOOST_TEST_REQUIRE(c.lookup(namespace_id{1}, other, l).has_value());
+    prefill_and_commit(c, l, other, gen, 1);
+    c.release(l);
+    c.drain();
+  }
+}
+
 template <class Cache>
 std::size_t check_lease(Cache& c, const typename Cache::lease_type& l, std::span<const token_id> t, const reference_kv& gen,
                         std::uint64_t ns) {
@@ -292,14 +305,7 @@ struct prefetch_case {
     prefill_and_commit(c, l, t, gen, 1);
     c.release(l);
     c.drain();  // backed up to host, then written to the slow tier
-    // Other traffic pushes it out of device and host.
-    for (int k = 2; k < 6; ++k) {
-      const auto other = tokens(32, k);
-      BOOST_TEST_REQUIRE(c.lookup(namespace_id{1}, other, l).has_value());
-      prefill_and_commit(c, l, other, gen, 1);
-      c.release(l);
-      c.drain();
-    }
+    push_down_with_other_traffic(c, l, gen);  // other traffic pushes it out of device and host
     BOOST_TEST_REQUIRE(c.lookup(namespace_id{1}, t, l).has_value());
     BOOST_TEST_REQUIRE(l.storage_pages() == 8u);
   }
@@ -365,13 +371,7 @@ BOOST_AUTO_TEST_CASE(a_corrupted_slow_page_is_a_miss_never_data) {
   std::vector<page_id> pages(l.pages().begin(), l.pages().end());
   c.release(l);
   c.drain();
-  for (int k = 2; k < 6; ++k) {
-    const auto other = tokens(32, k);
-    BOOST_TEST_REQUIRE(c.lookup(namespace_id{1}, other, l).has_value());
-    prefill_and_commit(c, l, other, gen, 1);
-    c.release(l);
-    c.drain();
-  }
+  push_down_with_other_traffic(c, l, gen);
   // Flip one payload bit of page 5 in the slow tier.
   BOOST_TEST_REQUIRE(c.lookup(namespace_id{1}, t, l).has_value());
   BOOST_TEST_REQUIRE(l.storage_pages() == 8u);
