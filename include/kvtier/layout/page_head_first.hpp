@@ -5,15 +5,16 @@
 #include <cstddef>
 
 #include "kvtier/core/config.hpp"
-#include "kvtier/core/page_size.hpp"
 #include "kvtier/layout/concepts.hpp"
+#include "kvtier/layout/detail/paged_mapping.hpp"
 #include "kvtier/layout/extents.hpp"
-#include "kvtier/layout/page_first.hpp"
 
 namespace kvtier::layout {
 
 struct page_head_first {
-  class mapping {
+  // Extents, page size, page stride, page_span() (= heads * head_span()), required_span_size()
+  // and the is_* properties come from detail::paged_mapping (shared with page_first).
+  class mapping : public detail::paged_mapping<page_head_first> {
    public:
     using kvtier_layout = layout_tag;
     using extents_type = kv_extents;
@@ -21,25 +22,9 @@ struct page_head_first {
     static constexpr bool heads_contiguous = false;  // one token's heads are head_span() apart
 
     constexpr mapping() noexcept = default;
-    // Throws config_error if e.tokens() is not a multiple of the page size.
-    constexpr mapping(const kv_extents& e, page_size<> p) : e_(e), p_(detail::checked_page_tokens(e, p)) {
-      stride_ = page_span();
-    }
-    // Pages `page_stride` elements apart (>= page_span()): pools that pad slots to an alignment.
-    // Throws config_error for a stride shorter than a page.
-    constexpr mapping(const kv_extents& e, page_size<> p, std::size_t page_stride) : mapping(e, p) {
-      if (page_stride < page_span()) throw config_error("kvtier: a page stride shorter than a page");
-      stride_ = page_stride;
-    }
-    // Elements from one page's start to the next.
-    KVTIER_HOST_DEVICE constexpr std::size_t page_stride() const noexcept { return stride_; }
+    // (extents, page size[, page stride]): see detail::paged_mapping for the checks.
+    using detail::paged_mapping<page_head_first>::paged_mapping;
 
-    KVTIER_HOST_DEVICE constexpr const kv_extents& extents() const noexcept { return e_; }
-    KVTIER_HOST_DEVICE constexpr std::size_t page_tokens() const noexcept { return p_; }
-    KVTIER_HOST_DEVICE constexpr std::size_t pages() const noexcept { return e_.tokens() / p_; }
-    KVTIER_HOST_DEVICE constexpr std::size_t page_span() const noexcept {
-      return e_.heads() * head_span();
-    }
     // Elements of one head inside a page: (layer, kv, token_in_page, dim).
     KVTIER_HOST_DEVICE constexpr std::size_t head_span() const noexcept {
       return e_.layers() * e_.kv() * p_ * e_.dim();
@@ -68,23 +53,10 @@ struct page_head_first {
       return i;
     }
     KVTIER_HOST_DEVICE constexpr std::size_t token_stride_in_page() const noexcept { return e_.dim(); }
-    KVTIER_HOST_DEVICE constexpr std::size_t required_span_size() const noexcept {
-      return (pages() - 1) * stride_ + page_span();
-    }
 
-    static constexpr bool is_always_unique() noexcept { return true; }
-    static constexpr bool is_always_exhaustive() noexcept { return false; }  // padded page strides
-    static constexpr bool is_always_strided() noexcept { return false; }
-    static constexpr bool is_unique() noexcept { return true; }
-    constexpr bool is_exhaustive() const noexcept { return stride_ == page_span() || pages() == 1; }
     constexpr bool is_strided() const noexcept { return pages() == 1 || p_ == 1; }
 
     friend constexpr bool operator==(const mapping&, const mapping&) = default;
-
-   private:
-    kv_extents e_{};
-    std::size_t p_ = 1;
-    std::size_t stride_ = 1;  // page stride in elements
   };
 };
 
