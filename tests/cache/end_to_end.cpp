@@ -34,6 +34,18 @@ memory_tier_config memory_config(std::size_t pages) {
   return {small_shape, small_shape.bytes_per_page(P), pages, /*complete_on_poll=*/true};
 }
 
+// Runs workload w through cache on the CPU, every page checked against reference_kv(small_shape,
+// gen_seed), then drains the cache's background work.
+template <class Cache>
+simulated_engine_report run_and_drain(Cache& cache, const chat_workload_config& w, std::uint64_t gen_seed) {
+  chat_workload work(w);
+  const reference_kv gen(small_shape, gen_seed);
+  cpu_stream stream;
+  const auto r = run_chat_workload(cache, work, gen, stream);
+  cache.drain();
+  return r;
+}
+
 template <class Cache>
 void report(const char* what, const Cache& c, const simulated_engine_report& r) {
   const cache_stats& s = c.stats();
@@ -50,11 +62,7 @@ void report(const char* what, const Cache& c, const simulated_engine_report& r) 
 BOOST_AUTO_TEST_CASE(thousands_of_requests_through_device_host_and_a_slow_tier) {
   using cache_type = cache_builder<page_size<P>, device_memory<>, host_memory<>, slow_tiers<slow_tier<memory_tier>>>::cache_type;
   cache_type cache(small_config<cache_type>(), std::make_unique<memory_tier<>>(memory_config(100000)));
-  chat_workload work(workload(500));
-  const reference_kv gen(small_shape, 11);
-  cpu_stream stream;
-  const auto r = run_chat_workload(cache, work, gen, stream);
-  cache.drain();
+  const auto r = run_and_drain(cache, workload(500), 11);
   report("memory tier", cache, r);
   BOOST_TEST(r.requests >= 2000u);
   BOOST_TEST(r.rows_mismatched == 0u);
@@ -80,11 +88,7 @@ BOOST_AUTO_TEST_CASE_TEMPLATE(every_policy_serves_exact_bytes, S, policy_sets) {
                                    auto_choice, typename S::w, typename S::p>::cache_type;
   auto cfg = small_config<cache_type>(96, 160);
   cache_type cache(cfg, std::make_unique<memory_tier<>>(memory_config(100000)));
-  chat_workload work(workload(150, 3));
-  const reference_kv gen(small_shape, 5);
-  cpu_stream stream;
-  const auto r = run_chat_workload(cache, work, gen, stream);
-  cache.drain();
+  const auto r = run_and_drain(cache, workload(150, 3), 5);
   report("policies", cache, r);
   BOOST_TEST(r.rows_mismatched == 0u);
   BOOST_TEST(r.errors == 0u);
@@ -94,11 +98,7 @@ BOOST_AUTO_TEST_CASE_TEMPLATE(every_policy_serves_exact_bytes, S, policy_sets) {
 BOOST_AUTO_TEST_CASE(no_slow_tier_drops_below_host) {
   using cache_type = cache_builder<page_size<P>>::cache_type;
   cache_type cache(small_config<cache_type>(96, 128));
-  chat_workload work(workload(150, 9));
-  const reference_kv gen(small_shape, 2);
-  cpu_stream stream;
-  const auto r = run_chat_workload(cache, work, gen, stream);
-  cache.drain();
+  const auto r = run_and_drain(cache, workload(150, 9), 2);
   BOOST_TEST(r.rows_mismatched == 0u);
   BOOST_TEST(r.errors == 0u);
   BOOST_TEST(cache.stats().evicted[1] > 0u);  // host evictions happened, with nowhere below to go
@@ -120,11 +120,7 @@ BOOST_AUTO_TEST_CASE(file_tier_and_redis) {
   using cache_type = cache_builder<page_size<P>, device_memory<>, host_memory<>, slow_tiers<slow_tier<file_tier>>>::cache_type;
   cache_type cache(small_config<cache_type>(), std::make_unique<file_tier<>>(fc));
 #  endif
-  chat_workload work(workload(500, 13));
-  const reference_kv gen(small_shape, 17);
-  cpu_stream stream;
-  const auto r = run_chat_workload(cache, work, gen, stream);
-  cache.drain();
+  const auto r = run_and_drain(cache, workload(500, 13), 17);
   report("file+redis", cache, r);
   BOOST_TEST(r.requests >= 2000u);
   BOOST_TEST(r.rows_mismatched == 0u);
