@@ -81,6 +81,23 @@ struct delayed_template : delayed_tier {
 };
 static_assert(storage_backend<delayed_tier>);
 
+// copy_strategy: positive and negative cases.
+static_assert(copy_strategy<cpu_copy>);
+struct unannounced_copy {  // every member, but no opt-in tag
+  using stream_type = int;
+  using event_type = int;
+  static constexpr bool needs_device_memory = false;
+};
+static_assert(!copy_strategy<unannounced_copy>);
+struct copy_without_events {  // opts in, but names no event type
+  using kvtier_copy_strategy = copy_strategy_tag;
+  using stream_type = int;
+  static constexpr bool needs_device_memory = false;
+};
+static_assert(!copy_strategy<copy_without_events>);
+static_assert(!copy_strategy<int>);
+
+
 template <class Cache>
 typename Cache::config config(std::size_t device_pages, std::size_t host_pages) {
   return typename Cache::config{shape, {}, device_pages, host_pages};

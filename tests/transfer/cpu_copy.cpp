@@ -26,6 +26,20 @@ const kv_shape small_shapes[] = {
 };
 const planes_form forms[] = {planes_form::single, planes_form::per_layer, planes_form::per_plane};
 using layouts = boost::mpl::list<layout::page_first, layout::page_head_first>;
+
+// kv_view / paged_kv_view: positive and negative cases.
+static_assert(kv_view<layer_first_buffer>);
+static_assert(!paged_kv_view<layer_first_buffer>, "a layer-first engine buffer is not paged");
+static_assert(kv_view<kv_buffer<layout::page_first::mapping>>);
+static_assert(paged_kv_view<kv_buffer<layout::page_first::mapping>>);
+static_assert(paged_kv_view<kv_buffer<layout::page_head_first::mapping>>);
+static_assert(!paged_kv_view<kv_buffer<layout::layer_first::mapping>>);
+struct look_alike_view {  // has a mapping but is neither a kv_buffer nor the layer-first buffer
+  using mapping_type = layout::page_first::mapping;
+};
+static_assert(!kv_view<look_alike_view>);
+static_assert(!kv_view<int>);
+
 std::mt19937_64& rng() {
   static std::mt19937_64 r(std::random_device{}());
   return r;
