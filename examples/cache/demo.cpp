@@ -20,11 +20,11 @@
 #include <string>
 #include <vector>
 
+#include "common/mooncake_trace.hpp"
 #include "kvtier/cache.hpp"
-#include "kvtier/cache/chat_workload.hpp"
-#include "kvtier/cache/reference_kv.hpp"
-#include "kvtier/cache/simulated_engine.hpp"
-#include "kvtier/index/mooncake_trace.hpp"
+#include "kvtier/testing/chat_workload.hpp"
+#include "kvtier/testing/reference_kv.hpp"
+#include "kvtier/testing/simulated_engine.hpp"
 #ifdef KVTIER_DEMO_FILE
 #  include "kvtier/storage/file_tier.hpp"
 #endif
@@ -33,10 +33,14 @@
 #endif
 #ifdef KVTIER_DEMO_GPU
 #  include "kvtier/cache/gpu_copy.cuh"
-#  include "kvtier/cache/simulated_engine_gpu.cuh"
+#  include "kvtier/testing/simulated_engine_gpu.cuh"
 #endif
 
 using namespace kvtier;
+using namespace kvtier::testing;
+using kvtier::examples::expand_prompt;
+using kvtier::examples::read_mooncake_trace;
+using kvtier::examples::trace_request;
 
 namespace {
 

@@ -18,10 +18,11 @@
 #include <string_view>
 #include <vector>
 
+#include "common/mooncake_trace.hpp"
 #include "kvtier/index.hpp"
-#include "kvtier/index/mooncake_trace.hpp"
 
 using namespace kvtier;
+using namespace kvtier::examples;
 using clock_type = std::chrono::steady_clock;
 
 namespace {

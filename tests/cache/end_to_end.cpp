@@ -6,21 +6,19 @@
 
 #include <cstdio>
 
-#include "kvtier/cache/simulated_engine.hpp"
 #include "kvtier/cache.hpp"
+#include "kvtier/testing/e2e_setup.hpp"
+#include "kvtier/testing/simulated_engine.hpp"
 #ifdef KVTIER_TEST_FILE_TIER
 #  include "kvtier/storage/file_tier.hpp"
 #endif
 #ifdef KVTIER_REDIS_SERVER
 #  include "kvtier/storage/redis_tier.hpp"
 #endif
-#include "cache/e2e_setup.hpp"
 #include "storage/support.hpp"
 
 using namespace kvtier;
-using test::P;
-using test::small_shape;
-using test::workload;
+using namespace kvtier::testing;
 
 namespace {
 

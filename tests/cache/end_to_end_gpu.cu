@@ -9,15 +9,12 @@
 
 #include "kvtier/cache.hpp"
 #include "kvtier/cache/gpu_copy.cuh"
-#include "kvtier/cache/simulated_engine.hpp"
-#include "kvtier/cache/simulated_engine_gpu.cuh"
-
-#include "cache/e2e_setup.hpp"
+#include "kvtier/testing/e2e_setup.hpp"
+#include "kvtier/testing/simulated_engine.hpp"
+#include "kvtier/testing/simulated_engine_gpu.cuh"
 
 using namespace kvtier;
-using test::P;
-using test::small_shape;
-using test::workload;
+using namespace kvtier::testing;
 
 // The builder picks gpu_copy for a device pool by itself.
 static_assert(std::same_as<gpu_cache_builder<page_size<16>>::copy_type, gpu_copy>);

@@ -7,10 +7,11 @@
 #include <thread>
 #include <vector>
 
-#include "kvtier/cache/simulated_engine.hpp"
 #include "kvtier/cache.hpp"
+#include "kvtier/testing/simulated_engine.hpp"
 
 using namespace kvtier;
+using namespace kvtier::testing;
 using namespace std::chrono_literals;
 
 namespace {

@@ -6,10 +6,11 @@
 #include <filesystem>
 #include <vector>
 
+#include "common/mooncake_trace.hpp"
 #include "kvtier/index.hpp"
-#include "kvtier/index/mooncake_trace.hpp"
 
 using namespace kvtier;
+using namespace kvtier::examples;
 
 namespace {
 

@@ -5,10 +5,10 @@
 #include <cstddef>
 #include <cstdint>
 
-#include "kvtier/cache/chat_workload.hpp"
+#include "kvtier/testing/chat_workload.hpp"
 #include "kvtier/core/kv_shape.hpp"
 
-namespace kvtier::test {
+namespace kvtier::testing {
 
 inline const kv_shape small_shape = kv_shape::mha(4, 2, 32, dtype::fp16);  // 128-byte rows, 16 KiB pages
 inline constexpr std::size_t P = 16;
@@ -31,4 +31,4 @@ inline chat_workload_config workload(std::size_t sessions, std::uint64_t seed = 
   return w;
 }
 
-}  // namespace kvtier::test
+}  // namespace kvtier::testing

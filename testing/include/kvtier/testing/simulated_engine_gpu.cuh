@@ -9,10 +9,10 @@
 #include <stdexcept>
 #include <vector>
 
-#include "kvtier/cache/reference_kv.hpp"
+#include "kvtier/testing/reference_kv.hpp"
 #include "kvtier/core/strong_id.hpp"
 
-namespace kvtier {
+namespace kvtier::testing {
 
 // Reads and writes device pages with cudaMemcpy, one (layer, kv) block of a page at a time.
 struct cuda_device_access {
@@ -49,4 +49,4 @@ struct cuda_device_access {
   }
 };
 
-}  // namespace kvtier
+}  // namespace kvtier::testing

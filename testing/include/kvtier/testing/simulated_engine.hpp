@@ -13,10 +13,10 @@
 #include <vector>
 
 #include "kvtier/cache.hpp"
-#include "kvtier/cache/chat_workload.hpp"
-#include "kvtier/cache/reference_kv.hpp"
+#include "kvtier/testing/chat_workload.hpp"
+#include "kvtier/testing/reference_kv.hpp"
 
-namespace kvtier {
+namespace kvtier::testing {
 
 // Reads and writes device pages of a stand-in device (plain host memory, layer first).
 struct host_device_access {
@@ -138,4 +138,4 @@ simulated_engine_report run_chat_workload(Cache& cache, chat_workload& work, con
   return run_simulated_engine<Access>(cache, [&] { return work.next(); }, gen, stream, requests, verify);
 }
 
-}  // namespace kvtier
+}  // namespace kvtier::testing

@@ -3,6 +3,7 @@
 // output_length, hash_ids) and their expansion into token ids. Each block id stands for 512
 // deterministic pseudo-random tokens seeded by the id, so two requests share exactly the prefix
 // their hash_ids share. A small strict parser: a malformed line is an error naming its line.
+// Not part of the library: used by the replayer, the demo and their tests (kvtier::examples_common).
 #include <charconv>
 #include <cstddef>
 #include <cstdint>
@@ -15,8 +16,9 @@
 #include <vector>
 
 #include "kvtier/core/strong_id.hpp"
+#include "kvtier/testing/splitmix64.hpp"
 
-namespace kvtier {
+namespace kvtier::examples {
 
 inline constexpr std::size_t mooncake_block_tokens = 512;
 
@@ -218,11 +220,8 @@ inline std::vector<trace_request> read_mooncake_trace(const std::string& path) {
 inline void expand_block(std::uint64_t id, std::span<token_id> out) noexcept {
   std::uint64_t state = id * 0x9e3779b97f4a7c15ull + 0x632be59bd9b4e019ull;
   for (token_id& t : out) {
-    std::uint64_t z = (state += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    z ^= z >> 31;
-    t = token_id{std::int32_t(z >> 33)};
+    t = token_id{std::int32_t(testing::splitmix64(state) >> 33)};
+    state += 0x9e3779b97f4a7c15ull;
   }
 }
 
@@ -234,4 +233,4 @@ inline void expand_prompt(const trace_request& r, std::vector<token_id>& out) {
   out.resize(r.input_length);
 }
 
-}  // namespace kvtier
+}  // namespace kvtier::examples

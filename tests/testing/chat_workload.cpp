@@ -3,9 +3,10 @@
 #include <algorithm>
 #include <map>
 
-#include "kvtier/cache/chat_workload.hpp"
+#include "kvtier/testing/chat_workload.hpp"
 
 using namespace kvtier;
+using namespace kvtier::testing;
 
 BOOST_AUTO_TEST_CASE(histories_grow_and_share_system_prompts) {
   chat_workload_config cfg;

@@ -2,9 +2,10 @@
 
 #include <vector>
 
-#include "kvtier/cache/reference_kv.hpp"
+#include "kvtier/testing/reference_kv.hpp"
 
 using namespace kvtier;
+using namespace kvtier::testing;
 
 namespace {
 std::vector<token_id> tokens(std::initializer_list<int> v) {

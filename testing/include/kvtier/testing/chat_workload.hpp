@@ -13,7 +13,7 @@
 #include "kvtier/core/error.hpp"
 #include "kvtier/core/strong_id.hpp"
 
-namespace kvtier {
+namespace kvtier::testing {
 
 struct chat_workload_config {
   std::size_t sessions = 200;             // conversations in total
@@ -117,4 +117,4 @@ class chat_workload {
   std::size_t started_ = 0;
 };
 
-}  // namespace kvtier
+}  // namespace kvtier::testing

@@ -4,9 +4,10 @@
 #include <filesystem>
 #include <fstream>
 
-#include "kvtier/index/mooncake_trace.hpp"
+#include "common/mooncake_trace.hpp"
 
 using namespace kvtier;
+using namespace kvtier::examples;
 
 BOOST_AUTO_TEST_CASE(parses_a_record_and_skips_unknown_fields) {
   trace_request r;

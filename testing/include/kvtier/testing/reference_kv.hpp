@@ -12,17 +12,9 @@
 #include "kvtier/core/error.hpp"
 #include "kvtier/core/kv_shape.hpp"
 #include "kvtier/core/strong_id.hpp"
+#include "kvtier/testing/splitmix64.hpp"
 
-namespace kvtier {
-
-namespace detail {
-constexpr std::uint64_t splitmix64(std::uint64_t x) noexcept {
-  x += 0x9e3779b97f4a7c15ull;
-  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
-  x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
-  return x ^ (x >> 31);
-}
-}  // namespace detail
+namespace kvtier::testing {
 
 class reference_kv {
  public:
@@ -33,9 +25,9 @@ class reference_kv {
   // A chained hash of the namespace and every token up to each position: out[i] covers tokens[0..i].
   void prefix_hashes(std::uint64_t name_space, std::span<const token_id> tokens, std::span<std::uint64_t> out) const {
     if (out.size() < tokens.size()) throw config_error("kvtier: reference_kv::prefix_hashes output too small");
-    std::uint64_t h = detail::splitmix64(seed_ ^ detail::splitmix64(name_space + 0x51ed27ull));
+    std::uint64_t h = splitmix64(seed_ ^ splitmix64(name_space + 0x51ed27ull));
     for (std::size_t i = 0; i < tokens.size(); ++i) {
-      h = detail::splitmix64(h ^ (std::uint64_t(std::uint32_t(tokens[i].value())) * 0xff51afd7ed558ccdull));
+      h = splitmix64(h ^ (std::uint64_t(std::uint32_t(tokens[i].value())) * 0xff51afd7ed558ccdull));
       out[i] = h;
     }
   }
@@ -48,15 +40,15 @@ class reference_kv {
   // Fills one row (all heads of one token of one layer's K or V): shape().row_bytes() bytes.
   void fill_row(std::uint64_t prefix_hash, std::size_t layer, std::size_t kv, std::size_t position,
                 std::span<std::byte> row) const noexcept {
-    std::uint64_t s = detail::splitmix64(prefix_hash ^ (std::uint64_t(layer) << 40) ^ (std::uint64_t(kv) << 56) ^
+    std::uint64_t s = splitmix64(prefix_hash ^ (std::uint64_t(layer) << 40) ^ (std::uint64_t(kv) << 56) ^
                                          (std::uint64_t(position) * 0x9e3779b97f4a7c15ull));
     std::size_t i = 0;
     for (; i + 8 <= row.size(); i += 8) {
-      const std::uint64_t w = detail::splitmix64(s + i);
+      const std::uint64_t w = splitmix64(s + i);
       std::memcpy(row.data() + i, &w, 8);
     }
     if (i < row.size()) {
-      const std::uint64_t w = detail::splitmix64(s + i);
+      const std::uint64_t w = splitmix64(s + i);
       std::memcpy(row.data() + i, &w, row.size() - i);
     }
   }
@@ -69,10 +61,10 @@ class reference_kv {
     while (done < row.size()) {
       // Regenerate in 256-byte chunks: fill_row's words are indexed by absolute offset.
       const std::size_t n = std::min<std::size_t>(sizeof expect, row.size() - done);
-      std::uint64_t s = detail::splitmix64(prefix_hash ^ (std::uint64_t(layer) << 40) ^ (std::uint64_t(kv) << 56) ^
+      std::uint64_t s = splitmix64(prefix_hash ^ (std::uint64_t(layer) << 40) ^ (std::uint64_t(kv) << 56) ^
                                            (std::uint64_t(position) * 0x9e3779b97f4a7c15ull));
       for (std::size_t i = 0; i < n; i += 8) {
-        const std::uint64_t w = detail::splitmix64(s + done + i);
+        const std::uint64_t w = splitmix64(s + done + i);
         std::memcpy(expect + i, &w, std::min<std::size_t>(8, n - i));
       }
       if (std::memcmp(expect, row.data() + done, n) != 0) return false;
@@ -86,4 +78,4 @@ class reference_kv {
   std::uint64_t seed_;
 };
 
-}  // namespace kvtier
+}  // namespace kvtier::testing
