@@ -105,6 +105,26 @@ BOOST_AUTO_TEST_CASE(bulk_received_directly_or_skipped) {
   BOOST_TEST(it.text == "OK");
 }
 
+BOOST_AUTO_TEST_CASE(finish_bulk_stops_at_the_end_of_the_bulk) {
+  resp_reader r;
+  resp_item it;
+  feed(r, "$2\r\nab\r");
+  BOOST_REQUIRE(r.next(it) == resp_status::item);
+  BOOST_TEST(r.finish_bulk() == resp_status::bulk_body);
+  BOOST_TEST(body(r) == "ab");
+  BOOST_TEST(r.finish_bulk() == resp_status::need_more);
+  feed(r, "\n:5\r\n");
+  BOOST_TEST(r.finish_bulk() == resp_status::item);
+  BOOST_TEST(r.buffered() == 4u);  // the next reply is untouched
+  BOOST_TEST(r.finish_bulk() == resp_status::item);  // outside a bulk: nothing to do
+  BOOST_REQUIRE(r.next(it) == resp_status::item);
+  BOOST_TEST(it.value == 5);
+  feed(r, "$1\r\nxYZ");
+  BOOST_REQUIRE(r.next(it) == resp_status::item);
+  BOOST_TEST(r.skip_bulk() == 1u);
+  BOOST_TEST(r.finish_bulk() == resp_status::malformed);  // "YZ" is not the \r\n after a body
+}
+
 BOOST_AUTO_TEST_CASE(bulk_arrived_while_bytes_are_buffered_is_malformed) {
   resp_reader r;
   resp_item it;

@@ -78,10 +78,7 @@ class resp_reader {
       state_ = state::body_end;
     }
     if (state_ == state::body_end) {
-      if (buffered() < 2) return resp_status::need_more;
-      if (buf_[begin_] != '\r' || buf_[begin_ + 1] != '\n') return fail();
-      begin_ += 2;
-      state_ = state::line;
+      if (const resp_status s = finish_bulk(); s != resp_status::item) return s;
     }
     const char* first = buf_.data() + begin_;
     const char* last = buf_.data() + end_;
@@ -124,6 +121,22 @@ class resp_reader {
   // ---- bulk bodies -------------------------------------------------------------------------------
   // Body bytes of the current bulk not yet consumed (0 outside a bulk).
   std::size_t bulk_left() const noexcept { return state_ == state::body ? bulk_left_ : 0; }
+  // Ends the current bulk once its body is consumed: checks and consumes the \r\n after it, and
+  // parses nothing further (next() would go on to the next item). item: the bulk is complete;
+  // bulk_body: body bytes are still due; need_more; malformed.
+  resp_status finish_bulk() noexcept {
+    if (state_ == state::failed) return resp_status::malformed;
+    if (state_ == state::body) {
+      if (bulk_left_ > 0) return resp_status::bulk_body;
+      state_ = state::body_end;
+    }
+    if (state_ != state::body_end) return resp_status::item;
+    if (buffered() < 2) return resp_status::need_more;
+    if (buf_[begin_] != '\r' || buf_[begin_ + 1] != '\n') return fail();
+    begin_ += 2;
+    state_ = state::line;
+    return resp_status::item;
+  }
   // Copies buffered body bytes into `to` (at most to.size() and bulk_left()); returns how many.
   std::size_t read_bulk(std::span<std::byte> to) noexcept {
     const std::size_t n = std::min({to.size(), bulk_left(), buffered()});
