@@ -6,9 +6,10 @@
 // they vary). Deeper layers may take coarser steps (`layer_slope`). A lossless mode codes the exact
 // 16-bit patterns the same way; it is bit-exact and exists for tests and for tiers that must not lose.
 //
-// Encoded page: u64 tag (geometry, profile fingerprint, mode) | u32 bytes of each (layer, kv) block's
-// rANS stream | f32 step of each block (the profile's relative step × the block's RMS) | the streams | u32 escape count | escapes (i32 each). Blocks are independent, so a
-// decoder may run one per (layer, kv).
+// Encoded page: u64 tag (geometry, profile fingerprint, mode) | a directory entry per (layer, kv)
+// block: u32 stream bytes, u32 escapes, f32 step (the profile's relative step × the block's RMS) |
+// per block: its rANS stream, then its escapes (i32 each). Blocks are independent, so a decoder may
+// run one per (layer, kv) — the GPU decoder does. A page that does not compress is stored raw.
 #include <algorithm>
 #include <cmath>
 #include <cstddef>
@@ -234,6 +235,91 @@ inline void cachegen_profile::fit_tables(const kv_page_geometry& g, std::span<co
     tables_.push_back(detail::rans_table::from_counts(std::span<const std::uint64_t, 256>(&counts[t * 256], 256), true));
 }
 
+namespace detail {
+
+// One (layer, kv) block's entry in the page's directory.
+struct cachegen_block_entry {
+  std::uint32_t stream_bytes = 0;
+  std::uint32_t escapes = 0;
+  float step = 0;  // absolute step of deltas (anchors: × anchor_fraction); 1 in lossless mode
+};
+inline constexpr std::size_t cachegen_entry_bytes = 12;
+
+// Decodes one block (tokens × channels elements, page_first order) from its rANS stream and escapes.
+// The CUDA decoder mirrors this function; false on any inconsistency (the page is then a miss).
+inline bool cachegen_decode_block(const cachegen_profile& p, std::size_t block, const std::byte* stream,
+                                  const cachegen_block_entry& e, const std::byte* escapes, std::size_t tokens,
+                                  dtype t, std::byte* out, std::vector<float>& anchor) noexcept {
+  const std::size_t C = p.channels(), G = p.options().group_tokens;
+  const rans_table* tb = p.tables(block);
+  const std::byte* q = stream;
+  const std::byte* const end = stream + e.stream_bytes;
+  if (e.stream_bytes < 8) return false;
+  std::uint32_t x[2] = {0, 0};
+  for (int k = 0; k < 2; ++k)
+    for (int b = 0; b < 4; ++b) x[k] |= std::uint32_t(std::to_integer<std::uint8_t>(q[4 * k + b])) << (8 * b);
+  q += 8;
+  std::size_t n = 0;
+  const auto next = [&](const rans_table& tab) -> int {
+    std::uint32_t& st = x[n++ & 1];
+    const std::uint32_t slot = st & (rans_total - 1);
+    const std::uint8_t s = tab.symbol_of[slot];
+    st = tab.freq[s] * (st >> rans_prob_bits) + slot - tab.cum[s];
+    while (st < rans_low) {
+      if (q == end) return -1;
+      st = (st << 8) | std::to_integer<std::uint8_t>(*q++);
+    }
+    return s;
+  };
+  constexpr std::size_t lossless_base = 2 * cachegen_profile::classes;
+  if (p.options().lossless) {
+    for (std::size_t tok = 0; tok < tokens; ++tok) {
+      const bool is_anchor = tok % G == 0;
+      const rans_table& hi = tb[lossless_base + (is_anchor ? 0 : 2)];
+      const rans_table& lo = tb[lossless_base + (is_anchor ? 1 : 3)];
+      for (std::size_t c = 0; c < C; ++c) {
+        const int h = next(hi), l = next(lo);
+        if (h < 0 || l < 0) return false;
+        const std::uint16_t z = std::uint16_t((h << 8) | l);
+        std::uint16_t v;
+        if (is_anchor) {
+          v = z;
+          anchor[c] = float(z);  // 16-bit patterns are exact in a float
+        } else {
+          const std::uint16_t d = std::uint16_t((z >> 1) ^ std::uint16_t(-std::int16_t(z & 1)));
+          v = std::uint16_t(std::uint16_t(anchor[c]) + d);
+        }
+        std::memcpy(out + 2 * (tok * C + c), &v, 2);
+      }
+    }
+  } else {
+    const float step = e.step, astep = float(step * p.options().anchor_fraction);
+    std::uint32_t used = 0;
+    for (std::size_t tok = 0; tok < tokens; ++tok) {
+      const bool is_anchor = tok % G == 0;
+      const rans_table* set = tb + (is_anchor ? 0 : cachegen_profile::classes);
+      for (std::size_t c = 0; c < C; ++c) {
+        const int s = next(set[p.channel_class(block, c)]);
+        if (s < 0) return false;
+        std::int32_t v;
+        if (s == cachegen_escape) {
+          if (used == e.escapes) return false;
+          const std::byte* ep = escapes + 4 * used++;
+          v = get_le<std::int32_t>(ep);
+        } else {
+          v = unzigzag(std::uint32_t(s));
+        }
+        const float xv = is_anchor ? (anchor[c] = float(v) * astep) : anchor[c] + float(v) * step;
+        store_element(out, t, tok * C + c, xv);
+      }
+    }
+    if (used != e.escapes) return false;
+  }
+  return q == end && x[0] == rans_low && x[1] == rans_low;
+}
+
+}  // namespace detail
+
 // The codec: constructed with the page geometry and a fitted profile for the same KV shape.
 class cachegen_codec {
  public:
@@ -248,10 +334,11 @@ class cachegen_codec {
   }
 
   const cachegen_profile* profile() const noexcept { return p_.get(); }
+  const kv_page_geometry& geometry() const noexcept { return g_; }
 
   // Never more than the page plus its framing: a page that does not compress is stored raw.
   std::size_t max_encoded_bytes(std::size_t n) const noexcept {
-    return 8 + n + (p_ ? 8 * p_->blocks() + 4 : 0);
+    return 8 + n + (p_ ? detail::cachegen_entry_bytes * p_->blocks() : 0);
   }
 
   result<std::size_t> encode(std::span<const std::byte> in, std::span<std::byte> out) const noexcept {
@@ -270,7 +357,6 @@ class cachegen_codec {
 
   result<std::size_t> decode(std::span<const std::byte> in, std::span<std::byte> out) const noexcept {
     if (!p_ || out.size() != g_.page_bytes()) return make_error(errc::invalid_argument);
-    const std::size_t nb = p_->blocks();
     if (in.size() < 8) return make_error(errc::corrupted);
     try {
       const std::byte* q = in.data();
@@ -282,76 +368,26 @@ class cachegen_codec {
         return out.size();
       }
       if (tg != tag()) return make_error(errc::corrupted);
-      std::vector<std::uint32_t> len(nb);
-      if (std::size_t(end - q) < 8 * nb + 4) return make_error(errc::corrupted);
-      std::size_t streams = 0;
-      for (auto& l : len) streams += (l = detail::get_le<std::uint32_t>(q));
-      std::vector<float> block_step(nb);
-      for (auto& st : block_step)
-        if (st = detail::get_le<float>(q); !(st > 0) || !std::isfinite(st)) return make_error(errc::corrupted);
-      if (streams > std::size_t(end - q) - 4) return make_error(errc::corrupted);
-      const std::byte* esc = q + streams;
-      const std::uint32_t n_esc = detail::get_le<std::uint32_t>(esc);
-      if (std::size_t(end - esc) != std::size_t(n_esc) * 4) return make_error(errc::corrupted);
-      const bool lossless = p_->options().lossless;
-      const std::size_t C = p_->channels(), T = g_.page_tokens, G = p_->options().group_tokens;
-      const std::size_t per_block = T * C * (lossless ? 2 : 1);
-      std::vector<std::uint8_t> sym(per_block), sel(per_block);
-      std::vector<float> anchor(C);
-      std::vector<std::uint16_t> anchor_bits(C);
-      std::uint32_t used_esc = 0;
-      const dtype t = g_.shape.element_type();
-      for (std::size_t b = 0; b < nb; ++b) {
-        for (std::size_t tok = 0, i = 0; tok < T; ++tok)  // the selectors are known from position alone
-          for (std::size_t c = 0; c < C; ++c) {
-            const bool a = tok % G == 0;
-            if (lossless) {
-              const std::uint8_t base = std::uint8_t(2 * cachegen_profile::classes + (a ? 0 : 2));
-              sel[i++] = base;
-              sel[i++] = std::uint8_t(base + 1);
-            } else {
-              sel[i++] = std::uint8_t((a ? 0 : cachegen_profile::classes) + p_->channel_class(b, c));
-            }
-          }
-        const detail::rans_table* tb = p_->tables(b);
-        const detail::rans_table* ptrs[cachegen_profile::tables_per_block];
-        for (std::size_t k = 0; k < cachegen_profile::tables_per_block; ++k) ptrs[k] = tb + k;
-        if (!detail::rans_decode(std::span<const std::byte>(q, len[b]), sel, ptrs, sym)) return make_error(errc::corrupted);
-        q += len[b];
-        std::byte* page = out.data() + b * T * C * g_.shape.element_bytes();
-        if (lossless) {
-          for (std::size_t tok = 0, i = 0; tok < T; ++tok)
-            for (std::size_t c = 0; c < C; ++c, i += 2) {
-              const std::uint16_t z = std::uint16_t((std::uint16_t(sym[i]) << 8) | sym[i + 1]);
-              std::uint16_t v;
-              if (tok % G == 0) {
-                v = anchor_bits[c] = z;
-              } else {
-                const std::uint16_t d = std::uint16_t((z >> 1) ^ std::uint16_t(-std::int16_t(z & 1)));
-                v = std::uint16_t(anchor_bits[c] + d);
-              }
-              std::memcpy(page + 2 * (tok * C + c), &v, 2);
-            }
-          continue;
-        }
-        const float step = block_step[b], astep = float(step * p_->options().anchor_fraction);
-        for (std::size_t tok = 0, i = 0; tok < T; ++tok)
-          for (std::size_t c = 0; c < C; ++c, ++i) {
-            std::int32_t v;
-            if (sym[i] == detail::cachegen_escape) {
-              if (used_esc == n_esc) return make_error(errc::corrupted);
-              const std::byte* e = esc + 4 * used_esc++;
-              v = detail::get_le<std::int32_t>(e);
-            } else {
-              v = detail::unzigzag(sym[i]);
-            }
-            float x;
-            if (tok % G == 0) x = anchor[c] = float(v) * astep;
-            else x = anchor[c] + float(v) * step;
-            detail::store_element(page, t, tok * C + c, x);
-          }
+      const std::size_t nb = p_->blocks();
+      if (std::size_t(end - q) < detail::cachegen_entry_bytes * nb) return make_error(errc::corrupted);
+      std::vector<detail::cachegen_block_entry> dir(nb);
+      std::size_t body = 0;
+      for (auto& e : dir) {
+        e.stream_bytes = detail::get_le<std::uint32_t>(q);
+        e.escapes = detail::get_le<std::uint32_t>(q);
+        e.step = detail::get_le<float>(q);
+        if (!(e.step > 0) || !std::isfinite(e.step)) return make_error(errc::corrupted);
+        body += std::size_t(e.stream_bytes) + 4 * std::size_t(e.escapes);
       }
-      if (used_esc != n_esc) return make_error(errc::corrupted);
+      if (body != std::size_t(end - q)) return make_error(errc::corrupted);
+      std::vector<float> anchor(p_->channels());
+      const std::size_t block_bytes = g_.page_tokens * p_->channels() * g_.shape.element_bytes();
+      for (std::size_t b = 0; b < nb; ++b) {
+        if (!detail::cachegen_decode_block(*p_, b, q, dir[b], q + dir[b].stream_bytes, g_.page_tokens,
+                                           g_.shape.element_type(), out.data() + b * block_bytes, anchor))
+          return make_error(errc::corrupted);
+        q += dir[b].stream_bytes + 4 * std::size_t(dir[b].escapes);
+      }
       return out.size();
     } catch (...) {
       return make_error(errc::capacity_exhausted);
@@ -366,30 +402,29 @@ class cachegen_codec {
     std::byte* o = out.data();
     std::byte* const end = out.data() + out.size();
     detail::put_le<std::uint64_t>(o, tag());
-    std::byte* lengths = o;
-    o += 4 * p_->blocks();
-    std::byte* steps = o;
-    o += 4 * p_->blocks();
+    std::byte* dir = o;
+    if (std::size_t(end - o) < detail::cachegen_entry_bytes * p_->blocks()) return 0;
+    o += detail::cachegen_entry_bytes * p_->blocks();
     detail::cachegen_block_symbols sym;
     const std::size_t per_block = g_.page_tokens * p_->channels();
     const dtype t = g_.shape.element_type();
     for (std::size_t b = 0; b < p_->blocks(); ++b) {
       const float step = p_->options().lossless ? 1.f : detail::cachegen_block_step(*p_, b, in.data(), t, b * per_block, per_block);
-      detail::put_le<float>(steps, step);
+      sym.escapes.clear();
       detail::cachegen_symbols(*p_, b, in.data(), t, b * per_block, g_.page_tokens, step, sym);
-      const std::size_t reserve = 4 + 4 * sym.escapes.size();
+      const std::size_t reserve = 4 * sym.escapes.size();
       if (std::size_t(end - o) <= reserve) return 0;
-      const detail::rans_table* t = p_->tables(b);
+      const detail::rans_table* tb = p_->tables(b);
       const detail::rans_table* ptrs[cachegen_profile::tables_per_block];
-      for (std::size_t k = 0; k < cachegen_profile::tables_per_block; ++k) ptrs[k] = t + k;
+      for (std::size_t k = 0; k < cachegen_profile::tables_per_block; ++k) ptrs[k] = tb + k;
       const std::size_t n = detail::rans_encode(sym.symbols, sym.sel, ptrs, std::span<std::byte>(o, std::size_t(end - o) - reserve));
       if (n == 0) return 0;
-      detail::put_le<std::uint32_t>(lengths, std::uint32_t(n));
       o += n;
+      for (std::int32_t e : sym.escapes) detail::put_le<std::int32_t>(o, e);
+      detail::put_le<std::uint32_t>(dir, std::uint32_t(n));
+      detail::put_le<std::uint32_t>(dir, std::uint32_t(sym.escapes.size()));
+      detail::put_le<float>(dir, step);
     }
-    if (std::size_t(end - o) < 4 + 4 * sym.escapes.size()) return 0;
-    detail::put_le<std::uint32_t>(o, std::uint32_t(sym.escapes.size()));
-    for (std::int32_t e : sym.escapes) detail::put_le<std::int32_t>(o, e);
     return std::size_t(o - out.data());
   }
 
