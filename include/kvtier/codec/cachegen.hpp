@@ -63,7 +63,7 @@ class cachegen_profile {
   std::uint64_t fingerprint() const noexcept { return fingerprint_; }
   // The step of a block relative to the page block's RMS: target error × sqrt(12) × layer factor.
   float relative_step(std::size_t block) const noexcept { return step_[block]; }
-  std::uint8_t channel_class(std::size_t block, std::size_t c) const noexcept { return class_[block * channels_ + c]; }
+  const std::uint8_t& channel_class(std::size_t block, std::size_t c) const noexcept { return class_[block * channels_ + c]; }
   const detail::rans_table* tables(std::size_t block) const noexcept { return &tables_[block * tables_per_block]; }
   std::size_t channels() const noexcept { return channels_; }
   std::size_t blocks() const noexcept { return shape_.layers() * shape_.kv_planes(); }
@@ -295,24 +295,30 @@ inline bool cachegen_decode_block(const cachegen_profile& p, std::size_t block, 
   } else {
     const float step = e.step, astep = float(step * p.options().anchor_fraction);
     std::uint32_t used = 0;
-    for (std::size_t tok = 0; tok < tokens; ++tok) {
-      const bool is_anchor = tok % G == 0;
-      const rans_table* set = tb + (is_anchor ? 0 : cachegen_profile::classes);
-      for (std::size_t c = 0; c < C; ++c) {
-        const int s = next(set[p.channel_class(block, c)]);
-        if (s < 0) return false;
-        std::int32_t v;
-        if (s == cachegen_escape) {
-          if (used == e.escapes) return false;
-          const std::byte* ep = escapes + 4 * used++;
-          v = get_le<std::int32_t>(ep);
-        } else {
-          v = unzigzag(std::uint32_t(s));
+    bool ok = true;
+    with_dtype(t, [&](auto tc) {
+      constexpr dtype T = decltype(tc)::value;
+      for (std::size_t tok = 0; tok < tokens && ok; ++tok) {
+        const bool is_anchor = tok % G == 0;
+        const rans_table* set = tb + (is_anchor ? 0 : cachegen_profile::classes);
+        const std::uint8_t* cls = &p.channel_class(block, 0);
+        for (std::size_t c = 0; c < C; ++c) {
+          const int s = next(set[cls[c]]);
+          if (s < 0) { ok = false; return; }
+          std::int32_t v;
+          if (s == cachegen_escape) {
+            if (used == e.escapes) { ok = false; return; }
+            const std::byte* ep = escapes + 4 * used++;
+            v = get_le<std::int32_t>(ep);
+          } else {
+            v = unzigzag(std::uint32_t(s));
+          }
+          const float xv = is_anchor ? (anchor[c] = float(v) * astep) : anchor[c] + float(v) * step;
+          store_typed<T>(out, tok * C + c, xv);
         }
-        const float xv = is_anchor ? (anchor[c] = float(v) * astep) : anchor[c] + float(v) * step;
-        store_element(out, t, tok * C + c, xv);
       }
-    }
+    });
+    if (!ok) return false;
     if (used != e.escapes) return false;
   }
   return q == end && x[0] == rans_low && x[1] == rans_low;

@@ -5,6 +5,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 
 #include "kvtier/core/config.hpp"
 #include "kvtier/core/error.hpp"
@@ -108,6 +109,29 @@ inline void store_element(std::byte* p, dtype t, std::size_t i, float v) noexcep
 // A tag of everything that changes the encoded layout: a page is never decoded under another.
 inline std::uint64_t geometry_tag(const kv_page_geometry& g, std::uint32_t codec_id) noexcept {
   return g.shape.fingerprint() ^ (std::uint64_t(g.page_tokens) << 40) ^ (std::uint64_t(codec_id) << 20);
+}
+
+// Calls f(std::integral_constant<dtype, T>{}) for the page's element type, so inner loops are
+// compiled once per type instead of switching per element.
+template <dtype T>
+inline float load_typed(const std::byte* p, std::size_t i) noexcept {
+  if constexpr (T == dtype::bf16) { std::uint16_t b; std::memcpy(&b, p + 2 * i, 2); return bf16_bits_to_float(b); }
+  else if constexpr (T == dtype::fp16) { std::uint16_t b; std::memcpy(&b, p + 2 * i, 2); return fp16_bits_to_float(b); }
+  else { float f; std::memcpy(&f, p + 4 * i, 4); return f; }
+}
+template <dtype T>
+inline void store_typed(std::byte* p, std::size_t i, float v) noexcept {
+  if constexpr (T == dtype::bf16) { const std::uint16_t b = float_to_bf16_bits(v); std::memcpy(p + 2 * i, &b, 2); }
+  else if constexpr (T == dtype::fp16) { const std::uint16_t b = float_to_fp16_bits(v); std::memcpy(p + 2 * i, &b, 2); }
+  else std::memcpy(p + 4 * i, &v, 4);
+}
+template <class F>
+inline decltype(auto) with_dtype(dtype t, F&& f) {
+  switch (t) {
+    case dtype::fp16: return f(std::integral_constant<dtype, dtype::fp16>{});
+    case dtype::fp32: return f(std::integral_constant<dtype, dtype::fp32>{});
+    default: return f(std::integral_constant<dtype, dtype::bf16>{});
+  }
 }
 
 // Little-endian scalar I/O into encoded byte streams.

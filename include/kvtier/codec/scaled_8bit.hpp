@@ -9,6 +9,7 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <span>
 
 #include "kvtier/codec/concepts.hpp"
@@ -23,8 +24,7 @@ struct int8_format {
   static constexpr std::uint32_t id = 2;
   static constexpr float max_code = 127.f;
   static std::uint8_t encode(float v) noexcept {
-    const float r = std::nearbyint(std::clamp(v, -127.f, 127.f));
-    return std::uint8_t(std::int8_t(r));
+    return std::uint8_t(std::int8_t(std::lrint(std::clamp(v, -127.f, 127.f))));  // nearest, ties to even
   }
   static float decode(std::uint8_t c) noexcept { return float(std::int8_t(c)); }
 };
@@ -39,29 +39,35 @@ struct fp8_e4m3_format {
                              : (1.f + float(m) / 8.f) * float(e >= 7 ? (1u << (e - 7)) : 1.f / float(1u << (7 - e)));
     return (c & 0x80) ? -mag : mag;
   }
-  static const std::array<float, 127>& positives() noexcept {
-    static const std::array<float, 127> t = [] {
-      std::array<float, 127> a{};
-      for (int c = 0; c < 127; ++c) a[std::size_t(c)] = value_of(std::uint8_t(c));
-      return a;
-    }();
-    return t;
-  }
-  // Nearest representable value, ties to the even code.
+  // Nearest representable value, ties to the even code (bit arithmetic on the float; saturates at 448).
   static std::uint8_t encode(float v) noexcept {
-    const std::uint8_t sign = v < 0 ? 0x80 : 0;
-    const float a = std::min(std::fabs(v), max_code);
-    const auto& t = positives();
-    const auto it = std::lower_bound(t.begin(), t.end(), a);
-    std::size_t c = std::size_t(it - t.begin());
-    if (c == t.size()) c = t.size() - 1;
-    if (c > 0) {
-      const float up = t[c] - a, down = a - t[c - 1];
-      if (down < up || (down == up && ((c - 1) & 1) == 0)) --c;
+    std::uint32_t u;
+    std::memcpy(&u, &v, 4);
+    const std::uint8_t sign = std::uint8_t((u >> 24) & 0x80);
+    u &= 0x7fffffffu;
+    if (u > 0x7f800000u) return std::uint8_t(sign | 0x7e);  // NaN saturates like overflow
+    if (u >= 0x43e00000u) return std::uint8_t(sign | 0x7e);  // ≥ 448
+    const int e = int(u >> 23) - 127;  // unbiased exponent
+    if (e < -6) {  // subnormal e4m3: multiples of 2^-9
+      float a;
+      std::memcpy(&a, &u, 4);
+      const float q = std::nearbyint(a * 512.f);  // round half to even
+      return std::uint8_t(sign | std::uint8_t(q));  // q = 8 rolls over into the smallest normal
     }
-    return std::uint8_t(sign | c);
+    // normal: keep 3 mantissa bits, round to nearest even on the 20 dropped bits
+    std::uint32_t r = u + 0x7ffffu + ((u >> 20) & 1u);
+    const int er = int(r >> 23) - 127;
+    if (er > 8 || (er == 8 && ((r >> 20) & 7u) > 6)) return std::uint8_t(sign | 0x7e);
+    return std::uint8_t(sign | std::uint8_t(((er + 7) << 3) | ((r >> 20) & 7u)));
   }
-  static float decode(std::uint8_t c) noexcept { return value_of(c); }
+  static float decode(std::uint8_t c) noexcept {
+    static const std::array<float, 256> table = [] {
+      std::array<float, 256> t{};
+      for (int i = 0; i < 256; ++i) t[std::size_t(i)] = value_of(std::uint8_t(i));
+      return t;
+    }();
+    return table[c];
+  }
 };
 
 }  // namespace detail
@@ -87,19 +93,22 @@ class scaled_8bit_codec {
     if (!configured_ || in.size() != g_.page_bytes()) return make_error(errc::invalid_argument);
     const std::size_t need = max_encoded_bytes(in.size());
     if (out.size() < need) return make_error(errc::invalid_argument);
-    const dtype t = g_.shape.element_type();
     const std::size_t dim = g_.shape.head_dim();
     std::byte* o = out.data();
     detail::put_le<std::uint64_t>(o, detail::geometry_tag(g_, id));
-    for (std::size_t v = 0; v < vectors(); ++v) {
-      float amax = 0.f;
-      for (std::size_t d = 0; d < dim; ++d) amax = std::max(amax, std::fabs(detail::load_element(in.data(), t, v * dim + d)));
-      const float scale = amax > 0.f && std::isfinite(amax) ? amax / Format::max_code : 1.f;
-      const float inv = 1.f / scale;
-      detail::put_le<float>(o, scale);
-      for (std::size_t d = 0; d < dim; ++d)
-        *o++ = std::byte(Format::encode(detail::load_element(in.data(), t, v * dim + d) * inv));
-    }
+    detail::with_dtype(g_.shape.element_type(), [&](auto t) {
+      constexpr dtype T = decltype(t)::value;
+      for (std::size_t v = 0; v < vectors(); ++v) {
+        const std::byte* src = in.data() + v * dim * size_of(T);
+        float amax = 0.f;
+        for (std::size_t d = 0; d < dim; ++d) amax = std::max(amax, std::fabs(detail::load_typed<T>(src, d)));
+        const float scale = amax > 0.f && std::isfinite(amax) ? amax / Format::max_code : 1.f;
+        const float inv = 1.f / scale;
+        detail::put_le<float>(o, scale);
+        for (std::size_t d = 0; d < dim; ++d) o[d] = std::byte(Format::encode(detail::load_typed<T>(src, d) * inv));
+        o += dim;
+      }
+    });
     return std::size_t(o - out.data());
   }
 
@@ -108,15 +117,18 @@ class scaled_8bit_codec {
     if (in.size() != max_encoded_bytes(out.size())) return make_error(errc::corrupted);
     const std::byte* p = in.data();
     if (detail::get_le<std::uint64_t>(p) != detail::geometry_tag(g_, id)) return make_error(errc::corrupted);
-    const dtype t = g_.shape.element_type();
     const std::size_t dim = g_.shape.head_dim();
-    for (std::size_t v = 0; v < vectors(); ++v) {
-      const float scale = detail::get_le<float>(p);
-      if (!std::isfinite(scale)) return make_error(errc::corrupted);
-      for (std::size_t d = 0; d < dim; ++d)
-        detail::store_element(out.data(), t, v * dim + d, Format::decode(std::uint8_t(*p++)) * scale);
-    }
-    return out.size();
+    return detail::with_dtype(g_.shape.element_type(), [&](auto t) -> result<std::size_t> {
+      constexpr dtype T = decltype(t)::value;
+      for (std::size_t v = 0; v < vectors(); ++v) {
+        const float scale = detail::get_le<float>(p);
+        if (!std::isfinite(scale)) return make_error(errc::corrupted);
+        std::byte* dst = out.data() + v * dim * size_of(T);
+        for (std::size_t d = 0; d < dim; ++d) detail::store_typed<T>(dst, d, Format::decode(std::uint8_t(p[d])) * scale);
+        p += dim;
+      }
+      return out.size();
+    });
   }
 
  private:
