@@ -1,7 +1,8 @@
 #pragma once
 // layer_first: the engine's GPU layout, physical order (layer, kv, token, head, dim) row-major.
 // Each (layer, kv) plane of `tokens` rows is contiguous, so an engine that allocates one tensor per
-// layer (or per layer and kv) is the same layout split over a plane table (see plane_table.hpp).
+// layer (or per layer and kv) is the same layout split over a plane table (transfer::plane_table,
+// in transfer/views.hpp).
 #include <cstddef>
 
 #include "kvtier/core/config.hpp"

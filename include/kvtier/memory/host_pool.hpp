@@ -1,10 +1,8 @@
 #pragma once
 // host_pool: page-first slots in plain aligned host memory. Serves CPU-only builds and tests; the
 // GPU cannot reach it (use pinned_host_pool, in pinned_host_pool.cuh, for that).
-#include <cassert>
 #include <cstddef>
 #include <new>
-#include <span>
 #include <utility>
 
 #include "kvtier/core/error.hpp"
@@ -12,6 +10,7 @@
 #include "kvtier/core/page_size.hpp"
 #include "kvtier/core/tier.hpp"
 #include "kvtier/memory/concepts.hpp"
+#include "kvtier/memory/host_slot_access.hpp"
 #include "kvtier/memory/pool_core.hpp"
 #include "kvtier/memory/properties.hpp"
 #include "kvtier/memory/slot_geometry.hpp"
@@ -23,7 +22,7 @@ struct host_pool_options {
   std::size_t slot_alignment = 1; // of every slot's start; 1 packs slots into an exact page_first array
 };
 
-class host_pool : public detail::pool_core<host_tier> {
+class host_pool : public detail::pool_core<host_tier>, public detail::host_slot_access<host_pool, host_tier> {
  public:
   using kvtier_pool = pool_tag;
   using memory_properties = properties_list<host_accessible>;
@@ -52,24 +51,9 @@ class host_pool : public detail::pool_core<host_tier> {
   host_pool& operator=(const host_pool&) = delete;
   ~host_pool() { release(); }
 
-  // Addresses. The pool is a handle to its memory: const members hand out writable pointers; const
-  // guards the allocator state. Precondition: contains(s) (checked by assert in debug builds).
+  // Slot 0 of the pool's memory; host_address, host_span, host_plane and host_region come from
+  // detail::host_slot_access.
   std::byte* host_data() const noexcept { return data_; }
-  std::byte* host_address(slot_type s) const noexcept {
-    assert(contains(s));
-    return data_ + std::size_t(s.value()) * slot_stride();
-  }
-  // The page held in slot s: (layer, kv, token, head, dim), slot_bytes() long.
-  std::span<std::byte> host_span(slot_type s) const noexcept { return {host_address(s), slot_bytes()}; }
-  // Plane (layer, kv) of the page in slot s: (token, head, dim), plane_bytes() long.
-  std::byte* host_plane(slot_type s, std::size_t layer, std::size_t kv) const noexcept {
-    assert(layer < geometry().layers() && kv < geometry().kv_planes());
-    return host_address(s) + geometry().plane_offset(layer, kv);
-  }
-  // The whole pool as a page_first array, for CPU copy paths.
-  slot_region<host_accessible> host_region() const noexcept {
-    return detail::make_region<host_accessible>(data_, geometry(), capacity());
-  }
   std::size_t alignment() const noexcept { return align_; }
 
  private:

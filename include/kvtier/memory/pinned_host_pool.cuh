@@ -20,6 +20,7 @@
 #include "kvtier/memory/concepts.hpp"
 #include "kvtier/memory/cuda_support.cuh"
 #include "kvtier/memory/host_mapping.hpp"
+#include "kvtier/memory/host_slot_access.hpp"
 #include "kvtier/memory/pool_core.hpp"
 #include "kvtier/memory/properties.hpp"
 #include "kvtier/memory/slot_geometry.hpp"
@@ -47,7 +48,8 @@ struct pinned_host_pool_options {
   std::size_t slot_alignment = 1;  // of every slot's start; 1 packs slots into an exact page_first array
 };
 
-class pinned_host_pool : public detail::pool_core<host_tier> {
+class pinned_host_pool : public detail::pool_core<host_tier>,
+                         public detail::host_slot_access<pinned_host_pool, host_tier> {
  public:
   using kvtier_pool = pool_tag;
   using memory_properties = properties_list<host_accessible, device_accessible, page_locked>;
@@ -102,23 +104,10 @@ class pinned_host_pool : public detail::pool_core<host_tier> {
   pinned_host_pool& operator=(const pinned_host_pool&) = delete;
   ~pinned_host_pool() { release(); }
 
-  // Host side. The pool is a handle to its memory: const members hand out writable pointers.
-  // Precondition of the slot functions: contains(s) (assert in debug builds).
+  // Host side: slot 0 of the pinned memory; host_address, host_span, host_plane and host_region
+  // come from detail::host_slot_access. The pool is a handle to its memory: const members hand out
+  // writable pointers. Precondition of the slot functions: contains(s) (assert in debug builds).
   std::byte* host_data() const noexcept { return host_; }
-  std::byte* host_address(slot_type s) const noexcept {
-    assert(contains(s));
-    return host_ + std::size_t(s.value()) * slot_stride();
-  }
-  // The page in slot s: (layer, kv, token, head, dim), slot_bytes() long.
-  std::span<std::byte> host_span(slot_type s) const noexcept { return {host_address(s), slot_bytes()}; }
-  // Plane (layer, kv) of the page in slot s: (token, head, dim).
-  std::byte* host_plane(slot_type s, std::size_t layer, std::size_t kv) const noexcept {
-    assert(layer < geometry().layers() && kv < geometry().kv_planes());
-    return host_address(s) + geometry().plane_offset(layer, kv);
-  }
-  slot_region<host_accessible> host_region() const noexcept {
-    return detail::make_region<host_accessible>(host_, geometry(), capacity());
-  }
 
   // Device side: the same bytes, as kernels address them (cudaHostGetDevicePointer).
   std::byte* device_data() const noexcept { return device_; }

@@ -41,7 +41,7 @@ struct layer_range {
 template <layout::kv_layout_mapping Mapping>
 struct kv_buffer {
   using mapping_type = Mapping;
-  std::byte* data = nullptr;
+  std::byte* data = nullptr;  // (layer, kv, token, head, dim), physical order as Mapping lays it out
   Mapping map{};
   std::size_t element_bytes = 0;
 
@@ -68,8 +68,8 @@ struct kv_buffer {
 //  - one tensor per layer and kv (SGLang's k_buffer / v_buffer): ptrs[layer * kv + k].
 // `ptrs` must be readable where the copy runs (host for the CPU path, device for kernels).
 struct plane_table {
-  std::byte* base = nullptr;
-  std::byte* const* ptrs = nullptr;
+  std::byte* base = nullptr;         // (layer, kv, token, head, dim) when ptrs is null
+  std::byte* const* ptrs = nullptr;  // (layer) -> (kv, token, head, dim), or (layer, kv) -> (token, head, dim)
   std::size_t ptrs_per_layer = 0;  // 0: no table (base is used); 1: per layer; kv planes: per (layer, kv)
   std::size_t layer_stride = 0;    // bytes between layers when ptrs is null
   std::size_t kv_stride = 0;       // bytes between the K and V planes inside one layer (ptrs_per_layer <= 1)
@@ -84,7 +84,7 @@ struct plane_table {
 // A layer-first buffer (layer, kv, token, head, dim) split over a plane table.
 struct layer_first_buffer {
   using mapping_type = layout::layer_first::mapping;
-  plane_table planes{};
+  plane_table planes{};  // (layer, kv) -> plane (token, head, dim)
   mapping_type map{};
   std::size_t element_bytes = 0;
 

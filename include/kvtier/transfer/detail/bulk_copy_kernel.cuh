@@ -67,8 +67,8 @@ __global__ void __launch_bounds__(Warps * 32, 1)
     const std::uint32_t pair = p.pairs_div.divmod(lp, layer_rel);
     const page_pair pg = p.pairs[pair];
     const std::uint32_t l = p.first_layer + layer_rel;
-    s = p.src.page_row(l, k, pg.src, p.page_tokens, 0, h);
-    d = p.dst.page_row(l, k, pg.dst, p.page_tokens, 0, h);
+    s = p.src.page_row(l, k, pg.src, p.page_tokens, 0, h);  // (token, head, dim) of src's page, plane (l, k)
+    d = p.dst.page_row(l, k, pg.dst, p.page_tokens, 0, h);  // (token, head, dim) of dst's page, plane (l, k)
   };
   // Visits the runs of fill f: fn(src, dst, offset in stage, bytes).
   auto for_each_piece = [&](std::uint32_t f, auto&& fn) {

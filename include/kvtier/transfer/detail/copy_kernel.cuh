@@ -15,8 +15,8 @@ namespace kvtier::transfer::detail {
 
 template <class Src, class Dst>
 struct copy_params {
-  Src src;                       // source view, device-readable
-  Dst dst;                       // destination view, device-writable
+  Src src;                       // (layer, kv, token, head, dim): source view, device-readable
+  Dst dst;                       // (layer, kv, token, head, dim): destination view, device-writable
   const page_pair* pairs;        // device-readable pairs
   std::uint32_t first_layer;     // first layer of this launch
   std::uint32_t page_tokens;     // P
@@ -62,8 +62,9 @@ __global__ void __launch_bounds__(Threads, 1) copy_pages_kernel(const __grid_con
     const std::uint32_t pair = p.pairs_div.divmod(lp, layer_rel);
     const page_pair pg = p.pairs[pair];
     const std::uint32_t l = p.first_layer + layer_rel;
-    const std::byte* s = p.src.page_row(l, k, pg.src, p.page_tokens, 0, h);
-    std::byte* d = p.dst.page_row(l, k, pg.dst, p.page_tokens, 0, h);
+    // The tile's first run on each side: (token 0, head h) of page pg of plane (l, k).
+    const std::byte* s = p.src.page_row(l, k, pg.src, p.page_tokens, 0, h);  // (token, head, dim) of src's page
+    std::byte* d = p.dst.page_row(l, k, pg.dst, p.page_tokens, 0, h);        // (token, head, dim) of dst's page
     const std::uint32_t first = slice * slice_vecs + lane;
 
     Vec r[VectorsPerLane];
