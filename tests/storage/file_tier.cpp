@@ -1,10 +1,12 @@
 #include <boost/test/unit_test.hpp>
 
 #include <filesystem>
+#include <thread>
 #include <vector>
 
 #include "kvtier/storage/file_tier.hpp"
-#include "storage/support.hpp"
+#include "kvtier/testing/test_pages.hpp"
+#include "kvtier/testing/temp_dir.hpp"
 
 using namespace kvtier;
 using namespace std::chrono_literals;
@@ -21,8 +23,8 @@ file_tier_config config(const std::filesystem::path& dir, std::size_t capacity, 
 
 template <class Tier>
 void put_pages(Tier& t, std::uint64_t ns, std::size_t first, std::size_t n, std::uint64_t version = 0) {
-  test::page_buffer buf(n, page);
-  auto w = test::page_writes(buf, ns, first, n, version);
+  testing::page_buffer buf(n, page);
+  auto w = testing::page_writes(buf, ns, first, n, version);
   storage_batch b;
   BOOST_REQUIRE(t.put(w, b).has_value());
   BOOST_REQUIRE(t.wait(b, 10s).has_value());
@@ -31,12 +33,12 @@ void put_pages(Tier& t, std::uint64_t ns, std::size_t first, std::size_t n, std:
 
 // Reads pages [first, first+n) into aligned (or, with offset 8, unaligned) buffers.
 template <class Tier>
-test::ledger get_pages(Tier& t, std::uint64_t ns, std::size_t first, std::size_t n,
+testing::ledger get_pages(Tier& t, std::uint64_t ns, std::size_t first, std::size_t n,
                        std::initializer_list<std::uint64_t> versions = {0}, std::size_t misalign = 0) {
-  test::page_buffer buf(n + 1, page);
+  testing::page_buffer buf(n + 1, page);
   std::vector<page_read> r;
   for (std::size_t i = 0; i < n; ++i)
-    r.push_back({test::address_of(ns, first + i), test::tokens_of(ns, first + i), buf[i].subspan(misalign).first(page - misalign)});
+    r.push_back({testing::address_of(ns, first + i), testing::tokens_of(ns, first + i), buf[i].subspan(misalign).first(page - misalign)});
   std::vector<std::vector<std::byte>> unaligned;
   if (misalign != 0)  // unaligned destinations of the full page size
     for (std::size_t i = 0; i < n; ++i) {
@@ -46,7 +48,7 @@ test::ledger get_pages(Tier& t, std::uint64_t ns, std::size_t first, std::size_t
   storage_batch b;
   BOOST_REQUIRE(t.get(r, b).has_value());
   BOOST_REQUIRE(t.wait(b, 10s).has_value());
-  test::ledger l;
+  testing::ledger l;
   for (std::size_t i = 0; i < n; ++i) l.check(b[i], r[i].payload, ns, first + i, versions);
   return l;
 }
@@ -71,7 +73,7 @@ struct xor_codec {
 BOOST_AUTO_TEST_CASE(round_trip_on_each_io_path) {
   struct variant { bool uring, direct; };
   for (const variant v : {variant{true, true}, variant{true, false}, variant{false, true}, variant{false, false}}) {
-    test::temp_dir dir;
+    testing::temp_dir dir;
     auto c = config(dir.path, 64);
     c.use_uring = v.uring;
     c.use_direct = v.direct;
@@ -93,10 +95,10 @@ BOOST_AUTO_TEST_CASE(round_trip_on_each_io_path) {
 }
 
 BOOST_AUTO_TEST_CASE(contains_erase_and_misses) {
-  test::temp_dir dir;
+  testing::temp_dir dir;
   file_tier<> t(config(dir.path, 32));
   put_pages(t, 1, 0, 4);
-  std::vector<page_address> a{test::address_of(1, 0), test::address_of(1, 1), test::address_of(1, 7), test::address_of(2, 0)};
+  std::vector<page_address> a{testing::address_of(1, 0), testing::address_of(1, 1), testing::address_of(1, 7), testing::address_of(2, 0)};
   storage_batch b;
   BOOST_REQUIRE(t.contains(a, b).has_value());
   BOOST_TEST((b[0].code == errc::ok));
@@ -112,7 +114,7 @@ BOOST_AUTO_TEST_CASE(contains_erase_and_misses) {
   BOOST_TEST(l.wrong == 0u);
   // Wrong-size requests are refused, not truncated.
   std::vector<std::byte> small(page - 4096);
-  std::vector<page_write> w{{test::address_of(1, 9), 0, small}};
+  std::vector<page_write> w{{testing::address_of(1, 9), 0, small}};
   BOOST_REQUIRE(t.put(w, b).has_value());
   BOOST_REQUIRE(t.wait(b, 5s).has_value());
   BOOST_TEST((b[0].code == errc::invalid_argument));
@@ -124,14 +126,14 @@ BOOST_AUTO_TEST_CASE(contains_erase_and_misses) {
 }
 
 BOOST_AUTO_TEST_CASE(lru_eviction_when_full) {
-  test::temp_dir dir;
+  testing::temp_dir dir;
   file_tier<> t(config(dir.path, 8));
   put_pages(t, 1, 0, 8);
   auto hot = get_pages(t, 1, 0, 2);  // pages 0 and 1 become the most recently used
   BOOST_TEST(hot.served == 2u);
   put_pages(t, 1, 8, 4);             // evicts 2, 3, 4, 5
   std::vector<page_address> a;
-  for (std::size_t i = 0; i < 12; ++i) a.push_back(test::address_of(1, i));
+  for (std::size_t i = 0; i < 12; ++i) a.push_back(testing::address_of(1, i));
   storage_batch b;
   BOOST_REQUIRE(t.contains(a, b).has_value());
   for (std::size_t i : {0, 1, 6, 7, 8, 9, 10, 11}) BOOST_TEST((b[i].code == errc::ok), "page " << i);
@@ -144,12 +146,12 @@ BOOST_AUTO_TEST_CASE(lru_eviction_when_full) {
 }
 
 BOOST_AUTO_TEST_CASE(restart_finds_the_pages) {
-  test::temp_dir dir;
+  testing::temp_dir dir;
   {
     file_tier<> t(config(dir.path, 48, 4));
     put_pages(t, 1, 0, 30);
     put_pages(t, 1, 0, 5, /*version=*/1);  // newer copies of pages 0..4
-    std::vector<page_address> gone{test::address_of(1, 29)};
+    std::vector<page_address> gone{testing::address_of(1, 29)};
     storage_batch b;
     BOOST_REQUIRE(t.erase(gone, b).has_value());
     BOOST_REQUIRE(t.wait(b, 5s).has_value());
@@ -169,7 +171,7 @@ BOOST_AUTO_TEST_CASE(restart_finds_the_pages) {
 }
 
 BOOST_AUTO_TEST_CASE(codec_other_than_identity) {
-  test::temp_dir dir;
+  testing::temp_dir dir;
   {
     file_tier<xor_codec> t(config(dir.path, 16));
     put_pages(t, 3, 0, 10);
@@ -187,7 +189,7 @@ BOOST_AUTO_TEST_CASE(codec_other_than_identity) {
 }
 
 BOOST_AUTO_TEST_CASE(bad_configuration_throws) {
-  test::temp_dir dir;
+  testing::temp_dir dir;
   auto c = config(dir.path, 16);
   c.page_bytes = 0;
   BOOST_CHECK_THROW(file_tier<>{c}, config_error);
@@ -202,7 +204,7 @@ BOOST_AUTO_TEST_CASE(bad_configuration_throws) {
 }
 
 BOOST_AUTO_TEST_CASE(readme_taste) {
-  test::temp_dir dir;
+  testing::temp_dir dir;
   // clang-format off
   file_tier<> disk({.directory = dir.path, .shape = shapes::llama3_8b(), .page_bytes = 2 << 20, .capacity_pages = 64});
   std::vector<std::byte> page(disk.page_bytes(), std::byte{42}), back(disk.page_bytes());
@@ -225,12 +227,12 @@ BOOST_AUTO_TEST_CASE(readme_taste) {
 BOOST_AUTO_TEST_CASE(poll_alone_completes_batches) {
   // A caller that never waits (an event loop) still sees every request complete.
   for (const bool uring : {true, false}) {
-    test::temp_dir dir;
+    testing::temp_dir dir;
     auto c = config(dir.path, 32, 4);
     c.use_uring = uring;
     file_tier<> t(c);
-    test::page_buffer buf(16, page);
-    auto w = test::page_writes(buf, 4, 0, 16);
+    testing::page_buffer buf(16, page);
+    auto w = testing::page_writes(buf, 4, 0, 16);
     storage_batch b;
     BOOST_REQUIRE(t.put(w, b).has_value());
     for (int i = 0; i < 100'000 && !b.done(); ++i) {  // bounded: at most ~10 s
@@ -238,14 +240,14 @@ BOOST_AUTO_TEST_CASE(poll_alone_completes_batches) {
       std::this_thread::sleep_for(std::chrono::microseconds(100));
     }
     BOOST_TEST(b.all_ok());
-    auto r = test::page_reads(buf, 4, 0, 16);
+    auto r = testing::page_reads(buf, 4, 0, 16);
     std::memset(buf.raw.get(), 0, 16 * page);
     BOOST_REQUIRE(t.get(r, b).has_value());
     for (int i = 0; i < 100'000 && !b.done(); ++i) {
       t.poll();
       std::this_thread::sleep_for(std::chrono::microseconds(100));
     }
-    test::ledger l;
+    testing::ledger l;
     for (std::size_t i = 0; i < 16; ++i) l.check(b[i], buf[i], 4, i);
     BOOST_TEST(l.served == 16u);
     BOOST_TEST(l.wrong == 0u);

@@ -16,7 +16,8 @@
 #include <vector>
 
 #include "kvtier/storage/file_tier.hpp"
-#include "storage/support.hpp"
+#include "kvtier/testing/test_pages.hpp"
+#include "kvtier/testing/temp_dir.hpp"
 
 using namespace kvtier;
 using namespace std::chrono_literals;
@@ -33,8 +34,8 @@ file_tier_config config(const std::filesystem::path& dir, std::size_t capacity, 
 
 template <class Tier>
 std::size_t put_pages(Tier& t, std::uint64_t ns, std::size_t first, std::size_t n, std::size_t page_bytes = page) {
-  test::page_buffer buf(n, page_bytes);
-  auto w = test::page_writes(buf, ns, first, n);
+  testing::page_buffer buf(n, page_bytes);
+  auto w = testing::page_writes(buf, ns, first, n);
   storage_batch b;
   if (!t.put(w, b)) return 0;
   if (!t.wait(b, 20s)) return 0;
@@ -42,13 +43,13 @@ std::size_t put_pages(Tier& t, std::uint64_t ns, std::size_t first, std::size_t 
 }
 
 template <class Tier>
-test::ledger get_pages(Tier& t, std::uint64_t ns, std::size_t first, std::size_t n, std::size_t page_bytes = page) {
-  test::page_buffer buf(n, page_bytes);
-  auto r = test::page_reads(buf, ns, first, n);
+testing::ledger get_pages(Tier& t, std::uint64_t ns, std::size_t first, std::size_t n, std::size_t page_bytes = page) {
+  testing::page_buffer buf(n, page_bytes);
+  auto r = testing::page_reads(buf, ns, first, n);
   storage_batch b;
   BOOST_REQUIRE(t.get(r, b).has_value());
   BOOST_REQUIRE(t.wait(b, 20s).has_value());
-  test::ledger l;
+  testing::ledger l;
   for (std::size_t i = 0; i < n; ++i) l.check(b[i], buf[i], ns, first + i);
   return l;
 }
@@ -66,9 +67,9 @@ void flip_file_bit(const std::filesystem::path& file, std::size_t byte, unsigned
 }  // namespace
 
 BOOST_AUTO_TEST_CASE(writer_killed_mid_batch_then_reader_and_restart) {
-  test::temp_dir dir;
+  testing::temp_dir dir;
   constexpr std::size_t capacity = 24, keys = 72;  // 3 keys a slot: slots are overwritten constantly
-  test::ledger total;
+  testing::ledger total;
   for (int delay_ms : {3, 15, 40}) {
     int ready[2];
     BOOST_REQUIRE(::pipe(ready) == 0);
@@ -111,7 +112,7 @@ BOOST_AUTO_TEST_CASE(writer_killed_mid_batch_then_reader_and_restart) {
   {
     file_tier<> t(config(dir.path, capacity));
     for (std::size_t i = 0; i < keys && torn.size() < 6; ++i)
-      if (auto at = t.locate(test::address_of(1, i))) torn.push_back(*at);
+      if (auto at = t.locate(testing::address_of(1, i))) torn.push_back(*at);
     for (auto [f, off] : torn) {
       const int fd = ::open(t.slot_file(f).c_str(), O_RDWR);
       std::vector<std::byte> junk(page / 2, std::byte{0x11});
@@ -131,13 +132,13 @@ BOOST_AUTO_TEST_CASE(writer_killed_mid_batch_then_reader_and_restart) {
 }
 
 BOOST_AUTO_TEST_CASE(single_bit_flips_in_payload_and_header) {
-  test::temp_dir dir;
+  testing::temp_dir dir;
   std::vector<std::pair<std::size_t, std::size_t>> at;
   std::filesystem::path files[8];
   {
     file_tier<> t(config(dir.path, 40));
     BOOST_REQUIRE(put_pages(t, 1, 0, 40) == 40u);
-    for (std::size_t i = 0; i < 40; ++i) at.push_back(*t.locate(test::address_of(1, i)));
+    for (std::size_t i = 0; i < 40; ++i) at.push_back(*t.locate(testing::address_of(1, i)));
     for (std::size_t f = 0; f < 5; ++f) files[f] = t.slot_file(f);
     // While the tier is open: payload bit flips in pages 0..9, read back as corrupted.
     for (std::size_t i = 0; i < 10; ++i) flip_file_bit(files[at[i].first], at[i].second + 4096 + i * 6151, unsigned(i % 8));
@@ -160,13 +161,13 @@ BOOST_AUTO_TEST_CASE(single_bit_flips_in_payload_and_header) {
   BOOST_TEST(l.wrong == 0u);
 }
 BOOST_AUTO_TEST_CASE(damaged_pages_are_wiped_once_found) {
-  test::temp_dir dir;
+  testing::temp_dir dir;
   std::vector<std::pair<std::size_t, std::size_t>> at;
   std::filesystem::path file;
   {
     file_tier<> t(config(dir.path, 16));
     BOOST_REQUIRE(put_pages(t, 1, 0, 8) == 8u);
-    for (std::size_t i = 0; i < 8; ++i) at.push_back(*t.locate(test::address_of(1, i)));
+    for (std::size_t i = 0; i < 8; ++i) at.push_back(*t.locate(testing::address_of(1, i)));
     file = t.slot_file(0);
   }
   for (std::size_t i = 0; i < 4; ++i) flip_file_bit(file, at[i].second + 4096 + 777 * i, 1);
@@ -189,7 +190,7 @@ BOOST_AUTO_TEST_CASE(damaged_pages_are_wiped_once_found) {
 }
 
 BOOST_AUTO_TEST_CASE(other_shape_or_namespace_is_rejected) {
-  test::temp_dir dir;
+  testing::temp_dir dir;
   {
     file_tier<> t(config(dir.path, 32));
     BOOST_REQUIRE(put_pages(t, 1, 0, 16) == 16u);
@@ -210,8 +211,8 @@ BOOST_AUTO_TEST_CASE(other_shape_or_namespace_is_rejected) {
   BOOST_TEST(t.stats().recovered == 16u);
   BOOST_REQUIRE(put_pages(t, 2, 0, 4) == 4u);
   for (std::size_t i = 0; i < 4; ++i) {
-    const auto from = *t.locate(test::address_of(1, i));
-    const auto to = *t.locate(test::address_of(2, i));
+    const auto from = *t.locate(testing::address_of(1, i));
+    const auto to = *t.locate(testing::address_of(2, i));
     std::vector<std::byte> slot(t.slot_bytes());
     const int in = ::open(t.slot_file(from.first).c_str(), O_RDONLY);
     const int out = ::open(t.slot_file(to.first).c_str(), O_RDWR);
@@ -254,7 +255,7 @@ struct small_tmpfs {
 };
 
 boost::test_tools::assertion_result can_mount_tmpfs(boost::unit_test::test_unit_id) {
-  test::temp_dir probe;
+  testing::temp_dir probe;
   small_tmpfs fs(probe.path / "probe");
   boost::test_tools::assertion_result r(fs.mounted);
   if (!fs.mounted) r.message() << "cannot mount a small tmpfs (errno " << errno << ")";
@@ -262,15 +263,15 @@ boost::test_tools::assertion_result can_mount_tmpfs(boost::unit_test::test_unit_
 }
 
 BOOST_AUTO_TEST_CASE(filesystem_full_is_a_clean_error, *boost::unit_test::precondition(can_mount_tmpfs)) {
-  test::temp_dir base;
+  testing::temp_dir base;
   small_tmpfs fs(base.path / "small");
   BOOST_REQUIRE(fs.mounted);
   const auto& mnt = fs.path;
   {
     file_tier<> t(full_config(mnt));
     BOOST_TEST_MESSAGE("3 MiB tmpfs, path " << to_string(t.io_path()));
-    test::page_buffer buf(4, big_page);
-    auto w = test::page_writes(buf, 1, 0, 4);
+    testing::page_buffer buf(4, big_page);
+    auto w = testing::page_writes(buf, 1, 0, 4);
     storage_batch b;
     BOOST_REQUIRE(t.put(w, b).has_value());
     BOOST_REQUIRE(t.wait(b, 20s).has_value());
@@ -301,21 +302,21 @@ BOOST_AUTO_TEST_CASE(filesystem_full_is_a_clean_error, *boost::unit_test::precon
 BOOST_AUTO_TEST_CASE(file_size_limit_is_a_clean_error) {
   // Where no filesystem can be mounted: a file size limit below the second file's size makes its
   // preallocation fail with EFBIG (SIGXFSZ ignored). Runs in a child so the limit stays there.
-  test::temp_dir dir;
+  testing::temp_dir dir;
   const pid_t child = ::fork();
   BOOST_REQUIRE(child >= 0);
   if (child == 0) {
     ::signal(SIGXFSZ, SIG_IGN);
     file_tier<> t(full_config(dir.path));
-    test::page_buffer buf(4, big_page);
-    auto w = test::page_writes(buf, 1, 0, 4);
+    testing::page_buffer buf(4, big_page);
+    auto w = testing::page_writes(buf, 1, 0, 4);
     storage_batch b;
     if (!t.put(std::span(w).first(2), b) || !t.wait(b, 20s) || !b.all_ok()) std::_Exit(10);  // file 0
     rlimit lim{1u << 20, 1u << 20};  // files may not grow beyond 1 MiB from now on
     if (::setrlimit(RLIMIT_FSIZE, &lim) != 0) std::_Exit(10);
     if (!t.put(std::span(w).subspan(2), b) || !t.wait(b, 20s)) std::_Exit(11);
     if (b.count(errc::capacity_exhausted) != 2 || b[1].sys_errno != EFBIG) std::_Exit(12);
-    test::page_buffer out(2, big_page);
+    testing::page_buffer out(2, big_page);
     std::vector<page_read> r{{w[0].where, w[0].tokens_fingerprint, out[0]}, {w[1].where, w[1].tokens_fingerprint, out[1]}};
     if (!t.get(r, b) || !t.wait(b, 20s) || !b.all_ok()) std::_Exit(13);
     for (std::size_t i = 0; i < 2; ++i)

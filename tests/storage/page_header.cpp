@@ -5,7 +5,7 @@
 #include <vector>
 
 #include "kvtier/storage.hpp"
-#include "storage/support.hpp"
+#include "kvtier/testing/test_pages.hpp"
 
 using namespace kvtier;
 
@@ -13,11 +13,11 @@ namespace {
 constexpr kv_shape shape = shapes::llama3_8b();
 struct sealed_page {
   std::vector<std::byte> payload = std::vector<std::byte>(4096);
-  page_address where = test::address_of(1, 2);
-  std::uint64_t tokens = test::tokens_of(1, 2);
+  page_address where = testing::address_of(1, 2);
+  std::uint64_t tokens = testing::tokens_of(1, 2);
   page_header header;
   sealed_page() {
-    test::fill_page(payload, 1, 2);
+    testing::fill_page(payload, 1, 2);
     header = make_page_header(shape, where, tokens, identity_codec::id, payload, payload.size(), 42);
   }
   page_expectation expect() const { return {shape.fingerprint(), where, tokens, identity_codec::id, payload.size(), payload.size()}; }

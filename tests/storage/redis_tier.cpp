@@ -7,7 +7,8 @@
 #include <vector>
 
 #include "kvtier/storage/redis_tier.hpp"
-#include "storage/support.hpp"
+#include "kvtier/testing/redis_server.hpp"
+#include "kvtier/testing/test_pages.hpp"
 
 using namespace kvtier;
 using namespace std::chrono_literals;
@@ -24,8 +25,8 @@ redis_tier_config config(int port, std::string prefix = "kvtier-test") {
 
 template <class Tier>
 std::vector<error> put_pages(Tier& t, std::uint64_t ns, std::size_t first, std::size_t n) {
-  test::page_buffer buf(n, page);
-  auto w = test::page_writes(buf, ns, first, n);
+  testing::page_buffer buf(n, page);
+  auto w = testing::page_writes(buf, ns, first, n);
   storage_batch b;
   BOOST_REQUIRE(t.put(w, b).has_value());
   BOOST_REQUIRE(t.wait(b, 10s).has_value());
@@ -33,13 +34,13 @@ std::vector<error> put_pages(Tier& t, std::uint64_t ns, std::size_t first, std::
 }
 
 template <class Tier>
-test::ledger get_pages(Tier& t, std::uint64_t ns, std::size_t first, std::size_t n) {
-  test::page_buffer buf(n, page);
-  auto r = test::page_reads(buf, ns, first, n);
+testing::ledger get_pages(Tier& t, std::uint64_t ns, std::size_t first, std::size_t n) {
+  testing::page_buffer buf(n, page);
+  auto r = testing::page_reads(buf, ns, first, n);
   storage_batch b;
   BOOST_REQUIRE(t.get(r, b).has_value());
   BOOST_REQUIRE(t.wait(b, 10s).has_value());
-  test::ledger l;
+  testing::ledger l;
   for (std::size_t i = 0; i < n; ++i) l.check(b[i], buf[i], ns, first + i);
   return l;
 }
@@ -66,13 +67,13 @@ struct raw_client {
 }  // namespace
 
 BOOST_AUTO_TEST_CASE(pipelined_round_trip_contains_erase) {
-  test::redis_server server;
+  testing::redis_server server;
   redis_tier<> t(config(server.port()));
   BOOST_TEST(count_ok(put_pages(t, 1, 0, 64)) == 64u);
   auto l = get_pages(t, 1, 0, 64);
   BOOST_TEST(l.served == 64u);
   BOOST_TEST(l.wrong == 0u);
-  std::vector<page_address> a{test::address_of(1, 0), test::address_of(1, 1), test::address_of(1, 500), test::address_of(2, 0)};
+  std::vector<page_address> a{testing::address_of(1, 0), testing::address_of(1, 1), testing::address_of(1, 500), testing::address_of(2, 0)};
   storage_batch b;
   BOOST_REQUIRE(t.contains(a, b).has_value());
   BOOST_REQUIRE(t.wait(b, 5s).has_value());
@@ -88,13 +89,13 @@ BOOST_AUTO_TEST_CASE(pipelined_round_trip_contains_erase) {
   BOOST_TEST(t.stats().hits == 66u);
   // Keys are <prefix>:<namespace>:<key>.
   raw_client raw(server.port());
-  auto* r = raw.cmd({"EXISTS", t.key_of(test::address_of(1, 5))});
+  auto* r = raw.cmd({"EXISTS", t.key_of(testing::address_of(1, 5))});
   BOOST_TEST(r->integer == 1);
   freeReplyObject(r);
-  BOOST_TEST(t.key_of(test::address_of(1, 5)).starts_with("kvtier-test:0000000000000001:"));
+  BOOST_TEST(t.key_of(testing::address_of(1, 5)).starts_with("kvtier-test:0000000000000001:"));
   // Completions can also be polled.
-  test::page_buffer buf(1, page);
-  std::vector<page_read> one{{test::address_of(1, 7), test::tokens_of(1, 7), buf[0]}};
+  testing::page_buffer buf(1, page);
+  std::vector<page_read> one{{testing::address_of(1, 7), testing::tokens_of(1, 7), buf[0]}};
   BOOST_REQUIRE(t.get(one, b).has_value());
   for (int i = 0; i < 10'000 && !b.done(); ++i) {
     t.poll();
@@ -104,13 +105,13 @@ BOOST_AUTO_TEST_CASE(pipelined_round_trip_contains_erase) {
 }
 
 BOOST_AUTO_TEST_CASE(two_processes_share_pages) {
-  test::redis_server server;
+  testing::redis_server server;
   const pid_t child = ::fork();
   BOOST_REQUIRE(child >= 0);
   if (child == 0) {  // another engine process writes namespace 5
     redis_tier<> t(config(server.port()));
-    test::page_buffer buf(16, page);
-    auto w = test::page_writes(buf, 5, 0, 16);
+    testing::page_buffer buf(16, page);
+    auto w = testing::page_writes(buf, 5, 0, 16);
     storage_batch b;
     std::_Exit(t.put(w, b) && t.wait(b, 10s) && b.all_ok() ? 0 : 1);
   }
@@ -131,19 +132,19 @@ BOOST_AUTO_TEST_CASE(two_processes_share_pages) {
 }
 
 BOOST_AUTO_TEST_CASE(ttl_is_set) {
-  test::redis_server server;
+  testing::redis_server server;
   auto c = config(server.port());
   c.ttl = 100s;
   redis_tier<> t(c);
   BOOST_TEST(count_ok(put_pages(t, 1, 0, 2)) == 2u);
   raw_client raw(server.port());
-  auto* r = raw.cmd({"TTL", t.key_of(test::address_of(1, 0))});
+  auto* r = raw.cmd({"TTL", t.key_of(testing::address_of(1, 0))});
   BOOST_TEST(r->integer > 90);
   BOOST_TEST(r->integer <= 100);
   freeReplyObject(r);
   redis_tier<> forever(config(server.port()));
   BOOST_TEST(count_ok(put_pages(forever, 1, 10, 1)) == 1u);
-  r = raw.cmd({"TTL", t.key_of(test::address_of(1, 10))});
+  r = raw.cmd({"TTL", t.key_of(testing::address_of(1, 10))});
   BOOST_TEST(r->integer == -1);  // no expiry
   freeReplyObject(r);
   // A short TTL really expires (bounded wait).
@@ -159,7 +160,7 @@ BOOST_AUTO_TEST_CASE(ttl_is_set) {
 }
 
 BOOST_AUTO_TEST_CASE(auth_with_password_and_acl_user) {
-  test::redis_server server({"--requirepass", "s3cret", "--user", "engine", "on", ">wonder", "~kvtier-test:*", "+@all"});
+  testing::redis_server server({"--requirepass", "s3cret", "--user", "engine", "on", ">wonder", "~kvtier-test:*", "+@all"});
   auto c = config(server.port());
   {
     redis_tier<> anonymous(c);  // no AUTH: every request fails cleanly
@@ -207,7 +208,7 @@ BOOST_AUTO_TEST_CASE(bad_configuration_throws) {
   c.user = "u";
   BOOST_CHECK_THROW(redis_tier<>{c}, config_error);
   // An unreachable server is not a configuration error: requests fail with values.
-  c = config(test::free_loopback_port());
+  c = config(testing::free_loopback_port());
   redis_tier<> nobody(c);
   const auto s = put_pages(nobody, 1, 0, 3);
   for (const error& e : s) BOOST_TEST((e.code == errc::connection_lost));
@@ -215,19 +216,19 @@ BOOST_AUTO_TEST_CASE(bad_configuration_throws) {
 
 BOOST_AUTO_TEST_CASE(late_poll_is_not_a_timeout) {
   // Replies waiting in the socket when the caller comes back late are served, not timed out.
-  test::redis_server server;
+  testing::redis_server server;
   auto c = config(server.port());
   c.io_timeout = std::chrono::milliseconds(200);
   redis_tier<> t(c);
   BOOST_TEST(count_ok(put_pages(t, 1, 0, 8)) == 8u);
-  test::page_buffer buf(8, page);
-  auto r = test::page_reads(buf, 1, 0, 8);
+  testing::page_buffer buf(8, page);
+  auto r = testing::page_reads(buf, 1, 0, 8);
   storage_batch b;
   BOOST_REQUIRE(t.get(r, b).has_value());
   std::this_thread::sleep_for(std::chrono::milliseconds(400));
   BOOST_REQUIRE(t.wait(b, 5s).has_value());
   BOOST_TEST(b.all_ok());
-  test::ledger l;
+  testing::ledger l;
   for (std::size_t i = 0; i < 8; ++i) l.check(b[i], buf[i], 1, i);
   BOOST_TEST(l.served == 8u);
 }

@@ -8,7 +8,8 @@
 #include <vector>
 
 #include "kvtier/storage/redis_tier.hpp"
-#include "storage/support.hpp"
+#include "kvtier/testing/redis_server.hpp"
+#include "kvtier/testing/test_pages.hpp"
 
 using namespace kvtier;
 using namespace std::chrono_literals;
@@ -27,28 +28,28 @@ redis_tier_config config(int port, kv_shape shape = shapes::llama3_8b()) {
 
 struct pages {
   pages(std::uint64_t ns, std::size_t first, std::size_t n) : buf(n, page) {
-    writes = test::page_writes(buf, ns, first, n);
-    reads = test::page_reads(buf, ns, first, n);
+    writes = testing::page_writes(buf, ns, first, n);
+    reads = testing::page_reads(buf, ns, first, n);
     this->ns = ns;
     this->first = first;
   }
   void refill() {  // the page bytes again, before writing them
-    for (std::size_t i = 0; i < reads.size(); ++i) test::fill_page(buf[i], ns, first + i);
+    for (std::size_t i = 0; i < reads.size(); ++i) testing::fill_page(buf[i], ns, first + i);
   }
   void scrub() { std::memset(buf.raw.get(), 0xee, buf.pages * page); }  // poison before reading back
-  test::ledger check(const storage_batch& b) {
-    test::ledger l;
+  testing::ledger check(const storage_batch& b) {
+    testing::ledger l;
     for (std::size_t i = 0; i < reads.size(); ++i) l.check(b[i], buf[i], ns, first + i);
     return l;
   }
-  test::page_buffer buf;
+  testing::page_buffer buf;
   std::vector<page_write> writes;
   std::vector<page_read> reads;
   std::uint64_t ns = 0;
   std::size_t first = 0;
 };
 
-void add(test::ledger& total, const test::ledger& l) {
+void add(testing::ledger& total, const testing::ledger& l) {
   total.tried += l.tried;
   total.served += l.served;
   total.missed += l.missed;
@@ -58,9 +59,9 @@ void add(test::ledger& total, const test::ledger& l) {
 }  // namespace
 
 BOOST_AUTO_TEST_CASE(server_killed_mid_run_then_restarted) {
-  test::redis_server server;
+  testing::redis_server server;
   redis_tier<> t(config(server.port()));
-  test::ledger total;
+  testing::ledger total;
   pages a(1, 0, 32);
   storage_batch b;
   BOOST_REQUIRE(t.put(a.writes, b).has_value());
@@ -131,7 +132,7 @@ BOOST_AUTO_TEST_CASE(server_killed_mid_run_then_restarted) {
 }
 
 BOOST_AUTO_TEST_CASE(stalled_server_times_out_then_recovers) {
-  test::redis_server server;
+  testing::redis_server server;
   redis_tier<> t(config(server.port()));
   pages a(2, 0, 8);
   storage_batch b;
@@ -160,7 +161,7 @@ BOOST_AUTO_TEST_CASE(stalled_server_times_out_then_recovers) {
 }
 
 BOOST_AUTO_TEST_CASE(damaged_and_foreign_values_are_misses) {
-  test::redis_server server;
+  testing::redis_server server;
   redis_tier<> t(config(server.port()));
   pages a(3, 0, 30);
   storage_batch b;
