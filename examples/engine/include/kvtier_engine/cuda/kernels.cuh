@@ -10,10 +10,9 @@
 
 #include "kvtier_engine/cuda/common.cuh"
 #include "kvtier_engine/cuda/paged_kv.cuh"
+#include "kvtier_engine/model_config.hpp"
 
 namespace kvtier_engine::cuda {
-
-enum class rope_style : int { adjacent_pairs = 0, rotate_half = 1 };  // llama2.c / HF Llama-3
 
 namespace detail {
 

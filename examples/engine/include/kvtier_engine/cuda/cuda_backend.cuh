@@ -1,0 +1,307 @@
+#pragma once
+// cuda_backend: the compute_backend of backend.hpp on one CUDA GPU. bf16 mode: bf16 weights,
+// activations and KV, fp32 accumulation and an fp32 residual stream; fp32 mode: everything fp32
+// (cuBLAS without TF32), the exact mode for stories260K. The KV lives in kvtier's device pool and
+// is addressed through the block tables the engine passes; nothing is copied to a private cache.
+// Per layer: RMSNorm → QKV GEMM → RoPE + K/V store into the pool → attention (flash_prefill for
+// bf16 head_dim 128 prefill, paged_attention otherwise) → O GEMM (+= residual) → RMSNorm → gate|up
+// GEMM → SwiGLU → down GEMM (+= residual).
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "kvtier_engine/backend.hpp"
+#include "kvtier_engine/cuda/common.cuh"
+#include "kvtier_engine/cuda/flash_prefill.cuh"
+#include "kvtier_engine/cuda/kernels.cuh"
+#include "kvtier_engine/cuda/linear.cuh"
+#include "kvtier_engine/cuda/paged_attention.cuh"
+
+namespace kvtier_engine::cuda {
+
+struct cuda_options {
+  int max_chunk_rows = 4096;  // rows one prefill pass holds; longer chunks run in page-aligned pieces
+  int max_batch = 64;         // decode sequences per step
+  int max_splits = 16;        // split-KV blocks per (row, kv head) in paged_attention
+};
+
+namespace detail {
+
+template <class T>
+class cuda_model {
+ public:
+  cuda_model(const model_config& m, const model_weights& w, const kv_pool& pool, cuda_options o)
+      : m_(m), o_(o), stream_(make_stream()), blas_(stream_) {
+    const std::size_t P = pool.page_tokens;
+    if (o_.max_chunk_rows < int(P)) o_.max_chunk_rows = int(P);
+    o_.max_chunk_rows -= o_.max_chunk_rows % int(P);
+    max_pages_ = int((m.seq_len + P - 1) / P);
+    kv_.resize(m.layers);
+    for (std::size_t l = 0; l < m.layers; ++l) {
+      kv_[l].k_plane = pool.view.planes.plane(l, 0);
+      kv_[l].v_plane = pool.view.planes.plane(l, 1);
+      kv_[l].slot_stride = P * m.kv_dim() * sizeof(T);
+      kv_[l].page_tokens = int(P);
+      kv_[l].kv_heads = int(m.kv_heads);
+      kv_[l].head_dim = int(m.head_size);
+    }
+    upload_weights(w);
+    const std::size_t R = std::max<std::size_t>(o_.max_chunk_rows, o_.max_batch), qkv = m.q_dim() + 2 * m.kv_dim();
+    x_ = device_buffer<float>(R * m.dim);
+    xb_ = device_buffer<T>(R * m.dim);
+    qkv_ = device_buffer<T>(R * qkv);
+    q_ = device_buffer<T>(R * m.q_dim());
+    att_ = device_buffer<T>(R * m.q_dim());
+    gu_ = device_buffer<T>(R * 2 * m.hidden_dim);
+    hb_ = device_buffer<T>(R * m.hidden_dim);
+    logits_ = device_buffer<float>(std::size_t(o_.max_batch) * m.vocab);
+    tokens_ = device_buffer<std::int32_t>(R);
+    positions_ = device_buffer<std::int32_t>(R);
+    row_seq_ = device_buffer<std::int32_t>(R);
+    row_keys_ = device_buffer<std::int32_t>(R);
+    tables_ = device_buffer<std::int32_t>(std::size_t(o_.max_batch) * max_pages_);
+    workspace_ = device_buffer<float>(paged_attention_workspace(o_.max_batch, int(m.heads), int(m.head_size), o_.max_splits));
+    host_ints_.resize(4 * R + std::size_t(o_.max_batch) * max_pages_);
+    int dev = 0;
+    check(cudaGetDevice(&dev), "cudaGetDevice");
+    check(cudaDeviceGetAttribute(&sms_, cudaDevAttrMultiProcessorCount, dev), "cudaDeviceGetAttribute");
+  }
+  cuda_model(const cuda_model&) = delete;
+  cuda_model& operator=(const cuda_model&) = delete;
+  ~cuda_model() { (void)cudaStreamDestroy(stream_); }
+
+  cudaStream_t stream() const noexcept { return stream_; }
+
+  kvtier::result<void> prefill(const prefill_chunk& c, std::span<float> logits, const layer_hook& before_layer) {
+    const std::size_t n = c.tokens.size(), P = kv_[0].page_tokens;
+    if (n == 0 || c.start + n > m_.seq_len || c.block_table.size() < (c.start + n + P - 1) / P ||
+        logits.size() < m_.vocab)
+      return kvtier::make_error(kvtier::errc::invalid_argument);
+    std::int32_t* table = host_ints_.data();
+    for (std::size_t i = 0; i < (c.start + n + P - 1) / P; ++i) table[i] = std::int32_t(c.block_table[i].value());
+    tables_.upload(table, (c.start + n + P - 1) / P);
+    std::size_t rows = 0;
+    for (std::size_t done = 0; done < n;) {
+      rows = std::min<std::size_t>(n - done, o_.max_chunk_rows);
+      std::int32_t* tok = host_ints_.data();
+      for (std::size_t i = 0; i < rows; ++i) {
+        tok[i] = c.tokens[done + i].value();
+        tok[rows + i] = std::int32_t(c.start + done + i);
+      }
+      check(cudaMemcpyAsync(tokens_.data(), tok, rows * sizeof(std::int32_t), cudaMemcpyHostToDevice, stream_), "H2D");
+      check(cudaMemcpyAsync(positions_.data(), tok + rows, rows * sizeof(std::int32_t), cudaMemcpyHostToDevice, stream_),
+            "H2D");
+      forward(int(rows), int(c.start + done), nullptr, nullptr, done == 0 ? &before_layer : nullptr);
+      check(cudaStreamSynchronize(stream_), "prefill");  // the host staging is reused by the next piece
+      done += rows;
+    }
+    head(int(rows) - 1, 1, logits);  // the last row of the last piece
+    return {};
+  }
+
+  kvtier::result<void> decode(std::span<const decode_entry> batch, std::span<float> logits) {
+    const std::size_t B = batch.size(), P = kv_[0].page_tokens;
+    if (B == 0 || B > std::size_t(o_.max_batch) || logits.size() < B * m_.vocab)
+      return kvtier::make_error(kvtier::errc::invalid_argument);
+    std::int32_t* h = host_ints_.data();
+    std::int32_t* table = h + 4 * B;
+    int max_keys = 0;
+    for (std::size_t b = 0; b < B; ++b) {
+      const decode_entry& e = batch[b];
+      if (e.position >= m_.seq_len || e.block_table.size() < e.position / P + 1)
+        return kvtier::make_error(kvtier::errc::invalid_argument);
+      h[b] = e.token.value();
+      h[B + b] = std::int32_t(e.position);
+      h[2 * B + b] = std::int32_t(b);
+      h[3 * B + b] = std::int32_t(e.position + 1);
+      max_keys = std::max(max_keys, int(e.position + 1));
+      for (std::size_t i = 0; i <= e.position / P; ++i) table[b * max_pages_ + i] = std::int32_t(e.block_table[i].value());
+    }
+    check(cudaMemcpyAsync(tokens_.data(), h, B * sizeof(std::int32_t), cudaMemcpyHostToDevice, stream_), "H2D");
+    check(cudaMemcpyAsync(positions_.data(), h + B, B * sizeof(std::int32_t), cudaMemcpyHostToDevice, stream_), "H2D");
+    check(cudaMemcpyAsync(row_seq_.data(), h + 2 * B, B * sizeof(std::int32_t), cudaMemcpyHostToDevice, stream_), "H2D");
+    check(cudaMemcpyAsync(row_keys_.data(), h + 3 * B, B * sizeof(std::int32_t), cudaMemcpyHostToDevice, stream_), "H2D");
+    check(cudaMemcpyAsync(tables_.data(), table, B * max_pages_ * sizeof(std::int32_t), cudaMemcpyHostToDevice, stream_),
+          "H2D");
+    forward(int(B), max_keys, row_seq_.data(), row_keys_.data(), nullptr);
+    head(0, int(B), logits);
+    return {};
+  }
+
+ private:
+  static cudaStream_t make_stream() {
+    cudaStream_t s = nullptr;
+    check(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking), "cudaStreamCreate");
+    return s;
+  }
+
+  // Rows of a prefill (row_seq null: sequence 0 at positions start + row; keys_or_start = start) or
+  // of a decode step (row r: sequence r, keys row_keys[r]; keys_or_start = the most keys of a row).
+  void forward(int rows, int keys_or_start, const std::int32_t* row_seq, const std::int32_t* row_keys,
+               const layer_hook* before_layer) {
+    const int D = int(m_.dim), H = int(m_.hidden_dim), qd = int(m_.q_dim()), qkv = qd + 2 * int(m_.kv_dim());
+    const bool decode = row_keys != nullptr;
+    embedding(tokens_.data(), rows, emb_.data(), x_.data(), D, stream_);
+    for (std::size_t l = 0; l < m_.layers; ++l) {
+      if (before_layer != nullptr && *before_layer) (*before_layer)(l);
+      paged_kv_layer<T> kv = kv_[l];
+      kv.block_tables = tables_.data();
+      kv.table_stride = decode ? max_pages_ : 0;
+      rmsnorm(x_.data(), attn_norm_.data() + l * D, xb_.data(), rows, D, m_.norm_eps, stream_);
+      linear(blas_.get(), xb_.data(), wqkv_[l].data(), qkv_.data(), rows, D, qkv, false);
+      rope_store(qkv_.data(), q_.data(), kv, positions_.data(), row_seq, rows, int(m_.heads), m_.rope_theta, m_.rope,
+                 stream_);
+      attention_rows<T> a;
+      a.q = q_.data();
+      a.out = att_.data();
+      a.rows = rows;
+      a.q_heads = int(m_.heads);
+      a.row_seq = row_seq;
+      a.row_keys = row_keys;
+      a.causal_start = decode ? 0 : keys_or_start;
+      a.max_keys = decode ? keys_or_start : keys_or_start + rows;
+      a.scale = 1.0f / std::sqrt(float(m_.head_size));
+      if constexpr (std::is_same_v<T, __nv_bfloat16>) {
+        if (!decode && m_.head_size == 128) flash_prefill(a, kv, stream_);
+        else attend_paged(a, kv, decode);
+      } else {
+        attend_paged(a, kv, decode);
+      }
+      linear(blas_.get(), att_.data(), wo_[l].data(), x_.data(), rows, qd, D, true);
+      rmsnorm(x_.data(), ffn_norm_.data() + l * D, xb_.data(), rows, D, m_.norm_eps, stream_);
+      linear(blas_.get(), xb_.data(), w13_[l].data(), gu_.data(), rows, D, 2 * H, false);
+      swiglu(gu_.data(), hb_.data(), rows, H, stream_);
+      linear(blas_.get(), hb_.data(), w2_[l].data(), x_.data(), rows, H, D, true);
+    }
+  }
+
+  void attend_paged(const attention_rows<T>& a, const paged_kv_layer<T>& kv, bool decode) {
+    const int splits = decode && a.rows <= o_.max_batch
+                           ? paged_attention_splits(a.rows, kv.kv_heads, a.max_keys, sms_, o_.max_splits)
+                           : 1;
+    paged_attention(a, kv, splits, workspace_.data(), stream_);
+  }
+
+  // Final norm and classifier for `count` rows from `first`; logits to the host.
+  void head(int first, int count, std::span<float> logits) {
+    const int D = int(m_.dim), V = int(m_.vocab);
+    rmsnorm(x_.data() + std::size_t(first) * D, final_norm_.data(), xb_.data(), count, D, m_.norm_eps, stream_);
+    linear(blas_.get(), xb_.data(), cls_ != nullptr ? cls_ : emb_.data(), logits_.data(), count, D, V, false);
+    check(cudaMemcpyAsync(logits.data(), logits_.data(), std::size_t(count) * V * sizeof(float), cudaMemcpyDeviceToHost,
+                          stream_), "logits D2H");
+    check(cudaStreamSynchronize(stream_), "forward");
+  }
+
+  // One (rows, cols) matrix of `kind` for layer l into dst: from the host tensors or the seed.
+  template <class U>
+  void fill(U* dst, const model_weights& w, tensor_kind kind, std::size_t l) {
+    const tensor_dims d = dims_of(m_, kind);
+    if (w.materialized()) {
+      const std::span<const float> src = w.layer(kind, l);
+      const std::vector<U> conv = convert_from_float<U>(src.data(), src.size());
+      check(cudaMemcpy(dst, conv.data(), conv.size() * sizeof(U), cudaMemcpyHostToDevice), "weights H2D");
+    } else {
+      synthetic_fill(dst, d.size(), *w.seed(), kind, std::uint32_t(per_layer(kind) ? l : 0),
+                     synthetic_scale(kind, d.cols), stream_);
+    }
+  }
+
+  void upload_weights(const model_weights& w) {
+    if (!w.materialized() && !w.seed()) throw kvtier::config_error("kvtier_engine: cuda_backend: weights are empty");
+    const std::size_t D = m_.dim, H = m_.hidden_dim, L = m_.layers;
+    emb_ = device_buffer<T>(m_.vocab * D);
+    fill(emb_.data(), w, tensor_kind::token_embedding, 0);
+    if (!m_.tied_classifier) {
+      cls_buf_ = device_buffer<T>(m_.vocab * D);
+      fill(cls_buf_.data(), w, tensor_kind::classifier, 0);
+      cls_ = cls_buf_.data();
+    }
+    attn_norm_ = device_buffer<float>(L * D);
+    ffn_norm_ = device_buffer<float>(L * D);
+    final_norm_ = device_buffer<float>(D);
+    fill(final_norm_.data(), w, tensor_kind::final_norm, 0);
+    for (std::size_t l = 0; l < L; ++l) {
+      fill(attn_norm_.data() + l * D, w, tensor_kind::attn_norm, l);
+      fill(ffn_norm_.data() + l * D, w, tensor_kind::ffn_norm, l);
+      wqkv_.emplace_back((m_.q_dim() + 2 * m_.kv_dim()) * D);
+      fill(wqkv_[l].data(), w, tensor_kind::wq, l);
+      fill(wqkv_[l].data() + m_.q_dim() * D, w, tensor_kind::wk, l);
+      fill(wqkv_[l].data() + (m_.q_dim() + m_.kv_dim()) * D, w, tensor_kind::wv, l);
+      wo_.emplace_back(D * m_.q_dim());
+      fill(wo_[l].data(), w, tensor_kind::wo, l);
+      w13_.emplace_back(2 * H * D);
+      fill(w13_[l].data(), w, tensor_kind::w1, l);
+      fill(w13_[l].data() + H * D, w, tensor_kind::w3, l);
+      w2_.emplace_back(D * H);
+      fill(w2_[l].data(), w, tensor_kind::w2, l);
+    }
+    check(cudaStreamSynchronize(stream_), "weights");
+  }
+
+  model_config m_;
+  cuda_options o_;
+  cudaStream_t stream_;
+  cublas_handle blas_;
+  int max_pages_ = 0;
+  int sms_ = 132;
+  std::vector<paged_kv_layer<T>> kv_;
+  device_buffer<T> emb_, cls_buf_;
+  T* cls_ = nullptr;
+  device_buffer<float> attn_norm_, ffn_norm_, final_norm_;
+  std::vector<device_buffer<T>> wqkv_, wo_, w13_, w2_;  // per layer: (q|k|v, dim), (dim, q), (gate|up, dim), (dim, hidden)
+  device_buffer<float> x_, logits_, workspace_;           // x: (row, dim) residual stream
+  device_buffer<T> xb_, qkv_, q_, att_, gu_, hb_;
+  device_buffer<std::int32_t> tokens_, positions_, row_seq_, row_keys_, tables_;
+  std::vector<std::int32_t> host_ints_;
+};
+
+}  // namespace detail
+
+class cuda_backend {
+ public:
+  using kvtier_engine_backend = backend_tag;
+
+  cuda_backend(const model_config& m, const model_weights& w, const kv_pool& pool, backend_options o)
+      : cuda_backend(m, w, pool, o, cuda_options{}) {}
+  cuda_backend(const model_config& m, const model_weights& w, const kv_pool& pool, backend_options o, cuda_options co)
+      : m_(m), mode_(o.mode) {
+    m.validate();
+    kvtier_engine::detail::check_pool(m, pool, o.mode);
+    check(cudaSetDevice(o.device), "cudaSetDevice");
+    if (mode_ == precision::bf16) bf16_ = std::make_unique<detail::cuda_model<__nv_bfloat16>>(m, w, pool, co);
+    else fp32_ = std::make_unique<detail::cuda_model<float>>(m, w, pool, co);
+  }
+
+  const model_config& config() const noexcept { return m_; }
+  precision mode() const noexcept { return mode_; }
+  std::string_view name() const noexcept { return mode_ == precision::bf16 ? "cuda-bf16" : "cuda-fp32"; }
+  // The stream every kernel of this backend runs on (a layer hook may make it wait on an event).
+  cudaStream_t stream() const noexcept { return bf16_ ? bf16_->stream() : fp32_->stream(); }
+
+  kvtier::result<void> prefill(const prefill_chunk& c, std::span<float> logits, const layer_hook& before_layer) {
+    try {
+      return bf16_ ? bf16_->prefill(c, logits, before_layer) : fp32_->prefill(c, logits, before_layer);
+    } catch (const std::runtime_error&) {
+      return kvtier::make_error(kvtier::errc::io_error);
+    }
+  }
+  kvtier::result<void> decode(std::span<const decode_entry> batch, std::span<float> logits) {
+    try {
+      return bf16_ ? bf16_->decode(batch, logits) : fp32_->decode(batch, logits);
+    } catch (const std::runtime_error&) {
+      return kvtier::make_error(kvtier::errc::io_error);
+    }
+  }
+
+ private:
+  model_config m_;
+  precision mode_;
+  std::unique_ptr<detail::cuda_model<__nv_bfloat16>> bf16_;
+  std::unique_ptr<detail::cuda_model<float>> fp32_;
+};
+
+static_assert(compute_backend<cuda_backend>);
+
+}  // namespace kvtier_engine::cuda

@@ -1,0 +1,219 @@
+#pragma once
+// Causal prefill attention for head_dim 128 in bf16, FlashAttention-2 style, over kvtier's paged
+// layer-first pool: a block takes 128 query rows of one query head (8 warps of 16 rows); key tiles
+// of 64 rows come through the block table into swizzled shared memory with cp.async, two stages
+// deep; S = Q K^T and O += P V run on mma.sync m16n8k16 (bf16 in, fp32 out) with ldmatrix
+// fragments; the softmax is online (running max and sum per row, exp2 with the scale folded in).
+// Rows are chunk rows at positions causal_start + row; any prefix before causal_start is read from
+// the pool like the chunk's own keys (the chunk's K and V are written there first).
+#include <cstdint>
+
+#include "kvtier_engine/cuda/common.cuh"
+#include "kvtier_engine/cuda/paged_attention.cuh"
+#include "kvtier_engine/cuda/paged_kv.cuh"
+
+namespace kvtier_engine::cuda {
+namespace detail {
+
+inline constexpr int fa_dim = 128;     // head_dim this kernel is built for
+inline constexpr int fa_rows = 128;    // query rows per block
+inline constexpr int fa_keys = 64;     // keys per tile
+inline constexpr int fa_warps = fa_rows / 16;
+inline constexpr int fa_threads = fa_warps * 32;
+inline constexpr int fa_smem_bytes = (fa_rows + 4 * fa_keys) * fa_dim * 2;  // Q + 2 × (K, V)
+
+// Element offset of 16-byte chunk c of row r in a (rows, 128) bf16 tile: chunks XOR-swizzled by
+// the row's low 3 bits, so the 8 rows one ldmatrix reads hit 8 different bank groups.
+__device__ __forceinline__ int swz(int r, int c) { return r * fa_dim + ((c ^ (r & 7)) << 3); }
+
+__device__ __forceinline__ void cp_async16(void* smem, const void* gmem, bool valid) {
+  const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gmem), "r"(valid ? 16 : 0));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+__device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_group 0;\n" ::); }
+
+__device__ __forceinline__ void ldmatrix_x4(unsigned (&r)[4], const void* smem) {
+  const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(s));
+}
+__device__ __forceinline__ void ldmatrix_x4_trans(unsigned (&r)[4], const void* smem) {
+  const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(s));
+}
+// d += a (16×16, row) · b (16×8, col); bf16 in, fp32 accumulate.
+__device__ __forceinline__ void mma_bf16(float (&d)[4], const unsigned (&a)[4], unsigned b0, unsigned b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+__device__ __forceinline__ unsigned pack_bf16(float lo, float hi) {
+  const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+  return *reinterpret_cast<const unsigned*>(&v);
+}
+
+__global__ void __launch_bounds__(fa_threads, 1)
+    flash_prefill_kernel(attention_rows<__nv_bfloat16> a, paged_kv_layer<__nv_bfloat16> kv) {
+  using bf16 = __nv_bfloat16;
+  extern __shared__ __align__(128) unsigned char smem_raw[];
+  bf16* sQ = reinterpret_cast<bf16*>(smem_raw);  // (row, dim) swizzled
+  bf16* sK = sQ + fa_rows * fa_dim;              // (stage, key, dim) swizzled
+  bf16* sV = sK + 2 * fa_keys * fa_dim;
+
+  const int head = blockIdx.x;
+  const int q0 = (gridDim.y - 1 - blockIdx.y) * fa_rows;  // the longest (last) query tiles start first
+  const int kvh = head / (a.q_heads / kv.kv_heads);
+  const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
+  const int start = a.causal_start;
+  const int last_row = min(q0 + fa_rows, a.rows) - 1;
+  const int total_keys = start + last_row + 1;  // keys the block's last row sees
+  const int tiles = (total_keys + fa_keys - 1) / fa_keys;
+  const float scale_log2 = a.scale * 1.4426950408889634f;
+
+  // Q tile: 128 rows × 16 chunks; rows past the chunk are zero-filled.
+  for (int c = tid; c < fa_rows * 16; c += fa_threads) {
+    const int r = c / 16, ch = c % 16, qr = min(q0 + r, a.rows - 1);
+    cp_async16(sQ + swz(r, ch), a.q + (std::size_t(qr) * a.q_heads + head) * fa_dim + ch * 8, q0 + r < a.rows);
+  }
+  auto load_kv = [&](int tile, int stage) {
+    const int k0 = tile * fa_keys;
+    for (int c = tid; c < fa_keys * 16; c += fa_threads) {
+      const int r = c / 16, ch = c % 16, key = k0 + r, kk = min(key, total_keys - 1);
+      const bool ok = key < total_keys;
+      cp_async16(sK + stage * fa_keys * fa_dim + swz(r, ch), kv.k_row(0, kk, kvh) + ch * 8, ok);
+      cp_async16(sV + stage * fa_keys * fa_dim + swz(r, ch), kv.v_row(0, kk, kvh) + ch * 8, ok);
+    }
+  };
+  load_kv(0, 0);
+  cp_async_commit();
+  cp_async_wait_all();
+  __syncthreads();
+
+  // This warp's 16 query rows as 8 A fragments (k-steps of 16 dims).
+  unsigned qf[8][4];
+#pragma unroll
+  for (int ks = 0; ks < 8; ++ks) ldmatrix_x4(qf[ks], sQ + swz(warp * 16 + (lane % 16), ks * 2 + lane / 16));
+
+  float o[16][4];
+#pragma unroll
+  for (int i = 0; i < 16; ++i) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.f;
+  float m_run[2] = {-INFINITY, -INFINITY}, l_run[2] = {0.f, 0.f};
+  const int g = lane / 4, t4 = lane % 4;
+  const int row_pos0 = start + q0 + warp * 16 + g;  // positions of this thread's two rows
+  const int row_pos1 = row_pos0 + 8;
+  const int warp_last_pos = start + q0 + warp * 16 + 15;
+
+  for (int it = 0; it < tiles; ++it) {
+    if (it + 1 < tiles) load_kv(it + 1, (it + 1) & 1);
+    cp_async_commit();
+    const int k0 = it * fa_keys;
+    if (k0 <= warp_last_pos) {  // else every key of the tile is in this warp's future
+      const bf16* k_tile = sK + (it & 1) * fa_keys * fa_dim;
+      const bf16* v_tile = sV + (it & 1) * fa_keys * fa_dim;
+      float s[8][4];
+#pragma unroll
+      for (int i = 0; i < 8; ++i) s[i][0] = s[i][1] = s[i][2] = s[i][3] = 0.f;
+#pragma unroll
+      for (int ks = 0; ks < 8; ++ks) {
+#pragma unroll
+        for (int np = 0; np < 4; ++np) {
+          unsigned b[4];
+          ldmatrix_x4(b, k_tile + swz(np * 16 + (lane % 8) + (lane / 16) * 8, ks * 2 + (lane / 8) % 2));
+          mma_bf16(s[2 * np], qf[ks], b[0], b[1]);
+          mma_bf16(s[2 * np + 1], qf[ks], b[2], b[3]);
+        }
+      }
+      const bool needs_mask = k0 + fa_keys - 1 > start + q0 + warp * 16;
+      float mx[2] = {-INFINITY, -INFINITY};
+#pragma unroll
+      for (int nt = 0; nt < 8; ++nt)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const int key = k0 + nt * 8 + 2 * t4 + (e & 1);
+          float v = s[nt][e] * scale_log2;
+          if (needs_mask && key > ((e < 2) ? row_pos0 : row_pos1)) v = -INFINITY;
+          s[nt][e] = v;
+          mx[e / 2] = fmaxf(mx[e / 2], v);
+        }
+      float corr[2];
+#pragma unroll
+      for (int r = 0; r < 2; ++r) {
+        mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
+        mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
+        const float mn = fmaxf(m_run[r], mx[r]);
+        const float base = mn == -INFINITY ? 0.f : mn;  // a row with nothing visible yet stays at zero
+        corr[r] = exp2f(m_run[r] - base);
+        m_run[r] = mn;
+        mx[r] = base;
+      }
+      float rs[2] = {0.f, 0.f};
+#pragma unroll
+      for (int nt = 0; nt < 8; ++nt)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const float p = exp2f(s[nt][e] - mx[e / 2]);
+          s[nt][e] = p;
+          rs[e / 2] += p;
+        }
+      l_run[0] = l_run[0] * corr[0] + rs[0];
+      l_run[1] = l_run[1] * corr[1] + rs[1];
+#pragma unroll
+      for (int i = 0; i < 16; ++i) {
+        o[i][0] *= corr[0]; o[i][1] *= corr[0];
+        o[i][2] *= corr[1]; o[i][3] *= corr[1];
+      }
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {  // keys 16j .. 16j+15
+        const unsigned pf[4] = {pack_bf16(s[2 * j][0], s[2 * j][1]), pack_bf16(s[2 * j][2], s[2 * j][3]),
+                                pack_bf16(s[2 * j + 1][0], s[2 * j + 1][1]), pack_bf16(s[2 * j + 1][2], s[2 * j + 1][3])};
+#pragma unroll
+        for (int dp = 0; dp < 8; ++dp) {
+          unsigned b[4];
+          ldmatrix_x4_trans(b, v_tile + swz(j * 16 + (lane % 8) + ((lane / 8) % 2) * 8, dp * 2 + lane / 16));
+          mma_bf16(o[2 * dp], pf, b[0], b[1]);
+          mma_bf16(o[2 * dp + 1], pf, b[2], b[3]);
+        }
+      }
+    }
+    cp_async_wait_all();
+    __syncthreads();
+  }
+  // Normalise by the row sums (reduced across the quad) and store bf16 pairs.
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    l_run[r] += __shfl_xor_sync(0xffffffffu, l_run[r], 1);
+    l_run[r] += __shfl_xor_sync(0xffffffffu, l_run[r], 2);
+  }
+  const int rows[2] = {q0 + warp * 16 + g, q0 + warp * 16 + g + 8};
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    if (rows[r] >= a.rows) continue;
+    const float inv = l_run[r] > 0.f ? 1.0f / l_run[r] : 0.f;
+    bf16* dst = a.out + (std::size_t(rows[r]) * a.q_heads + head) * fa_dim;
+#pragma unroll
+    for (int nt = 0; nt < 16; ++nt)
+      *reinterpret_cast<__nv_bfloat162*>(dst + nt * 8 + 2 * t4) =
+          __floats2bfloat162_rn(o[nt][2 * r] * inv, o[nt][2 * r + 1] * inv);
+  }
+}
+
+}  // namespace detail
+
+// Causal prefill attention of a chunk (rows at positions causal_start + row of sequence 0) over the
+// paged pool, head_dim 128, bf16. The chunk's K and V must already be in the pool.
+inline void flash_prefill(const attention_rows<__nv_bfloat16>& a, const paged_kv_layer<__nv_bfloat16>& kv,
+                          cudaStream_t s) {
+  if (a.rows == 0) return;
+  if (kv.head_dim != detail::fa_dim || a.q_heads % kv.kv_heads != 0)
+    throw std::invalid_argument("kvtier_engine: flash_prefill needs head_dim 128 and whole query groups");
+  check(cudaFuncSetAttribute(detail::flash_prefill_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                             detail::fa_smem_bytes), "cudaFuncSetAttribute (flash_prefill)");
+  const dim3 grid(a.q_heads, (a.rows + detail::fa_rows - 1) / detail::fa_rows);
+  detail::flash_prefill_kernel<<<grid, detail::fa_threads, detail::fa_smem_bytes, s>>>(a, kv);
+  check_launch("flash_prefill");
+}
+
+}  // namespace kvtier_engine::cuda
