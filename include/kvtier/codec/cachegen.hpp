@@ -151,6 +151,10 @@ struct cachegen_block_symbols {
   std::vector<std::int32_t> escapes;
 };
 // Quantizes (lossy) or splits (lossless) one block of `tokens` × `channels` values.
+// Anchors are quantized anchor_fraction times finer; one definition for every decoder.
+KVTIER_HOST_DEVICE inline float cachegen_anchor_step(float step, double anchor_fraction) noexcept {
+  return float(double(step) * anchor_fraction);
+}
 // The absolute step of one block of a page: the profile's relative step times the block's RMS.
 inline float cachegen_block_step(const cachegen_profile& p, std::size_t block, const std::byte* page, dtype t,
                                  std::size_t first_element, std::size_t count) noexcept {
@@ -197,7 +201,7 @@ inline void cachegen_symbols(const cachegen_profile& p, std::size_t block, const
       }
     return;
   }
-  const float astep = float(step * p.options().anchor_fraction);
+  const float astep = cachegen_anchor_step(step, p.options().anchor_fraction);
   const float inv = 1.f / step, ainv = 1.f / astep;
   std::vector<float> anchor(C);
   for (std::size_t tok = 0; tok < tokens; ++tok)
@@ -206,7 +210,9 @@ inline void cachegen_symbols(const cachegen_profile& p, std::size_t block, const
       const std::uint8_t cls = p.channel_class(block, c);
       if (tok % G == 0) {
         const std::int32_t q = std::int32_t(std::lrint(std::clamp(v * ainv, -1e9f, 1e9f)));
-        anchor[c] = float(q) * astep;  // closed loop: deltas are taken from what the decoder sees
+        // Closed loop: deltas are taken from the anchor as the decoder stores it (rounded to the
+        // page's type), so a decoder may read its anchors back from the output.
+        anchor[c] = with_dtype(t, [&](auto tc) { return round_to<decltype(tc)::value>(float(q) * astep); });
         push(q, cls);
       } else {
         push(std::int32_t(std::lrint(std::clamp((v - anchor[c]) * inv, -1e9f, 1e9f))),
@@ -293,7 +299,7 @@ inline bool cachegen_decode_block(const cachegen_profile& p, std::size_t block, 
       }
     }
   } else {
-    const float step = e.step, astep = float(step * p.options().anchor_fraction);
+    const float step = e.step, astep = cachegen_anchor_step(step, p.options().anchor_fraction);
     std::uint32_t used = 0;
     bool ok = true;
     with_dtype(t, [&](auto tc) {
@@ -313,8 +319,13 @@ inline bool cachegen_decode_block(const cachegen_profile& p, std::size_t block, 
           } else {
             v = unzigzag(std::uint32_t(s));
           }
-          const float xv = is_anchor ? (anchor[c] = float(v) * astep) : anchor[c] + float(v) * step;
-          store_typed<T>(out, tok * C + c, xv);
+          if (is_anchor) {
+            const float xa = float(v) * astep;
+            store_typed<T>(out, tok * C + c, xa);
+            anchor[c] = round_to<T>(xa);
+          } else {
+            store_typed<T>(out, tok * C + c, anchor[c] + float(v) * step);
+          }
         }
       }
     });
@@ -341,6 +352,9 @@ class cachegen_codec {
 
   const cachegen_profile* profile() const noexcept { return p_.get(); }
   const kv_page_geometry& geometry() const noexcept { return g_; }
+  // The first 8 bytes of this codec's compressed and raw pages (decoders check them).
+  std::uint64_t page_tag() const noexcept { return tag(); }
+  std::uint64_t raw_page_tag() const noexcept { return tag() ^ raw_mode; }
 
   // Never more than the page plus its framing: a page that does not compress is stored raw.
   std::size_t max_encoded_bytes(std::size_t n) const noexcept {

@@ -47,7 +47,7 @@ KVTIER_HOST_DEVICE inline std::uint16_t float_to_bf16_bits(float f) noexcept {
   u += 0x7fffu + ((u >> 16) & 1u);
   return std::uint16_t(u >> 16);
 }
-inline float fp16_bits_to_float(std::uint16_t h) noexcept {
+KVTIER_HOST_DEVICE inline float fp16_bits_to_float(std::uint16_t h) noexcept {
   const std::uint32_t sign = std::uint32_t(h & 0x8000u) << 16;
   std::uint32_t exp = (h >> 10) & 0x1fu, man = h & 0x3ffu, u;
   if (exp == 0) {
@@ -67,7 +67,7 @@ inline float fp16_bits_to_float(std::uint16_t h) noexcept {
   std::memcpy(&f, &u, 4);
   return f;
 }
-inline std::uint16_t float_to_fp16_bits(float f) noexcept {
+KVTIER_HOST_DEVICE inline std::uint16_t float_to_fp16_bits(float f) noexcept {
   std::uint32_t u;
   std::memcpy(&u, &f, 4);
   const std::uint16_t sign = std::uint16_t((u >> 16) & 0x8000u);
@@ -124,6 +124,13 @@ inline void store_typed(std::byte* p, std::size_t i, float v) noexcept {
   if constexpr (T == dtype::bf16) { const std::uint16_t b = float_to_bf16_bits(v); std::memcpy(p + 2 * i, &b, 2); }
   else if constexpr (T == dtype::fp16) { const std::uint16_t b = float_to_fp16_bits(v); std::memcpy(p + 2 * i, &b, 2); }
   else std::memcpy(p + 4 * i, &v, 4);
+}
+// v rounded to element type T, as it reads back once stored.
+template <dtype T>
+KVTIER_HOST_DEVICE inline float round_to(float v) noexcept {
+  if constexpr (T == dtype::bf16) return bf16_bits_to_float(float_to_bf16_bits(v));
+  else if constexpr (T == dtype::fp16) return fp16_bits_to_float(float_to_fp16_bits(v));
+  else return v;
 }
 template <class F>
 inline decltype(auto) with_dtype(dtype t, F&& f) {

@@ -27,13 +27,14 @@ struct int8_format {
     return std::uint8_t(std::int8_t(std::lrint(std::clamp(v, -127.f, 127.f))));  // nearest, ties to even
   }
   static float decode(std::uint8_t c) noexcept { return float(std::int8_t(c)); }
+  KVTIER_HOST_DEVICE static float decode_dev(std::uint8_t c) noexcept { return float(std::int8_t(c)); }
 };
 
 // fp8 e4m3 ("fn": bias 7, no infinities, 0x7f/0xff are NaN, largest finite 448).
 struct fp8_e4m3_format {
   static constexpr std::uint32_t id = 3;
   static constexpr float max_code = 448.f;
-  static constexpr float value_of(std::uint8_t c) noexcept {
+  KVTIER_HOST_DEVICE static constexpr float value_of(std::uint8_t c) noexcept {
     const int e = (c >> 3) & 0xf, m = c & 7;
     const float mag = e == 0 ? float(m) / 8.f / 64.f  // subnormal: m/8 · 2^-6
                              : (1.f + float(m) / 8.f) * float(e >= 7 ? (1u << (e - 7)) : 1.f / float(1u << (7 - e)));
@@ -60,6 +61,7 @@ struct fp8_e4m3_format {
     if (er > 8 || (er == 8 && ((r >> 20) & 7u) > 6)) return std::uint8_t(sign | 0x7e);
     return std::uint8_t(sign | std::uint8_t(((er + 7) << 3) | ((r >> 20) & 7u)));
   }
+  KVTIER_HOST_DEVICE static float decode_dev(std::uint8_t c) noexcept { return value_of(c); }
   static float decode(std::uint8_t c) noexcept {
     static const std::array<float, 256> table = [] {
       std::array<float, 256> t{};
