@@ -1,6 +1,7 @@
 #pragma once
 // Causal prefill attention for head_dim 128 in bf16, FlashAttention-2 style, over kvtier's paged
-// layer-first pool: a block takes 128 query rows of one query head (8 warps of 16 rows); key tiles
+// layer-first pool: a block takes 128 query rows of one query head (4 warps of 32 rows: two m16 tiles per warp, so
+// every K and V fragment read from shared memory feeds two MMAs); key tiles
 // of 64 rows come through the block table into swizzled shared memory with cp.async, two stages
 // deep; S = Q K^T and O += P V run on mma.sync m16n8k16 (bf16 in, fp32 out) with ldmatrix
 // fragments; the softmax is online (running max and sum per row, exp2 with the scale folded in).
@@ -15,15 +16,14 @@
 namespace kvtier_engine::cuda {
 namespace detail {
 
-inline constexpr int fa_dim = 128;     // head_dim this kernel is built for
-inline constexpr int fa_rows = 128;    // query rows per block
-inline constexpr int fa_keys = 64;     // keys per tile
-inline constexpr int fa_warps = fa_rows / 16;
+inline constexpr int fa_dim = 128;        // head_dim this kernel is built for
+inline constexpr int fa_rows = 128;       // query rows per block
+inline constexpr int fa_keys = 64;        // keys per tile
+inline constexpr int fa_warp_rows = 32;   // two m16 tiles per warp: each K/V fragment feeds two MMAs
+inline constexpr int fa_warps = fa_rows / fa_warp_rows;
 inline constexpr int fa_threads = fa_warps * 32;
 inline constexpr int fa_smem_bytes = (fa_rows + 4 * fa_keys) * fa_dim * 2;  // Q + 2 × (K, V)
 
-// Element offset of 16-byte chunk c of row r in a (rows, 128) bf16 tile: chunks XOR-swizzled by
-// the row's low 3 bits, so the 8 rows one ldmatrix reads hit 8 different bank groups.
 __device__ __forceinline__ int swz(int r, int c) { return r * fa_dim + ((c ^ (r & 7)) << 3); }
 
 __device__ __forceinline__ void cp_async16(void* smem, const void* gmem, bool valid) {
@@ -55,7 +55,7 @@ __device__ __forceinline__ unsigned pack_bf16(float lo, float hi) {
   return *reinterpret_cast<const unsigned*>(&v);
 }
 
-__global__ void __launch_bounds__(fa_threads, 1)
+__global__ void __launch_bounds__(fa_threads, 2)
     flash_prefill_kernel(attention_rows<__nv_bfloat16> a, paged_kv_layer<__nv_bfloat16> kv) {
   using bf16 = __nv_bfloat16;
   extern __shared__ __align__(128) unsigned char smem_raw[];
@@ -80,6 +80,7 @@ __global__ void __launch_bounds__(fa_threads, 1)
   }
   auto load_kv = [&](int tile, int stage) {
     const int k0 = tile * fa_keys;
+#pragma unroll 1
     for (int c = tid; c < fa_keys * 16; c += fa_threads) {
       const int r = c / 16, ch = c % 16, key = k0 + r, kk = min(key, total_keys - 1);
       const bool ok = key < total_keys;
@@ -92,19 +93,16 @@ __global__ void __launch_bounds__(fa_threads, 1)
   cp_async_wait_all();
   __syncthreads();
 
-  // This warp's 16 query rows as 8 A fragments (k-steps of 16 dims).
-  unsigned qf[8][4];
+  float o[2][16][4];
 #pragma unroll
-  for (int ks = 0; ks < 8; ++ks) ldmatrix_x4(qf[ks], sQ + swz(warp * 16 + (lane % 16), ks * 2 + lane / 16));
-
-  float o[16][4];
+  for (int mt = 0; mt < 2; ++mt)
 #pragma unroll
-  for (int i = 0; i < 16; ++i) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.f;
-  float m_run[2] = {-INFINITY, -INFINITY}, l_run[2] = {0.f, 0.f};
+    for (int i = 0; i < 16; ++i) o[mt][i][0] = o[mt][i][1] = o[mt][i][2] = o[mt][i][3] = 0.f;
+  // Softmax state of this thread's four rows: (m-tile, upper/lower 8) → index mt * 2 + half.
+  float m_run[4] = {-INFINITY, -INFINITY, -INFINITY, -INFINITY}, l_run[4] = {0.f, 0.f, 0.f, 0.f};
   const int g = lane / 4, t4 = lane % 4;
-  const int row_pos0 = start + q0 + warp * 16 + g;  // positions of this thread's two rows
-  const int row_pos1 = row_pos0 + 8;
-  const int warp_last_pos = start + q0 + warp * 16 + 15;
+  const int warp_row0 = q0 + warp * fa_warp_rows;  // chunk row of this warp's first query
+  const int warp_first_pos = start + warp_row0, warp_last_pos = warp_first_pos + fa_warp_rows - 1;
 
   for (int it = 0; it < tiles; ++it) {
     if (it + 1 < tiles) load_kv(it + 1, (it + 1) & 1);
@@ -113,34 +111,47 @@ __global__ void __launch_bounds__(fa_threads, 1)
     if (k0 <= warp_last_pos) {  // else every key of the tile is in this warp's future
       const bf16* k_tile = sK + (it & 1) * fa_keys * fa_dim;
       const bf16* v_tile = sV + (it & 1) * fa_keys * fa_dim;
-      float s[8][4];
+      float s[2][8][4];
 #pragma unroll
-      for (int i = 0; i < 8; ++i) s[i][0] = s[i][1] = s[i][2] = s[i][3] = 0.f;
+      for (int mt = 0; mt < 2; ++mt)
+#pragma unroll
+        for (int i = 0; i < 8; ++i) s[mt][i][0] = s[mt][i][1] = s[mt][i][2] = s[mt][i][3] = 0.f;
 #pragma unroll
       for (int ks = 0; ks < 8; ++ks) {
+        unsigned qf[2][4];
+#pragma unroll
+        for (int mt = 0; mt < 2; ++mt)
+          ldmatrix_x4(qf[mt], sQ + swz(warp * fa_warp_rows + mt * 16 + (lane % 16), ks * 2 + lane / 16));
 #pragma unroll
         for (int np = 0; np < 4; ++np) {
           unsigned b[4];
           ldmatrix_x4(b, k_tile + swz(np * 16 + (lane % 8) + (lane / 16) * 8, ks * 2 + (lane / 8) % 2));
-          mma_bf16(s[2 * np], qf[ks], b[0], b[1]);
-          mma_bf16(s[2 * np + 1], qf[ks], b[2], b[3]);
+#pragma unroll
+          for (int mt = 0; mt < 2; ++mt) {
+            mma_bf16(s[mt][2 * np], qf[mt], b[0], b[1]);
+            mma_bf16(s[mt][2 * np + 1], qf[mt], b[2], b[3]);
+          }
         }
       }
-      const bool needs_mask = k0 + fa_keys - 1 > start + q0 + warp * 16;
-      float mx[2] = {-INFINITY, -INFINITY};
+      const bool needs_mask = k0 + fa_keys - 1 > warp_first_pos;
+      float mx[4] = {-INFINITY, -INFINITY, -INFINITY, -INFINITY};
 #pragma unroll
-      for (int nt = 0; nt < 8; ++nt)
+      for (int mt = 0; mt < 2; ++mt)
 #pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          const int key = k0 + nt * 8 + 2 * t4 + (e & 1);
-          float v = s[nt][e] * scale_log2;
-          if (needs_mask && key > ((e < 2) ? row_pos0 : row_pos1)) v = -INFINITY;
-          s[nt][e] = v;
-          mx[e / 2] = fmaxf(mx[e / 2], v);
-        }
-      float corr[2];
+        for (int nt = 0; nt < 8; ++nt)
 #pragma unroll
-      for (int r = 0; r < 2; ++r) {
+          for (int e = 0; e < 4; ++e) {
+            const int r = mt * 2 + e / 2;
+            const int key = k0 + nt * 8 + 2 * t4 + (e & 1);
+            const int pos = warp_first_pos + mt * 16 + g + (e / 2) * 8;
+            float v = s[mt][nt][e] * scale_log2;
+            if (needs_mask && key > pos) v = -INFINITY;
+            s[mt][nt][e] = v;
+            mx[r] = fmaxf(mx[r], v);
+          }
+      float corr[4];
+#pragma unroll
+      for (int r = 0; r < 4; ++r) {
         mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
         mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
         const float mn = fmaxf(m_run[r], mx[r]);
@@ -149,32 +160,49 @@ __global__ void __launch_bounds__(fa_threads, 1)
         m_run[r] = mn;
         mx[r] = base;
       }
-      float rs[2] = {0.f, 0.f};
+      float rs[4] = {0.f, 0.f, 0.f, 0.f};
 #pragma unroll
-      for (int nt = 0; nt < 8; ++nt)
+      for (int mt = 0; mt < 2; ++mt)
 #pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          const float p = exp2f(s[nt][e] - mx[e / 2]);
-          s[nt][e] = p;
-          rs[e / 2] += p;
+        for (int nt = 0; nt < 8; ++nt)
+#pragma unroll
+          for (int e = 0; e < 4; ++e) {
+            const int r = mt * 2 + e / 2;
+            const float p = exp2f(s[mt][nt][e] - mx[r]);
+            s[mt][nt][e] = p;
+            rs[r] += p;
+          }
+#pragma unroll
+      for (int r = 0; r < 4; ++r) l_run[r] = l_run[r] * corr[r] + rs[r];
+#pragma unroll
+      for (int mt = 0; mt < 2; ++mt)
+#pragma unroll
+        for (int i = 0; i < 16; ++i) {
+          o[mt][i][0] *= corr[mt * 2]; o[mt][i][1] *= corr[mt * 2];
+          o[mt][i][2] *= corr[mt * 2 + 1]; o[mt][i][3] *= corr[mt * 2 + 1];
         }
-      l_run[0] = l_run[0] * corr[0] + rs[0];
-      l_run[1] = l_run[1] * corr[1] + rs[1];
+      // P as bf16 A fragments (keys 16j .. 16j+15 → pf[mt][j]); S's fp32 registers die here.
+      unsigned pf[2][4][4];
 #pragma unroll
-      for (int i = 0; i < 16; ++i) {
-        o[i][0] *= corr[0]; o[i][1] *= corr[0];
-        o[i][2] *= corr[1]; o[i][3] *= corr[1];
-      }
+      for (int mt = 0; mt < 2; ++mt)
 #pragma unroll
-      for (int j = 0; j < 4; ++j) {  // keys 16j .. 16j+15
-        const unsigned pf[4] = {pack_bf16(s[2 * j][0], s[2 * j][1]), pack_bf16(s[2 * j][2], s[2 * j][3]),
-                                pack_bf16(s[2 * j + 1][0], s[2 * j + 1][1]), pack_bf16(s[2 * j + 1][2], s[2 * j + 1][3])};
+        for (int j = 0; j < 4; ++j) {
+          pf[mt][j][0] = pack_bf16(s[mt][2 * j][0], s[mt][2 * j][1]);
+          pf[mt][j][1] = pack_bf16(s[mt][2 * j][2], s[mt][2 * j][3]);
+          pf[mt][j][2] = pack_bf16(s[mt][2 * j + 1][0], s[mt][2 * j + 1][1]);
+          pf[mt][j][3] = pack_bf16(s[mt][2 * j + 1][2], s[mt][2 * j + 1][3]);
+        }
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
 #pragma unroll
         for (int dp = 0; dp < 8; ++dp) {
           unsigned b[4];
           ldmatrix_x4_trans(b, v_tile + swz(j * 16 + (lane % 8) + ((lane / 8) % 2) * 8, dp * 2 + lane / 16));
-          mma_bf16(o[2 * dp], pf, b[0], b[1]);
-          mma_bf16(o[2 * dp + 1], pf, b[2], b[3]);
+#pragma unroll
+          for (int mt = 0; mt < 2; ++mt) {
+            mma_bf16(o[mt][2 * dp], pf[mt][j], b[0], b[1]);
+            mma_bf16(o[mt][2 * dp + 1], pf[mt][j], b[2], b[3]);
+          }
         }
       }
     }
@@ -183,20 +211,20 @@ __global__ void __launch_bounds__(fa_threads, 1)
   }
   // Normalise by the row sums (reduced across the quad) and store bf16 pairs.
 #pragma unroll
-  for (int r = 0; r < 2; ++r) {
+  for (int r = 0; r < 4; ++r) {
     l_run[r] += __shfl_xor_sync(0xffffffffu, l_run[r], 1);
     l_run[r] += __shfl_xor_sync(0xffffffffu, l_run[r], 2);
   }
-  const int rows[2] = {q0 + warp * 16 + g, q0 + warp * 16 + g + 8};
 #pragma unroll
-  for (int r = 0; r < 2; ++r) {
-    if (rows[r] >= a.rows) continue;
+  for (int r = 0; r < 4; ++r) {
+    const int mt = r / 2, row = warp_row0 + mt * 16 + g + (r % 2) * 8;
+    if (row >= a.rows) continue;
     const float inv = l_run[r] > 0.f ? 1.0f / l_run[r] : 0.f;
-    bf16* dst = a.out + (std::size_t(rows[r]) * a.q_heads + head) * fa_dim;
+    bf16* dst = a.out + (std::size_t(row) * a.q_heads + head) * fa_dim;
 #pragma unroll
     for (int nt = 0; nt < 16; ++nt)
       *reinterpret_cast<__nv_bfloat162*>(dst + nt * 8 + 2 * t4) =
-          __floats2bfloat162_rn(o[nt][2 * r] * inv, o[nt][2 * r + 1] * inv);
+          __floats2bfloat162_rn(o[mt][nt][2 * (r % 2)] * inv, o[mt][nt][2 * (r % 2) + 1] * inv);
   }
 }
 

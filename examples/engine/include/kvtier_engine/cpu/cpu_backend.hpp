@@ -1,0 +1,209 @@
+#pragma once
+// cpu_backend: the fp32 reference backend, the oracle of the engine's tests. llama2.c's forward
+// pass (RMSNorm, RoPE in either convention, grouped-query attention, SwiGLU, tied or separate
+// classifier), batched over rows that each carry their own token, position and block table, so a
+// prefill chunk and a decode batch are the same computation. K and V live in kvtier's device pool
+// (the host stand-in): row of position p = pool row block_table[p / P] * P + p % P.
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <memory>
+#include <span>
+#include <string_view>
+#include <thread>
+#include <vector>
+
+#include "kvtier/core/error.hpp"
+#include "kvtier_engine/backend.hpp"
+#include "kvtier_engine/cpu/kernels.hpp"
+#include "kvtier_engine/cpu/thread_pool.hpp"
+#include "kvtier_engine/model_config.hpp"
+#include "kvtier_engine/weights.hpp"
+
+namespace kvtier_engine {
+
+class cpu_backend {
+ public:
+  using kvtier_engine_backend = backend_tag;
+
+  // `weights` must outlive the backend when materialised; unmaterialised synthetic weights are
+  // expanded into a copy the backend owns. Throws config_error for bf16 (this backend is fp32) or a
+  // pool of another shape.
+  cpu_backend(const model_config& m, const model_weights& weights, const kv_pool& pool, backend_options opt = {})
+      : cfg_(m), opt_(opt), kv_(pool), workers_(threads_for(m, opt)) {
+    cfg_.validate();
+    if (opt.mode != precision::fp32) throw kvtier::config_error("kvtier_engine: the CPU backend computes in fp32 only");
+    detail::check_pool(cfg_, kv_, opt.mode);
+    if (weights.materialized()) {
+      w_ = &weights;
+    } else {
+      owned_ = std::make_unique<model_weights>(weights);
+      owned_->materialize();
+      w_ = owned_.get();
+    }
+    if (w_->config().dim != cfg_.dim || w_->config().layers != cfg_.layers || w_->config().vocab != cfg_.vocab ||
+        w_->config().hidden_dim != cfg_.hidden_dim || w_->config().kv_heads != cfg_.kv_heads)
+      throw kvtier::config_error("kvtier_engine: weights of another shape");
+    // RoPE frequencies per pair, as run.c computes them: 1 / theta^(2j / head_size).
+    inv_freq_.resize(cfg_.head_size / 2);
+    for (std::size_t j = 0; j < inv_freq_.size(); ++j)
+      inv_freq_[j] = 1.0f / std::pow(cfg_.rope_theta, float(2 * j) / float(cfg_.head_size));
+  }
+
+  const model_config& config() const noexcept { return cfg_; }
+  precision mode() const noexcept { return opt_.mode; }
+  std::string_view name() const noexcept { return "cpu-fp32"; }
+  std::size_t threads() const noexcept { return workers_.size(); }
+
+  kvtier::result<void> prefill(const prefill_chunk& c, std::span<float> logits, const layer_hook& before_layer = {}) {
+    const std::size_t n = c.tokens.size();
+    if (n == 0 || logits.size() < cfg_.vocab) return kvtier::make_error(kvtier::errc::invalid_argument);
+    rows_.resize(n);
+    for (std::size_t i = 0; i < n; ++i) rows_[i] = {c.tokens[i], c.start + i, c.block_table};
+    return forward(rows_, logits, /*last_only=*/true, before_layer);
+  }
+
+  kvtier::result<void> decode(std::span<const decode_entry> batch, std::span<float> logits) {
+    if (batch.empty() || logits.size() < batch.size() * cfg_.vocab) return kvtier::make_error(kvtier::errc::invalid_argument);
+    rows_.assign(batch.begin(), batch.end());
+    return forward(rows_, logits, /*last_only=*/false, {});
+  }
+
+ private:
+  static std::size_t threads_for(const model_config& m, const backend_options& o) {
+    if (o.threads) return o.threads;
+    if (m.dim < 256) return 1;  // tiny models: a thread hand-off costs more than the work
+    return std::max<std::size_t>(1, std::thread::hardware_concurrency());
+  }
+
+  float* kv_row(std::size_t layer, std::size_t kv, const decode_entry& r) const noexcept {
+    const std::size_t P = kv_.page_tokens;
+    const std::size_t slot = r.block_table[r.position / P].value();
+    return reinterpret_cast<float*>(kv_.view.row(layer, kv, slot * P + r.position % P, 0));
+  }
+  float* kv_row_at(std::size_t layer, std::size_t kv, const decode_entry& r, std::size_t pos) const noexcept {
+    const std::size_t P = kv_.page_tokens;
+    const std::size_t slot = r.block_table[pos / P].value();
+    return reinterpret_cast<float*>(kv_.view.row(layer, kv, slot * P + pos % P, 0));
+  }
+
+  // out (T, rows) = X (T, cols) · W^T, rows split over the threads.
+  void matmul(std::span<const float> W, const float* X, float* out, std::size_t T, std::size_t rows, std::size_t cols) {
+    workers_.parallel_for((rows + 3) / 4, [&](std::size_t b, std::size_t e) {
+      cpu::detail::matmul_rows(W.data(), X, out, T, cols, b * 4, std::min(rows, e * 4), rows);
+    });
+  }
+
+  void rope(float* v, std::size_t heads, std::size_t pos) const noexcept {
+    const std::size_t hs = cfg_.head_size, half = hs / 2;
+    for (std::size_t h = 0; h < heads; ++h) {
+      float* x = v + h * hs;
+      for (std::size_t j = 0; j < half; ++j) {
+        const float a = float(pos) * inv_freq_[j];
+        const float fr = std::cos(a), fi = std::sin(a);
+        const std::size_t i0 = cfg_.rope == rope_style::adjacent_pairs ? 2 * j : j;
+        const std::size_t i1 = cfg_.rope == rope_style::adjacent_pairs ? 2 * j + 1 : j + half;
+        const float v0 = x[i0], v1 = x[i1];
+        x[i0] = v0 * fr - v1 * fi;
+        x[i1] = v0 * fi + v1 * fr;
+      }
+    }
+  }
+
+  kvtier::result<void> forward(std::span<const decode_entry> rows, std::span<float> logits, bool last_only,
+                               const layer_hook& before_layer) {
+    const std::size_t T = rows.size(), d = cfg_.dim, qd = cfg_.q_dim(), kvd = cfg_.kv_dim(), hd = cfg_.hidden_dim;
+    const std::size_t hs = cfg_.head_size, P = kv_.page_tokens;
+    for (const auto& r : rows) {
+      if (r.position >= cfg_.seq_len || r.block_table.size() <= r.position / P) return kvtier::make_error(kvtier::errc::invalid_argument);
+      if (r.token.value() < 0 || std::size_t(r.token.value()) >= cfg_.vocab) return kvtier::make_error(kvtier::errc::invalid_argument);
+      for (std::size_t p = 0; p <= r.position / P; ++p)
+        if (r.block_table[p].value() >= kv_.slots) return kvtier::make_error(kvtier::errc::invalid_argument);
+    }
+    x_.resize(T * d), xb_.resize(T * std::max(d, qd)), q_.resize(T * qd), k_.resize(T * kvd), v_.resize(T * kvd);
+    h1_.resize(T * hd), h3_.resize(T * hd), xo_.resize(T * d);
+    const auto emb = w_->tensor(tensor_kind::token_embedding);
+    for (std::size_t t = 0; t < T; ++t) std::copy_n(emb.data() + std::size_t(rows[t].token.value()) * d, d, x_.data() + t * d);
+
+    for (std::size_t l = 0; l < cfg_.layers; ++l) {
+      const float* an = w_->layer(tensor_kind::attn_norm, l).data();
+      for (std::size_t t = 0; t < T; ++t) cpu::detail::rmsnorm(xb_.data() + t * d, x_.data() + t * d, an, d, cfg_.norm_eps);
+      matmul(w_->layer(tensor_kind::wq, l), xb_.data(), q_.data(), T, qd, d);
+      matmul(w_->layer(tensor_kind::wk, l), xb_.data(), k_.data(), T, kvd, d);
+      matmul(w_->layer(tensor_kind::wv, l), xb_.data(), v_.data(), T, kvd, d);
+      if (before_layer) before_layer(l);  // the cached prefix's layer l is in the pool from here on
+      for (std::size_t t = 0; t < T; ++t) {
+        rope(q_.data() + t * qd, cfg_.heads, rows[t].position);
+        rope(k_.data() + t * kvd, cfg_.kv_heads, rows[t].position);
+        std::copy_n(k_.data() + t * kvd, kvd, kv_row(l, 0, rows[t]));
+        std::copy_n(v_.data() + t * kvd, kvd, kv_row(l, 1, rows[t]));
+      }
+      attention(rows, l);  // q_ -> xb_ (T, q_dim)
+      matmul(w_->layer(tensor_kind::wo, l), xb_.data(), xo_.data(), T, d, qd);
+      for (std::size_t i = 0; i < T * d; ++i) x_[i] += xo_[i];
+
+      const float* fn = w_->layer(tensor_kind::ffn_norm, l).data();
+      for (std::size_t t = 0; t < T; ++t) cpu::detail::rmsnorm(xb_.data() + t * d, x_.data() + t * d, fn, d, cfg_.norm_eps);
+      matmul(w_->layer(tensor_kind::w1, l), xb_.data(), h1_.data(), T, hd, d);
+      matmul(w_->layer(tensor_kind::w3, l), xb_.data(), h3_.data(), T, hd, d);
+      for (std::size_t i = 0; i < T * hd; ++i) {
+        float val = h1_[i];
+        val *= 1.0f / (1.0f + std::exp(-val));  // SiLU
+        h1_[i] = val * h3_[i];
+      }
+      matmul(w_->layer(tensor_kind::w2, l), h1_.data(), xo_.data(), T, d, hd);
+      for (std::size_t i = 0; i < T * d; ++i) x_[i] += xo_[i];
+    }
+
+    const float* fin = w_->tensor(tensor_kind::final_norm).data();
+    const std::size_t first = last_only ? T - 1 : 0;
+    for (std::size_t t = first; t < T; ++t) cpu::detail::rmsnorm(xb_.data() + t * d, x_.data() + t * d, fin, d, cfg_.norm_eps);
+    matmul(w_->classifier(), xb_.data() + first * d, logits.data(), T - first, cfg_.vocab, d);
+    return {};
+  }
+
+  // Causal GQA over the pool: query row t (position p) attends to positions [0, p] of its sequence.
+  void attention(std::span<const decode_entry> rows, std::size_t l) {
+    const std::size_t T = rows.size(), qd = cfg_.q_dim(), hs = cfg_.head_size, H = cfg_.heads, G = cfg_.group();
+    const float scale = std::sqrt(float(hs));  // run.c divides each score by it
+    std::size_t longest = 0;
+    for (const auto& r : rows) longest = std::max(longest, r.position + 1);
+    workers_.parallel_for(T * H, [&](std::size_t b, std::size_t e) {
+      std::vector<float> scores(longest);
+      float* att = scores.data();
+      for (std::size_t th = b; th < e; ++th) {
+        const std::size_t t = th / H, h = th % H, kvh = h / G;
+        const decode_entry& r = rows[t];
+        const float* q = q_.data() + t * qd + h * hs;
+        for (std::size_t p = 0; p <= r.position; ++p) {
+          const float* k = kv_row_at(l, 0, r, p) + kvh * hs;
+          float s = 0.0f;
+          for (std::size_t i = 0; i < hs; ++i) s += q[i] * k[i];
+          att[p] = s / scale;
+        }
+        cpu::detail::softmax(att, r.position + 1);
+        float* out = xb_.data() + t * qd + h * hs;
+        std::fill_n(out, hs, 0.0f);
+        for (std::size_t p = 0; p <= r.position; ++p) {
+          const float* v = kv_row_at(l, 1, r, p) + kvh * hs;
+          const float a = att[p];
+          for (std::size_t i = 0; i < hs; ++i) out[i] += a * v[i];
+        }
+      }
+    });
+  }
+
+  model_config cfg_;
+  backend_options opt_;
+  kv_pool kv_;
+  cpu::thread_pool workers_;
+  const model_weights* w_ = nullptr;
+  std::unique_ptr<model_weights> owned_;
+  std::vector<float> inv_freq_;
+  std::vector<decode_entry> rows_;
+  std::vector<float> x_, xb_, q_, k_, v_, h1_, h3_, xo_;
+};
+
+static_assert(compute_backend<cpu_backend>);
+
+}  // namespace kvtier_engine
