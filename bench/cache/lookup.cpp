@@ -75,7 +75,7 @@ int main(int argc, char** argv) {
   }
   cache.release(l);
   cache.drain();
-  cpu_stream stream;
+  transfer::cpu_stream stream;
 
   std::vector<figure> figs;
   std::size_t cached = 0;

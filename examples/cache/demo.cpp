@@ -32,7 +32,7 @@
 #  include "kvtier/storage/redis_tier.hpp"
 #endif
 #ifdef KVTIER_DEMO_GPU
-#  include "kvtier/cache/gpu_copy.cuh"
+#  include "kvtier/cache.cuh"
 #  include "kvtier/testing/simulated_engine_gpu.cuh"
 #endif
 

@@ -38,7 +38,7 @@ template <class Cache>
 simulated_engine_report run_and_drain(Cache& cache, const chat_workload_config& w, std::uint64_t gen_seed) {
   chat_workload work(w);
   const reference_kv gen(small_shape, gen_seed);
-  cpu_stream stream;
+  transfer::cpu_stream stream;
   const auto r = run_chat_workload(cache, work, gen, stream);
   cache.drain();
   return r;

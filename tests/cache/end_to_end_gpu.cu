@@ -8,7 +8,7 @@
 #include <vector>
 
 #include "kvtier/cache.hpp"
-#include "kvtier/cache/gpu_copy.cuh"
+#include "kvtier/cache.cuh"
 #include "kvtier/testing/e2e_setup.hpp"
 #include "kvtier/testing/simulated_engine.hpp"
 #include "kvtier/testing/simulated_engine_gpu.cuh"
@@ -17,10 +17,10 @@ using namespace kvtier;
 using namespace kvtier::testing;
 
 // The builder picks gpu_copy for a device pool by itself.
-static_assert(std::same_as<gpu_cache_builder<page_size<16>>::copy_type, gpu_copy>);
+static_assert(std::same_as<gpu_cache_builder<page_size<16>>::copy_type, transfer::gpu_copy>);
 static_assert(std::same_as<cache_builder<page_size<16>, device_memory<layout::layer_first, memory::device_layer_pool>,
                                          host_memory<layout::page_first, memory::pinned_host_pool>>::copy_type,
-                           gpu_copy>);
+                           transfer::gpu_copy>);
 
 BOOST_AUTO_TEST_CASE(thousands_of_requests_through_gpu_host_and_a_slow_tier) {
   using cache_type = gpu_cache_builder<page_size<P>, slow_tiers<slow_tier<memory_tier>>>::cache_type;
@@ -31,7 +31,7 @@ BOOST_AUTO_TEST_CASE(thousands_of_requests_through_gpu_host_and_a_slow_tier) {
                    std::make_unique<memory_tier<>>(memory_tier_config{small_shape, small_shape.bytes_per_page(P), 100000, true}));
   chat_workload work(workload(500));
   const reference_kv gen(small_shape, 11);
-  gpu_stream stream;
+  transfer::gpu_stream stream;
   const auto r = run_chat_workload<cuda_device_access>(cache, work, gen, stream);
   cache.drain();
   const cache_stats& s = cache.stats();

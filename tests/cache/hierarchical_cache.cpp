@@ -82,23 +82,6 @@ struct delayed_template : delayed_tier {
 };
 static_assert(storage_backend<delayed_tier>);
 
-// copy_strategy: positive and negative cases.
-static_assert(copy_strategy<cpu_copy>);
-struct unannounced_copy {  // every member, but no opt-in tag
-  using stream_type = int;
-  using event_type = int;
-  static constexpr bool needs_device_memory = false;
-};
-static_assert(!copy_strategy<unannounced_copy>);
-struct copy_without_events {  // opts in, but names no event type
-  using kvtier_copy_strategy = copy_strategy_tag;
-  using stream_type = int;
-  static constexpr bool needs_device_memory = false;
-};
-static_assert(!copy_strategy<copy_without_events>);
-static_assert(!copy_strategy<int>);
-
-
 template <class Cache>
 typename Cache::config config(std::size_t device_pages, std::size_t host_pages) {
   return typename Cache::config{shape, {}, device_pages, host_pages};
@@ -182,7 +165,7 @@ BOOST_AUTO_TEST_CASE(misuse_is_an_error_value) {
   plain_cache c(config<plain_cache>(8, 8));
   const auto t = tokens(16);
   plain_cache::lease_type l;
-  cpu_stream s;
+  transfer::cpu_stream s;
   BOOST_TEST((c.load(l, s).code() == errc::invalid_argument));  // never looked up
   BOOST_TEST_REQUIRE(c.lookup(namespace_id{1}, t, l).has_value());
   std::vector<device_slot> slots(3);
@@ -214,7 +197,7 @@ BOOST_AUTO_TEST_CASE(locked_pages_are_never_evicted) {
   BOOST_TEST(c.stats().dropped[0] == 0u);
   BOOST_TEST(c.free(one).has_value());
   // The evicted page is loaded back from host, byte for byte.
-  cpu_stream s;
+  transfer::cpu_stream s;
   BOOST_TEST_REQUIRE(c.lookup(namespace_id{1}, t, l).has_value());
   BOOST_TEST(l.device_pages() == 3u);
   BOOST_TEST(l.host_pages() == 1u);
@@ -256,7 +239,7 @@ BOOST_AUTO_TEST_CASE(write_through_backs_up_on_commit_write_back_on_eviction) {
     BOOST_TEST(c.stats().dropped[0] == 0u);
     BOOST_TEST(c.free(s).has_value());
     c.drain();
-    cpu_stream st;
+    transfer::cpu_stream st;
     BOOST_TEST_REQUIRE(c.lookup(namespace_id{1}, t, l).has_value());
     BOOST_TEST(l.host_pages() >= 3u);
     BOOST_TEST_REQUIRE(c.load(l, st).has_value());
@@ -313,7 +296,7 @@ struct prefetch_case {
   const reference_kv gen{shape};
   const std::vector<token_id> t = tokens(32);  // 8 pages
   cache c;
-  cpu_stream stream;
+  transfer::cpu_stream stream;
   typename cache::lease_type l;
 
   explicit prefetch_case(Prefetch p = {})
@@ -396,7 +379,7 @@ BOOST_AUTO_TEST_CASE(a_corrupted_slow_page_is_a_miss_never_data) {
   const page_info p5 = *c.index().info(l.pages()[5]);
   BOOST_TEST_REQUIRE(const_cast<memory_tier<>&>(c.slow_tier<0>()).flip_bit({p5.ns, p5.key}, 8 * 200));
   c.prefetch(l);
-  cpu_stream s;
+  transfer::cpu_stream s;
   BOOST_TEST_REQUIRE(c.load(l, s).has_value());
   for (std::size_t layer = 0; layer < shape.layers(); ++layer) c.wait_layer(l, layer);
   BOOST_TEST(l.cached_pages() == 5u);  // pages 0-4; page 5 was a miss, so the rest is computed

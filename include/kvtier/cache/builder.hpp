@@ -11,9 +11,8 @@
 #include <type_traits>
 
 #include "kvtier/cache/composition.hpp"
-#include "kvtier/cache/cpu_copy.hpp"
 #include "kvtier/cache/hierarchical_cache.hpp"
-#include "kvtier/cache/standin_device_pool.hpp"
+#include "kvtier/cache/host_backed_device_pool.hpp"
 #include "kvtier/codec/concepts.hpp"
 #include "kvtier/core/page_size.hpp"
 #include "kvtier/core/tier.hpp"
@@ -27,14 +26,10 @@
 #include "kvtier/policy/prefetch.hpp"
 #include "kvtier/policy/write.hpp"
 #include "kvtier/storage/concepts.hpp"
+#include "kvtier/transfer/copy_strategy.hpp"
+#include "kvtier/transfer/cpu_copy.hpp"
 
 namespace kvtier {
-
-// Opt-in check for copy strategies (cpu_copy here; the GPU copy in kvtier/cache/gpu_copy.cuh).
-template <class C>
-concept copy_strategy =
-  std::same_as<typename C::kvtier_copy_strategy, copy_strategy_tag> &&
-  requires { typename C::stream_type; typename C::event_type; { C::needs_device_memory } -> std::convertible_to<bool>; };
 
 namespace detail {
 
@@ -46,11 +41,11 @@ inline constexpr bool is_page_size<page_size<N>> = true;
 template <class T, class Default>
 using or_default = std::conditional_t<std::same_as<T, auto_choice>, Default, T>;
 
-// The copy strategy auto_choice picks for a device pool: cpu_copy, unless kvtier/cache/gpu_copy.cuh
-// (included) says otherwise for pools GPU kernels reach.
+// The copy strategy auto_choice picks for a device pool: cpu_copy, unless kvtier/cache/gpu_builder.cuh
+// (included by kvtier/cache.cuh) says otherwise for pools GPU kernels reach.
 template <class DevicePool>
 struct default_copy {
-  using type = cpu_copy;
+  using type = transfer::cpu_copy;
 };
 
 template <class T>
@@ -103,9 +98,13 @@ struct pool_checks {
   static constexpr bool copy_reaches_device =
       Copy::needs_device_memory ? memory::device_accessible_pool<Device> : memory::has_property<Device, memory::host_accessible>;
   static_assert(copy_reaches_device, "kvtier::cache_builder: the copy strategy cannot reach the device pool's memory: "
-                                     "cpu_copy needs a host-accessible stand-in (standin_device_pool); a device pool needs gpu_copy "
-                                     "(include kvtier/cache/gpu_copy.cuh)");
-  static constexpr bool value = device_is_pool && host_is_pool && device_tier_ok && host_tier_ok && copy_reaches_device;
+                                     "cpu_copy needs host memory standing in for the device (host_backed_device_pool); "
+                                     "a device pool needs gpu_copy (include kvtier/cache.cuh)");
+  static constexpr bool copy_reaches_host = !Copy::needs_device_memory || memory::mapped_host_pool<Host>;
+  static_assert(copy_reaches_host, "kvtier::cache_builder: a copy strategy of GPU kernels reads host pages through the GPU's "
+                                   "address space: the host pool must model kvtier::memory::mapped_host_pool (pinned_host_pool)");
+  static constexpr bool value =
+      device_is_pool && host_is_pool && device_tier_ok && host_tier_ok && copy_reaches_device && copy_reaches_host;
 };
 
 }  // namespace detail
@@ -130,10 +129,11 @@ struct cache_builder {
   static_assert(std::same_as<device_layout, layout::layer_first>,
                 "kvtier::cache_builder: the device tier holds the engine's KV layer first (what attention reads): "
                 "use device_memory<layout::layer_first, ...> or auto_choice");
-  using device_pool = detail::or_default<typename Device::pool_type, standin_device_pool>;
+  using device_pool = detail::or_default<typename Device::pool_type, host_backed_device_pool>;
   using copy_type = detail::or_default<Copy, typename detail::default_copy<device_pool>::type>;
-  static_assert(copy_strategy<copy_type>, "kvtier::cache_builder: the copy strategy must model kvtier::copy_strategy "
-                                          "(cpu_copy, or gpu_copy from kvtier/cache/gpu_copy.cuh)");
+  static_assert(transfer::copy_strategy<copy_type>,
+                "kvtier::cache_builder: the copy strategy must model kvtier::transfer::copy_strategy "
+                "(transfer::cpu_copy, or transfer::gpu_copy from kvtier/cache.cuh)");
   using host_layout = detail::or_default<typename Host::layout_type, layout::page_first>;
   static_assert(layout::kv_layout<host_layout> && layout::paged_kv_layout_mapping<typename host_layout::mapping>,
                 "kvtier::cache_builder: the host tier holds whole pages, each one contiguous block: "

@@ -13,7 +13,7 @@ namespace kvtier {
 struct auto_choice {};
 
 // The device tier: the engine's KV, in the engine's layout. Layout: layout::layer_first (what
-// attention reads); Pool: standin_device_pool (CPU-only), or a device pool of kvtier/memory.cuh.
+// attention reads); Pool: host_backed_device_pool (CPU-only), or a device pool of kvtier/memory.cuh.
 template <class Layout = auto_choice, class Pool = auto_choice>
 struct device_memory {
   using layout_type = Layout;
@@ -48,13 +48,6 @@ template <class DeviceToHost = auto_choice, class HostToSlow = auto_choice>
 struct write_policies {
   using device_to_host = DeviceToHost;
   using host_to_slow = HostToSlow;
-};
-
-// Eviction policies (kvtier/policy/eviction) for the device and the host tiers.
-template <class Device = auto_choice, class Host = auto_choice>
-struct eviction_policies {
-  using device = Device;
-  using host = Host;
 };
 
 }  // namespace kvtier

@@ -18,6 +18,12 @@
 
 namespace kvtier {
 
+namespace detail {
+template <class PageSize, class DevicePool, class HostPool, class HostLayout, class Copy, class WriteToHost,
+          class WriteToSlow, class Prefetch, class Eviction, class... SlowTiers>
+class cache_paths;
+}  // namespace detail
+
 template <class Copy>
 class cache_lease {
  public:
@@ -54,6 +60,8 @@ class cache_lease {
  private:
   template <class Parts>
   friend class hierarchical_cache;
+  template <class, class, class, class, class, class, class, class, class, class...>
+  friend class detail::cache_paths;
 
   void reset(namespace_id ns, std::size_t prompt_tokens, std::size_t page_tokens) {
     ns_ = ns;

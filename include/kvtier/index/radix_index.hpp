@@ -100,6 +100,23 @@ class radix_index {
   // Drops `tier`'s copy (not_found if none), even if locked or in flight: an explicit decision
   // (a failed load, a corrupted copy). Its slot is cleared.
   result<void> remove_tier(page_id page, tier_id tier);
+  // Gives `page` a copy at `where` (a device_slot or host_slot; a slow tier's tier_id, no slot),
+  // in flight (being loaded or written) or ready: the one residency edit of a copy being placed.
+  template <class Where>
+    requires(std::same_as<Where, device_slot> || std::same_as<Where, host_slot> || std::same_as<Where, tier_id>)
+  result<void> place_copy(page_id page, Where where, bool in_flight) {
+    const result<page_info> i = info(page);
+    if (!i) return i.err();
+    page_residency r = i->residency;
+    tier_id t = tier_id::device;
+    if constexpr (std::same_as<Where, device_slot>) r.device = where;
+    else if constexpr (std::same_as<Where, host_slot>) t = tier_id::host, r.host = where;
+    else t = where;
+    r.tiers.add(t);
+    if (in_flight) r.in_flight.add(t);
+    else r.in_flight.remove(t);
+    return set_residency(page, r);
+  }
   std::span<const token_id> tokens_of(page_id page) const noexcept {
     return {tokens_.data() + std::size_t(page.value()) * pages_.tokens(), pages_.tokens()};
   }

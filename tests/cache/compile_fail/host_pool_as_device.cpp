@@ -5,6 +5,6 @@ using namespace kvtier;
 using bad = cache_builder<page_size<16>, device_memory<layout::layer_first, memory::host_pool>>::cache_type;
 bad* p = nullptr;
 #else
-using good = cache_builder<page_size<16>, device_memory<layout::layer_first, standin_device_pool>>::cache_type;
+using good = cache_builder<page_size<16>, device_memory<layout::layer_first, host_backed_device_pool>>::cache_type;
 good* p = nullptr;
 #endif

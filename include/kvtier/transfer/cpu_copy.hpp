@@ -1,7 +1,7 @@
 #pragma once
-// The CPU copy strategy: host memory stands in for the device, kvtier's CPU copy path
-// (transfer::cpu) moves the pages, and a copy thread plays the role of a CUDA stream, so loads
-// and backups run asynchronously and complete layer by layer exactly as they do on a GPU.
+// The CPU copy strategy: host memory stands in for the device (cache/host_backed_device_pool.hpp),
+// kvtier's CPU copy path (transfer::cpu) moves the pages, and a copy thread plays the role of a
+// CUDA stream, so loads and backups run asynchronously and complete layer by layer exactly as they do on a GPU.
 // Events are sequence numbers on that stream; a layer is ready once its event has passed.
 #include <atomic>
 #include <chrono>
@@ -17,13 +17,11 @@
 #include <vector>
 
 #include "kvtier/core/error.hpp"
+#include "kvtier/transfer/copy_strategy.hpp"
 #include "kvtier/transfer/cpu.hpp"
 #include "kvtier/transfer/views.hpp"
 
-namespace kvtier {
-
-// Opt-in tag: a copy strategy declares `using kvtier_copy_strategy = copy_strategy_tag;`.
-struct copy_strategy_tag {};
+namespace kvtier::transfer {
 
 // An in-order queue of copy tasks run by one kvtier copy thread: the CPU's stand-in for a stream.
 class cpu_stream {
@@ -111,31 +109,31 @@ struct cpu_copy {
 
   // host page-first → device layer-first, layer by layer: layer_events[l] passes when layer l of
   // every page has landed. The error plan_copy finds is returned before anything is queued.
-  template <transfer::paged_kv_view Host, transfer::kv_view Device>
-  static result<void> load(stream_type& s, const Host& host, const Device& device,
-                           std::span<const transfer::page_pair> pairs, std::span<event_type> layer_events) {
-    if (auto g = transfer::plan_copy(host, device, pairs, transfer::layer_range::all(), host.map.page_tokens()); !g)
-      return g.err();
+  template <paged_kv_view Host, kv_view Device>
+  static result<void> load(stream_type& s, const Host& host, const Device& device, std::span<const page_pair> pairs,
+                           std::span<event_type> layer_events) {
+    if (auto g = plan_copy(host, device, pairs, layer_range::all(), host.map.page_tokens()); !g) return g.err();
     if (layer_events.size() != host.map.extents().layers()) return make_error(errc::invalid_argument);
-    auto shared = std::make_shared<const std::vector<transfer::page_pair>>(pairs.begin(), pairs.end());
+    auto shared = std::make_shared<const std::vector<page_pair>>(pairs.begin(), pairs.end());
     for (std::size_t layer = 0; layer < layer_events.size(); ++layer)
       layer_events[layer] = s.enqueue([host, device, shared, layer] {
-        [[maybe_unused]] const result<void> r = transfer::cpu::load(host, device, *shared, transfer::layer_range::one(layer));
+        [[maybe_unused]] const result<void> r = cpu::load(host, device, *shared, layer_range::one(layer));
       });
     return {};
   }
   // device layer-first → host page-first, all layers.
-  template <transfer::kv_view Device, transfer::paged_kv_view Host>
+  template <kv_view Device, paged_kv_view Host>
   static result<event_type> backup(stream_type& s, const Device& device, const Host& host,
-                                   std::span<const transfer::page_pair> pairs) {
-    if (auto g = transfer::plan_copy(device, host, pairs, transfer::layer_range::all(), host.map.page_tokens()); !g)
-      return g.err();
-    return s.enqueue([host, device, p = std::vector<transfer::page_pair>(pairs.begin(), pairs.end())] {
-      [[maybe_unused]] const result<void> r = transfer::cpu::backup(device, host, p, transfer::layer_range::all());
+                                   std::span<const page_pair> pairs) {
+    if (auto g = plan_copy(device, host, pairs, layer_range::all(), host.map.page_tokens()); !g) return g.err();
+    return s.enqueue([host, device, p = std::vector<page_pair>(pairs.begin(), pairs.end())] {
+      [[maybe_unused]] const result<void> r = cpu::backup(device, host, p, layer_range::all());
     });
   }
   static bool query(const stream_type& s, event_type e) noexcept { return s.query(e); }
   static void synchronize(const stream_type& s, event_type e) { s.synchronize(e); }
 };
 
-}  // namespace kvtier
+static_assert(copy_strategy<cpu_copy>);
+
+}  // namespace kvtier::transfer

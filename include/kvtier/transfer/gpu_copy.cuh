@@ -2,29 +2,23 @@
 // The GPU copy strategy of hierarchical_cache: kvtier's copy kernels (transfer::gpu::copier) move
 // pages between mapped pinned host memory and the engine's layer-first device KV on a CUDA stream,
 // one event per layer. Events are sequence numbers on a gpu_stream, as on the CPU path, so the
-// cache's code is the same for both; event(seq) hands the CUDA event to engines that prefer
-// cudaStreamWaitEvent on their compute stream to a host-side wait.
-//
-//   #include <kvtier/cache/gpu_copy.cuh>
-//   using cache_type = kvtier::gpu_cache_builder<kvtier::page_size<16>>::cache_type;
+// cache's code is the same for both; cuda_event(seq) hands the CUDA event to engines that prefer
+// cudaStreamWaitEvent on their compute stream to a host-side wait. The GPU composition of the
+// cache (gpu_cache_builder) is kvtier/cache.cuh.
 #include <cuda_runtime.h>
 
 #include <cstdint>
 #include <deque>
 #include <span>
-#include <stdexcept>
-#include <string>
+#include <utility>
 #include <vector>
 
-#include "kvtier/cache/builder.hpp"
-#include "kvtier/cache/cpu_copy.hpp"
 #include "kvtier/core/error.hpp"
-#include "kvtier/memory/device_layer_pool.cuh"
-#include "kvtier/memory/pinned_host_pool.cuh"
+#include "kvtier/transfer/copy_strategy.hpp"
 #include "kvtier/transfer/gpu.cuh"
 #include "kvtier/transfer/views.hpp"
 
-namespace kvtier {
+namespace kvtier::transfer {
 
 // A CUDA stream with in-order sequence-numbered events and the copier that stages page lists for
 // the kernels. One thread uses a gpu_stream at a time.
@@ -46,7 +40,7 @@ class gpu_stream {
   }
 
   cudaStream_t get() const noexcept { return stream_; }
-  transfer::gpu::copier& copier() noexcept { return copier_; }
+  gpu::copier& copier() noexcept { return copier_; }
 
   // n fresh events, in the order the stream will record them; their sequence numbers follow.
   result<std::span<cudaEvent_t>> take_events(std::size_t n, event& first) {
@@ -101,7 +95,7 @@ class gpu_stream {
   }
 
   cudaStream_t stream_ = nullptr;
-  transfer::gpu::copier copier_;
+  gpu::copier copier_;
   mutable std::deque<std::pair<event, cudaEvent_t>> recorded_;
   mutable std::vector<cudaEvent_t> spare_;
   std::vector<cudaEvent_t> batch_;
@@ -116,28 +110,28 @@ struct gpu_copy {
   using event_type = gpu_stream::event;
   static constexpr bool needs_device_memory = true;
 
-  template <transfer::paged_kv_view Host, transfer::kv_view Device>
+  template <paged_kv_view Host, kv_view Device>
   static result<void> load(stream_type& s, const Host& host, const Device& device,
-                           std::span<const transfer::page_pair> pairs, std::span<event_type> layer_events) {
+                           std::span<const page_pair> pairs, std::span<event_type> layer_events) {
     event_type first = 0;
     const auto events = s.take_events(layer_events.size(), first);
     if (!events) return events.err();
-    transfer::gpu::options o;
+    gpu::options o;
     o.stream = s.get();
     o.layer_events = *events;
-    if (const result<void> r = s.copier().load(host, device, pairs, transfer::layer_range::all(), o); !r) return r;
+    if (const result<void> r = s.copier().load(host, device, pairs, layer_range::all(), o); !r) return r;
     for (std::size_t i = 0; i < layer_events.size(); ++i) layer_events[i] = first + i;
     return {};
   }
-  template <transfer::kv_view Device, transfer::paged_kv_view Host>
+  template <kv_view Device, paged_kv_view Host>
   static result<event_type> backup(stream_type& s, const Device& device, const Host& host,
-                                   std::span<const transfer::page_pair> pairs) {
+                                   std::span<const page_pair> pairs) {
     event_type first = 0;
     const auto events = s.take_events(1, first);
     if (!events) return events.err();
-    transfer::gpu::options o;
+    gpu::options o;
     o.stream = s.get();
-    if (const result<void> r = s.copier().backup(device, host, pairs, transfer::layer_range::all(), o); !r) return r.err();
+    if (const result<void> r = s.copier().backup(device, host, pairs, layer_range::all(), o); !r) return r.err();
     if (cudaEventRecord((*events)[0], s.get()) != cudaSuccess) return make_error(errc::io_error);
     return first;
   }
@@ -145,31 +139,6 @@ struct gpu_copy {
   static void synchronize(const stream_type& s, event_type e) { s.synchronize(e); }
 };
 
-namespace detail {
-// The device pool's memory as the engine's layer-first buffer: one plane per (layer, kv), page s
-// at tokens [s·P, s·P + P) (kvtier-allocated pools pack slots, so the plane slot stride is a page).
-template <>
-struct device_access<memory::device_layer_pool> {
-  static transfer::layer_first_buffer view(const memory::device_layer_pool& p) {
-    if (p.plane_slot_stride() != p.plane_bytes())
-      throw config_error("kvtier: hierarchical_cache needs a device_layer_pool with packed slots");
-    return transfer::layer_first_view(p.plane_table(), p.shape(), p.capacity() * p.page_tokens());
-  }
-};
-// Pools GPU kernels reach get the GPU copy when the copy strategy is auto_choice.
-template <class DevicePool>
-  requires memory::device_accessible_pool<DevicePool>
-struct default_copy<DevicePool> {
-  using type = gpu_copy;
-};
-}  // namespace detail
+static_assert(copy_strategy<gpu_copy>);
 
-// The GPU composition in one line: device_layer_pool (layer first), pinned host pool (page first,
-// mapped), gpu_copy; the other arguments as for cache_builder.
-template <class PageSize, class Slow = slow_tiers<>, class Writes = write_policies<>, class Prefetch = auto_choice,
-          class Eviction = auto_choice>
-using gpu_cache_builder = cache_builder<PageSize, device_memory<layout::layer_first, memory::device_layer_pool>,
-                                        host_memory<layout::page_first, memory::pinned_host_pool>, Slow, gpu_copy, Writes,
-                                        Prefetch, Eviction>;
-
-}  // namespace kvtier
+}  // namespace kvtier::transfer
