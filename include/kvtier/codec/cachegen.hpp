@@ -6,10 +6,11 @@
 // they vary). Deeper layers may take coarser steps (`layer_slope`). A lossless mode codes the exact
 // 16-bit patterns the same way; it is bit-exact and exists for tests and for tiers that must not lose.
 //
-// Encoded page: u64 tag (geometry, profile fingerprint, mode) | a directory entry per (layer, kv)
-// block: u32 stream bytes, u32 escapes, f32 step (the profile's relative step × the block's RMS) |
-// per block: its rANS stream, then its escapes (i32 each). Blocks are independent, so a decoder may
-// run one per (layer, kv) — the GPU decoder does. A page that does not compress is stored raw.
+// Encoded page: u64 tag (geometry, profile fingerprint, mode) | a directory: per (layer, kv) block
+// a f32 step (the profile's relative step × the block's RMS), then per stream (the block's channels
+// split into `streams_per_block` segments) u32 offset, u32 stream bytes, u32 escapes | the streams,
+// each followed by its escapes (i32). Streams are independent, so a decoder may run one per
+// (page, block, segment) — the GPU decoder does. A page that does not compress is stored raw.
 #include <algorithm>
 #include <cmath>
 #include <cstddef>
@@ -32,6 +33,7 @@ struct cachegen_options {
   double layer_slope = 0.0;    // step of the last layer = (1 + slope) × step of the first
   double anchor_fraction = 0.25;  // anchors are quantized this much finer than deltas
   std::size_t group_tokens = 16;  // tokens per anchor group (within a page)
+  std::size_t streams_per_block = 8;  // independent rANS streams per (layer, kv) block (channel segments)
   bool lossless = false;
 };
 
@@ -46,8 +48,10 @@ class cachegen_profile {
   static std::shared_ptr<const cachegen_profile> fit(kv_page_geometry g, std::span<const std::span<const std::byte>> samples,
                                                      cachegen_options o = {}) {
     g.check();
-    if (o.group_tokens == 0 || o.target_error <= 0 || o.anchor_fraction <= 0)
-      throw config_error("kvtier: cachegen options need group_tokens > 0, target_error > 0, anchor_fraction > 0");
+    if (o.group_tokens == 0 || o.target_error <= 0 || o.anchor_fraction <= 0 || o.streams_per_block == 0 ||
+        o.streams_per_block > g.row_elements())
+      throw config_error("kvtier: cachegen options need group_tokens > 0, target_error > 0, anchor_fraction > 0 and "
+                         "1 <= streams_per_block <= channels");
     if (o.lossless && g.shape.element_bytes() != 2) throw config_error("kvtier: lossless cachegen codes 16-bit KV only");
     for (auto s : samples)
       if (s.size() != g.page_bytes()) throw config_error("kvtier: cachegen sample page of the wrong size");
@@ -167,11 +171,19 @@ inline float cachegen_block_step(const cachegen_profile& p, std::size_t block, c
   const float s = float(p.relative_step(block) * (rms > 0 && std::isfinite(rms) ? rms : 1.0));
   return s > 0 && std::isfinite(s) ? s : 1.f;
 }
+// Channels [c0, c1) of one block's segment s of S.
+constexpr std::size_t segment_begin(std::size_t s, std::size_t segments, std::size_t channels) noexcept {
+  return s * channels / segments;
+}
+// The symbols (and table selectors) of channels [c0, c1) of one (layer, kv) block over `tokens`
+// tokens, token-major: quantized (lossy) or the exact 16-bit patterns split in two bytes (lossless).
 inline void cachegen_symbols(const cachegen_profile& p, std::size_t block, const std::byte* page, dtype t,
-                             std::size_t first_element, std::size_t tokens, float step, cachegen_block_symbols& out) {
+                             std::size_t first_element, std::size_t tokens, std::size_t c0, std::size_t c1, float step,
+                             cachegen_block_symbols& out) {
   const std::size_t C = p.channels(), G = p.options().group_tokens;
   out.symbols.clear();
   out.sel.clear();
+  out.escapes.clear();
   const auto push = [&](std::int32_t q, std::uint8_t sel) {
     const std::uint32_t z = zigzag(q);
     if (z < cachegen_escape) {
@@ -186,7 +198,7 @@ inline void cachegen_symbols(const cachegen_profile& p, std::size_t block, const
   if (p.options().lossless) {
     std::vector<std::uint16_t> anchor(C);
     for (std::size_t tok = 0; tok < tokens; ++tok)
-      for (std::size_t c = 0; c < C; ++c) {
+      for (std::size_t c = c0; c < c1; ++c) {
         std::uint16_t v;
         std::memcpy(&v, page + 2 * (first_element + tok * C + c), 2);
         const bool is_anchor = tok % G == 0;
@@ -205,7 +217,7 @@ inline void cachegen_symbols(const cachegen_profile& p, std::size_t block, const
   const float inv = 1.f / step, ainv = 1.f / astep;
   std::vector<float> anchor(C);
   for (std::size_t tok = 0; tok < tokens; ++tok)
-    for (std::size_t c = 0; c < C; ++c) {
+    for (std::size_t c = c0; c < c1; ++c) {
       const float v = load_element(page, t, first_element + tok * C + c);
       const std::uint8_t cls = p.channel_class(block, c);
       if (tok % G == 0) {
@@ -228,11 +240,10 @@ inline void cachegen_profile::fit_tables(const kv_page_geometry& g, std::span<co
   detail::cachegen_block_symbols sym;
   for (auto page : samples)
     for (std::size_t b = 0; b < nb; ++b) {
-      sym.escapes.clear();
       const std::size_t first = b * g.page_tokens * channels_;
       const float step = options().lossless ? 1.f
           : detail::cachegen_block_step(*this, b, page.data(), shape_.element_type(), first, g.page_tokens * channels_);
-      detail::cachegen_symbols(*this, b, page.data(), shape_.element_type(), first, g.page_tokens, step, sym);
+      detail::cachegen_symbols(*this, b, page.data(), shape_.element_type(), first, g.page_tokens, 0, channels_, step, sym);
       for (std::size_t i = 0; i < sym.symbols.size(); ++i) ++counts[(b * tables_per_block + sym.sel[i]) * 256 + sym.symbols[i]];
     }
   tables_.clear();
@@ -243,23 +254,24 @@ inline void cachegen_profile::fit_tables(const kv_page_geometry& g, std::span<co
 
 namespace detail {
 
-// One (layer, kv) block's entry in the page's directory.
-struct cachegen_block_entry {
-  std::uint32_t stream_bytes = 0;
-  std::uint32_t escapes = 0;
-  float step = 0;  // absolute step of deltas (anchors: × anchor_fraction); 1 in lossless mode
+// A page's directory: per (layer, kv) block a f32 step, then per stream (channel segment) its
+// byte offset in the page, its stream bytes and its escape count (u32 each).
+struct cachegen_stream_entry {
+  std::uint32_t offset = 0, stream_bytes = 0, escapes = 0;
 };
-inline constexpr std::size_t cachegen_entry_bytes = 12;
+constexpr std::size_t cachegen_block_dir_bytes(std::size_t streams) noexcept { return 4 + 12 * streams; }
 
-// Decodes one block (tokens × channels elements, page_first order) from its rANS stream and escapes.
-// The CUDA decoder mirrors this function; false on any inconsistency (the page is then a miss).
-inline bool cachegen_decode_block(const cachegen_profile& p, std::size_t block, const std::byte* stream,
-                                  const cachegen_block_entry& e, const std::byte* escapes, std::size_t tokens,
-                                  dtype t, std::byte* out, std::vector<float>& anchor) noexcept {
+// Decodes channels [c0, c1) of one block (tokens × channels elements, page_first order) from its
+// stream and escapes (which follow the stream). The CUDA decoder mirrors this function; false on
+// any inconsistency (the page is then a miss).
+inline bool cachegen_decode_segment(const cachegen_profile& p, std::size_t block, const std::byte* stream,
+                                    const cachegen_stream_entry& e, float step, std::size_t c0, std::size_t c1,
+                                    std::size_t tokens, dtype t, std::byte* out, std::vector<float>& anchor) noexcept {
   const std::size_t C = p.channels(), G = p.options().group_tokens;
   const rans_table* tb = p.tables(block);
   const std::byte* q = stream;
   const std::byte* const end = stream + e.stream_bytes;
+  const std::byte* const escapes = end;
   if (e.stream_bytes < 8) return false;
   std::uint32_t x[2] = {0, 0};
   for (int k = 0; k < 2; ++k)
@@ -283,7 +295,7 @@ inline bool cachegen_decode_block(const cachegen_profile& p, std::size_t block, 
       const bool is_anchor = tok % G == 0;
       const rans_table& hi = tb[lossless_base + (is_anchor ? 0 : 2)];
       const rans_table& lo = tb[lossless_base + (is_anchor ? 1 : 3)];
-      for (std::size_t c = 0; c < C; ++c) {
+      for (std::size_t c = c0; c < c1; ++c) {
         const int h = next(hi), l = next(lo);
         if (h < 0 || l < 0) return false;
         const std::uint16_t z = std::uint16_t((h << 8) | l);
@@ -299,16 +311,16 @@ inline bool cachegen_decode_block(const cachegen_profile& p, std::size_t block, 
       }
     }
   } else {
-    const float step = e.step, astep = cachegen_anchor_step(step, p.options().anchor_fraction);
+    const float astep = cachegen_anchor_step(step, p.options().anchor_fraction);
     std::uint32_t used = 0;
     bool ok = true;
     with_dtype(t, [&](auto tc) {
       constexpr dtype T = decltype(tc)::value;
+      const std::uint8_t* cls = &p.channel_class(block, 0);
       for (std::size_t tok = 0; tok < tokens && ok; ++tok) {
         const bool is_anchor = tok % G == 0;
         const rans_table* set = tb + (is_anchor ? 0 : cachegen_profile::classes);
-        const std::uint8_t* cls = &p.channel_class(block, 0);
-        for (std::size_t c = 0; c < C; ++c) {
+        for (std::size_t c = c0; c < c1; ++c) {
           const int s = next(set[cls[c]]);
           if (s < 0) { ok = false; return; }
           std::int32_t v;
@@ -329,8 +341,7 @@ inline bool cachegen_decode_block(const cachegen_profile& p, std::size_t block, 
         }
       }
     });
-    if (!ok) return false;
-    if (used != e.escapes) return false;
+    if (!ok || used != e.escapes) return false;
   }
   return q == end && x[0] == rans_low && x[1] == rans_low;
 }
@@ -358,7 +369,7 @@ class cachegen_codec {
 
   // Never more than the page plus its framing: a page that does not compress is stored raw.
   std::size_t max_encoded_bytes(std::size_t n) const noexcept {
-    return 8 + n + (p_ ? detail::cachegen_entry_bytes * p_->blocks() : 0);
+    return 8 + n + (p_ ? dir_bytes() : 0);
   }
 
   result<std::size_t> encode(std::span<const std::byte> in, std::span<std::byte> out) const noexcept {
@@ -388,26 +399,30 @@ class cachegen_codec {
         return out.size();
       }
       if (tg != tag()) return make_error(errc::corrupted);
-      const std::size_t nb = p_->blocks();
-      if (std::size_t(end - q) < detail::cachegen_entry_bytes * nb) return make_error(errc::corrupted);
-      std::vector<detail::cachegen_block_entry> dir(nb);
-      std::size_t body = 0;
-      for (auto& e : dir) {
-        e.stream_bytes = detail::get_le<std::uint32_t>(q);
-        e.escapes = detail::get_le<std::uint32_t>(q);
-        e.step = detail::get_le<float>(q);
-        if (!(e.step > 0) || !std::isfinite(e.step)) return make_error(errc::corrupted);
-        body += std::size_t(e.stream_bytes) + 4 * std::size_t(e.escapes);
-      }
-      if (body != std::size_t(end - q)) return make_error(errc::corrupted);
-      std::vector<float> anchor(p_->channels());
-      const std::size_t block_bytes = g_.page_tokens * p_->channels() * g_.shape.element_bytes();
+      const std::size_t nb = p_->blocks(), S = p_->options().streams_per_block, C = p_->channels();
+      if (in.size() < 8 + dir_bytes()) return make_error(errc::corrupted);
+      std::vector<float> anchor(C);
+      const std::size_t block_bytes = g_.page_tokens * C * g_.shape.element_bytes();
+      std::size_t expect = 8 + dir_bytes();  // streams follow the directory back to back
       for (std::size_t b = 0; b < nb; ++b) {
-        if (!detail::cachegen_decode_block(*p_, b, q, dir[b], q + dir[b].stream_bytes, g_.page_tokens,
-                                           g_.shape.element_type(), out.data() + b * block_bytes, anchor))
-          return make_error(errc::corrupted);
-        q += dir[b].stream_bytes + 4 * std::size_t(dir[b].escapes);
+        const std::byte* d = in.data() + 8 + b * detail::cachegen_block_dir_bytes(S);
+        const float step = detail::get_le<float>(d);
+        if (!(step > 0) || !std::isfinite(step)) return make_error(errc::corrupted);
+        for (std::size_t sg = 0; sg < S; ++sg) {
+          detail::cachegen_stream_entry e;
+          e.offset = detail::get_le<std::uint32_t>(d);
+          e.stream_bytes = detail::get_le<std::uint32_t>(d);
+          e.escapes = detail::get_le<std::uint32_t>(d);
+          const std::size_t len = std::size_t(e.stream_bytes) + 4 * std::size_t(e.escapes);
+          if (e.offset != expect || len > in.size() - expect) return make_error(errc::corrupted);
+          expect += len;
+          if (!detail::cachegen_decode_segment(*p_, b, in.data() + e.offset, e, step, detail::segment_begin(sg, S, C),
+                                               detail::segment_begin(sg + 1, S, C), g_.page_tokens,
+                                               g_.shape.element_type(), out.data() + b * block_bytes, anchor))
+            return make_error(errc::corrupted);
+        }
       }
+      if (expect != in.size()) return make_error(errc::corrupted);
       return out.size();
     } catch (...) {
       return make_error(errc::capacity_exhausted);
@@ -419,33 +434,41 @@ class cachegen_codec {
 
   // The compressed form, or 0 when it would not fit in `out` (the caller then stores the page raw).
   std::size_t encode_compressed(std::span<const std::byte> in, std::span<std::byte> out) const {
+    const std::size_t nb = p_->blocks(), S = p_->options().streams_per_block, C = p_->channels();
     std::byte* o = out.data();
     std::byte* const end = out.data() + out.size();
     detail::put_le<std::uint64_t>(o, tag());
+    if (std::size_t(end - o) < dir_bytes()) return 0;
     std::byte* dir = o;
-    if (std::size_t(end - o) < detail::cachegen_entry_bytes * p_->blocks()) return 0;
-    o += detail::cachegen_entry_bytes * p_->blocks();
+    o += dir_bytes();
     detail::cachegen_block_symbols sym;
-    const std::size_t per_block = g_.page_tokens * p_->channels();
+    const std::size_t per_block = g_.page_tokens * C;
     const dtype t = g_.shape.element_type();
-    for (std::size_t b = 0; b < p_->blocks(); ++b) {
+    for (std::size_t b = 0; b < nb; ++b) {
       const float step = p_->options().lossless ? 1.f : detail::cachegen_block_step(*p_, b, in.data(), t, b * per_block, per_block);
-      sym.escapes.clear();
-      detail::cachegen_symbols(*p_, b, in.data(), t, b * per_block, g_.page_tokens, step, sym);
-      const std::size_t reserve = 4 * sym.escapes.size();
-      if (std::size_t(end - o) <= reserve) return 0;
+      detail::put_le<float>(dir, step);
       const detail::rans_table* tb = p_->tables(b);
       const detail::rans_table* ptrs[cachegen_profile::tables_per_block];
       for (std::size_t k = 0; k < cachegen_profile::tables_per_block; ++k) ptrs[k] = tb + k;
-      const std::size_t n = detail::rans_encode(sym.symbols, sym.sel, ptrs, std::span<std::byte>(o, std::size_t(end - o) - reserve));
-      if (n == 0) return 0;
-      o += n;
-      for (std::int32_t e : sym.escapes) detail::put_le<std::int32_t>(o, e);
-      detail::put_le<std::uint32_t>(dir, std::uint32_t(n));
-      detail::put_le<std::uint32_t>(dir, std::uint32_t(sym.escapes.size()));
-      detail::put_le<float>(dir, step);
+      for (std::size_t sg = 0; sg < S; ++sg) {
+        detail::cachegen_symbols(*p_, b, in.data(), t, b * per_block, g_.page_tokens, detail::segment_begin(sg, S, C),
+                                 detail::segment_begin(sg + 1, S, C), step, sym);
+        const std::size_t reserve = 4 * sym.escapes.size();
+        if (std::size_t(end - o) <= reserve) return 0;
+        const std::size_t n = detail::rans_encode(sym.symbols, sym.sel, ptrs, std::span<std::byte>(o, std::size_t(end - o) - reserve));
+        if (n == 0) return 0;
+        detail::put_le<std::uint32_t>(dir, std::uint32_t(o - out.data()));
+        detail::put_le<std::uint32_t>(dir, std::uint32_t(n));
+        detail::put_le<std::uint32_t>(dir, std::uint32_t(sym.escapes.size()));
+        o += n;
+        for (std::int32_t e : sym.escapes) detail::put_le<std::int32_t>(o, e);
+      }
     }
     return std::size_t(o - out.data());
+  }
+
+  std::size_t dir_bytes() const noexcept {
+    return p_->blocks() * detail::cachegen_block_dir_bytes(p_->options().streams_per_block);
   }
 
   std::uint64_t tag() const noexcept { return detail::geometry_tag(g_, id) ^ p_->fingerprint(); }

@@ -4,9 +4,9 @@
 // (copy engine), these kernels expand them in HBM.
 //
 //  - int8 / fp8: one thread block per (page, layer, kv) block; each thread expands 4 codes at a time.
-//  - cachegen: one thread per (page, layer, kv) block: the block's rANS stream is sequential, but a
-//    batch has thousands of blocks (a 32K-token prefix of Llama-3-8B: 131,072), enough to fill the GPU.
-//    Each thread writes its block's rows (contiguous in the pool) 16 bytes at a time and reads its
+//  - cachegen: one thread per (page, layer, kv, channel segment) stream: each rANS stream is
+//    sequential, but a batch has many (1 GiB of Llama-3-8B KV at 8 streams a block: 262,144), enough
+//    to fill the GPU. Each thread writes its segment of each row 16 bytes at a time and reads its
 //    anchors back from what it wrote (the encoder's closed loop uses the stored anchor).
 //
 // Results are bit-identical to the CPU decoders (no fused multiply-add: __fmul_rn / __fadd_rn).
@@ -37,9 +37,8 @@ struct encoded_page {
 // A cachegen profile's tables in device memory (RAII; build once per model and codec).
 class device_cachegen_profile {
  public:
-  struct table {  // one rans_table, as the kernel reads it
-    std::uint16_t freq[256];
-    std::uint16_t cum[256];
+  struct table {  // one rans_table, as the kernel reads it (copied into shared memory)
+    std::uint32_t freq_cum[256];  // freq | cum << 16
     std::uint8_t symbol_of[detail::rans_total];
   };
 
@@ -50,10 +49,7 @@ class device_cachegen_profile {
       for (std::size_t k = 0; k < cachegen_profile::tables_per_block; ++k) {
         const detail::rans_table& r = p.tables(b)[k];
         table& d = t[b * cachegen_profile::tables_per_block + k];
-        for (int s = 0; s < 256; ++s) {
-          d.freq[s] = r.freq[std::size_t(s)];
-          d.cum[s] = r.cum[std::size_t(s)];
-        }
+        for (int s = 0; s < 256; ++s) d.freq_cum[s] = std::uint32_t(r.freq[std::size_t(s)]) | std::uint32_t(r.cum[std::size_t(s)]) << 16;
         for (std::uint32_t i = 0; i < detail::rans_total; ++i) d.symbol_of[i] = r.symbol_of[i];
       }
     std::vector<std::uint8_t> cls(nb * p.channels());
@@ -125,98 +121,167 @@ __global__ void decode_scaled_8bit(const encoded_page* pages, std::uint64_t tag,
   }
 }
 
-// One thread per (page, block). Mirrors detail::cachegen_decode_block.
+// Collects consecutive 16-bit outputs of one row segment and stores them 16 bytes at a time.
+struct row_writer16 {
+  std::uint16_t* base;  // the row segment's first element
+  std::uint32_t buf[4];
+  unsigned n = 0;       // elements buffered
+  std::size_t at = 0;   // index of the first buffered element
+  __device__ void put(std::uint16_t v) {
+    const unsigned w = n >> 1;
+    if (n & 1) buf[w] |= std::uint32_t(v) << 16;
+    else buf[w] = v;
+    if (++n == 8) flush();
+  }
+  __device__ void flush() {
+    std::uint16_t* p = base + at;
+    if (n == 8 && (reinterpret_cast<std::uintptr_t>(p) & 15) == 0) {
+      *reinterpret_cast<uint4*>(p) = make_uint4(buf[0], buf[1], buf[2], buf[3]);
+    } else {
+      for (unsigned i = 0; i < n; ++i) p[i] = std::uint16_t(buf[i >> 1] >> (16 * (i & 1)));
+    }
+    at += n;
+    n = 0;
+  }
+};
+
+// Tables a decoding CTA keeps in shared memory: the 8 lossy or the 4 lossless tables of one
+// (layer, kv) block, and the block's channel classes.
+inline constexpr std::size_t cachegen_smem_tables = 2 * cachegen_profile::classes;
+
+// grid: (CTAs over pages × segments, blocks); every thread of a CTA decodes streams of the same
+// (layer, kv) block, so the block's tables sit in shared memory. Mirrors detail::cachegen_decode_segment.
 template <dtype T>
-__global__ void decode_cachegen(const encoded_page* pages, std::size_t n_pages, std::uint64_t tag, std::uint64_t raw_tag,
-                                const device_cachegen_profile::table* tables, const std::uint8_t* classes,
-                                std::size_t blocks, std::size_t page_tokens, std::size_t channels, std::size_t group,
-                                double anchor_fraction, bool lossless, transfer::layer_first_buffer pool,
-                                std::size_t kv_planes, std::uint8_t* status) {
+__global__ void __launch_bounds__(256) decode_cachegen(
+    const encoded_page* pages, std::size_t n_pages, std::uint64_t tag, std::uint64_t raw_tag,
+    const device_cachegen_profile::table* tables, const std::uint8_t* classes, std::size_t blocks, std::size_t segments,
+    std::size_t page_tokens, std::size_t channels, std::size_t group, double anchor_fraction, bool lossless,
+    transfer::layer_first_buffer pool, std::size_t kv_planes, std::uint8_t* status) {
+  extern __shared__ __align__(16) unsigned char smem[];
+  using table = device_cachegen_profile::table;
+  table* tab = reinterpret_cast<table*>(smem);
+  std::uint8_t* cls = smem + cachegen_smem_tables * sizeof(table);
+  const std::size_t b = blockIdx.y;
+  {  // stage this block's tables and classes
+    const std::size_t first = lossless ? 2 * cachegen_profile::classes : 0, count = lossless ? 4 : cachegen_smem_tables;
+    const uint4* src = reinterpret_cast<const uint4*>(tables + b * cachegen_profile::tables_per_block + first);
+    uint4* dst = reinterpret_cast<uint4*>(tab);
+    for (std::size_t i = threadIdx.x; i < count * sizeof(table) / 16; i += blockDim.x) dst[i] = src[i];
+    for (std::size_t i = threadIdx.x; i < channels; i += blockDim.x) cls[i] = classes[b * channels + i];
+  }
+  __syncthreads();
   const std::size_t gid = std::size_t(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (gid >= n_pages * blocks) return;
-  const std::size_t p = gid / blocks, b = gid % blocks;
+  if (gid >= n_pages * segments) return;
+  const std::size_t sg = gid % segments, p = gid / segments;
   const encoded_page pg = pages[p];
   const std::size_t block_elems = page_tokens * channels;
   std::byte* out = pool.page_row(b / kv_planes, b % kv_planes, pg.slot, page_tokens, 0, 0);
   const std::uint64_t tg = pg.bytes >= 8 ? load_unaligned<std::uint64_t>(pg.data) : 0;
-  const auto fail = [&] { status[p] = 1; };
-  if (tg == raw_tag) {  // stored raw: copy this block's bytes
-    if (pg.bytes != 8 + blocks * block_elems * size_of(T)) return fail();
+  const std::size_t c0 = segment_begin(sg, segments, channels), c1 = segment_begin(sg + 1, segments, channels);
+  if (tg == raw_tag) {  // stored raw: copy this segment's part of each row
+    if (pg.bytes != 8 + blocks * block_elems * size_of(T)) { status[p] = 1; return; }
     const std::byte* src = pg.data + 8 + b * block_elems * size_of(T);
-    for (std::size_t i = 0; i < block_elems * size_of(T); i += 4) *reinterpret_cast<std::uint32_t*>(out + i) = load_unaligned<std::uint32_t>(src + i);
+    for (std::size_t tok = 0; tok < page_tokens; ++tok)
+      for (std::size_t i = (tok * channels + c0) * size_of(T); i < (tok * channels + c1) * size_of(T); ++i) out[i] = src[i];
     return;
   }
-  if (tg != tag || pg.bytes < 8 + cachegen_entry_bytes * blocks) return fail();
-  // This block's directory entry and where its stream starts.
-  const std::byte* dir = pg.data + 8;
-  std::size_t offset = 8 + cachegen_entry_bytes * blocks;
-  for (std::size_t i = 0; i < b; ++i)
-    offset += std::size_t(load_unaligned<std::uint32_t>(dir + 12 * i)) + 4 * std::size_t(load_unaligned<std::uint32_t>(dir + 12 * i + 4));
-  const std::uint32_t stream_bytes = load_unaligned<std::uint32_t>(dir + 12 * b);
-  const std::uint32_t n_esc = load_unaligned<std::uint32_t>(dir + 12 * b + 4);
-  const float step = load_unaligned<float>(dir + 12 * b + 8);
-  if (stream_bytes < 8 || offset + stream_bytes + 4 * std::size_t(n_esc) > pg.bytes || !(step > 0) || !isfinite(step)) return fail();
-  const std::byte* q = pg.data + offset;
-  const std::byte* const end = q + stream_bytes;
-  const std::byte* const esc = end;
-  std::uint32_t x0 = load_unaligned<std::uint32_t>(q), x1 = load_unaligned<std::uint32_t>(q + 4);
+  const std::size_t dir_bytes = blocks * cachegen_block_dir_bytes(segments);
+  if (tg != tag || pg.bytes < 8 + dir_bytes) { status[p] = 1; return; }
+  const std::byte* d = pg.data + 8 + b * cachegen_block_dir_bytes(segments);
+  const float step = load_unaligned<float>(d);
+  const std::uint32_t offset = load_unaligned<std::uint32_t>(d + 4 + 12 * sg);
+  const std::uint32_t stream_bytes = load_unaligned<std::uint32_t>(d + 8 + 12 * sg);
+  const std::uint32_t n_esc = load_unaligned<std::uint32_t>(d + 12 + 12 * sg);
+  if (stream_bytes < 8 || offset < 8 + dir_bytes || std::size_t(offset) + stream_bytes + 4 * std::size_t(n_esc) > pg.bytes ||
+      !(step > 0) || !isfinite(step)) { status[p] = 1; return; }
+  const std::uint8_t* q = reinterpret_cast<const std::uint8_t*>(pg.data + offset);
+  const std::uint8_t* const end = q + stream_bytes;
+  const std::byte* const esc = pg.data + offset + stream_bytes;
+  std::uint32_t x0 = load_unaligned<std::uint32_t>(pg.data + offset), x1 = load_unaligned<std::uint32_t>(pg.data + offset + 4);
   q += 8;
-  const device_cachegen_profile::table* tb = tables + b * cachegen_profile::tables_per_block;
-  const std::uint8_t* cls = classes + b * channels;
   std::size_t n = 0;
   bool ok = true;
-  const auto next = [&](const device_cachegen_profile::table& t) -> std::uint32_t {
+  const auto next = [&](const table& t) -> std::uint32_t {
     std::uint32_t& st = (n++ & 1) ? x1 : x0;
     const std::uint32_t slot = st & (rans_total - 1);
     const std::uint32_t s = t.symbol_of[slot];
-    st = std::uint32_t(t.freq[s]) * (st >> rans_prob_bits) + slot - t.cum[s];
+    const std::uint32_t fc = t.freq_cum[s];
+    st = (fc & 0xffffu) * (st >> rans_prob_bits) + slot - (fc >> 16);
     while (st < rans_low) {
       if (q == end) { ok = false; return 0; }
-      st = (st << 8) | std::uint32_t(*reinterpret_cast<const std::uint8_t*>(q++));
+      st = (st << 8) | std::uint32_t(*q++);
     }
     return s;
   };
   const float astep = cachegen_anchor_step(step, anchor_fraction);
   std::uint32_t used = 0;
-  constexpr std::size_t lossless_base = 2 * cachegen_profile::classes;
   for (std::size_t tok = 0; tok < page_tokens && ok; ++tok) {
     const bool is_anchor = tok % group == 0;
     const std::size_t anchor_row = (tok / group) * group * channels;
-    for (std::size_t c = 0; c < channels && ok; ++c) {
-      if (lossless) {
-        const std::uint32_t h = next(tb[lossless_base + (is_anchor ? 0 : 2)]);
-        const std::uint32_t lo = next(tb[lossless_base + (is_anchor ? 1 : 3)]);
-        const std::uint16_t z = std::uint16_t((h << 8) | lo);
-        std::uint16_t v = z;
-        if (!is_anchor) {
-          const std::uint16_t d = std::uint16_t((z >> 1) ^ std::uint16_t(-std::int16_t(z & 1)));
-          v = std::uint16_t(reinterpret_cast<const std::uint16_t*>(out)[anchor_row + c] + d);
+    if constexpr (T == dtype::fp32) {
+      for (std::size_t c = c0; c < c1 && ok; ++c) {
+        const std::uint32_t s = next(tab[(is_anchor ? 0 : cachegen_profile::classes) + cls[c]]);
+        std::int32_t v;
+        if (s == cachegen_escape) {
+          if (used == n_esc) { ok = false; break; }
+          v = load_unaligned<std::int32_t>(esc + 4 * used++);
+        } else {
+          v = unzigzag(s);
         }
-        reinterpret_cast<std::uint16_t*>(out)[tok * channels + c] = v;
-        continue;
+        float* o = reinterpret_cast<float*>(out);
+        o[tok * channels + c] = is_anchor ? __fmul_rn(float(v), astep) : __fadd_rn(o[anchor_row + c], __fmul_rn(float(v), step));
       }
-      const std::uint32_t s = next(tb[(is_anchor ? 0 : cachegen_profile::classes) + cls[c]]);
-      std::int32_t v;
-      if (s == cachegen_escape) {
-        if (used == n_esc) { ok = false; break; }
-        v = load_unaligned<std::int32_t>(esc + 4 * used++);
-      } else {
-        v = unzigzag(s);
+    } else {
+      std::uint16_t* o16 = reinterpret_cast<std::uint16_t*>(out);
+      row_writer16 w{o16 + tok * channels + c0};
+      std::uint16_t anchors[8];  // the anchor row's values for channels [c & ~7, + 8), read 16 bytes at a time
+      std::size_t anchors_at = ~std::size_t{0};
+      for (std::size_t c = c0; c < c1 && ok; ++c) {
+        std::uint16_t a16 = 0;
+        if (!is_anchor) {
+          const std::size_t base = c & ~std::size_t{7};
+          if (base != anchors_at) {
+            const std::uint16_t* ap = o16 + anchor_row + base;
+            if ((reinterpret_cast<std::uintptr_t>(ap) & 15) == 0 && base + 8 <= channels) {
+              const uint4 v4 = *reinterpret_cast<const uint4*>(ap);
+              memcpy(anchors, &v4, 16);
+            } else {
+              for (std::size_t i = 0; i < 8 && base + i < channels; ++i) anchors[i] = ap[i];
+            }
+            anchors_at = base;
+          }
+          a16 = anchors[c & 7];
+        }
+        std::uint16_t bits;
+        if (lossless) {
+          const std::uint32_t h = next(tab[is_anchor ? 0 : 2]);
+          const std::uint32_t lo = next(tab[is_anchor ? 1 : 3]);
+          const std::uint16_t z = std::uint16_t((h << 8) | lo);
+          bits = is_anchor ? z : std::uint16_t(a16 + std::uint16_t((z >> 1) ^ std::uint16_t(-std::int16_t(z & 1))));
+        } else {
+          const std::uint32_t s = next(tab[(is_anchor ? 0 : cachegen_profile::classes) + cls[c]]);
+          std::int32_t v;
+          if (s == cachegen_escape) {
+            if (used == n_esc) { ok = false; break; }
+            v = load_unaligned<std::int32_t>(esc + 4 * used++);
+          } else {
+            v = unzigzag(s);
+          }
+          float xv;
+          if (is_anchor) {
+            xv = __fmul_rn(float(v), astep);
+          } else {  // the anchor as stored (the encoder's closed loop used the same value)
+            const float a = T == dtype::bf16 ? bf16_bits_to_float(a16) : fp16_bits_to_float(a16);
+            xv = __fadd_rn(a, __fmul_rn(float(v), step));
+          }
+          bits = T == dtype::bf16 ? float_to_bf16_bits(xv) : float_to_fp16_bits(xv);
+        }
+        w.put(bits);
       }
-      float xv;
-      if (is_anchor) {
-        xv = __fmul_rn(float(v), astep);
-      } else {  // the anchor as stored (the encoder's closed loop used the same value)
-        float a;
-        if constexpr (T == dtype::bf16) a = bf16_bits_to_float(reinterpret_cast<const std::uint16_t*>(out)[anchor_row + c]);
-        else if constexpr (T == dtype::fp16) a = fp16_bits_to_float(reinterpret_cast<const std::uint16_t*>(out)[anchor_row + c]);
-        else a = reinterpret_cast<const float*>(out)[anchor_row + c];
-        xv = __fadd_rn(a, __fmul_rn(float(v), step));
-      }
-      store_dev<T>(out, tok * channels + c, xv);
+      if (w.n) w.flush();
     }
   }
-  if (!ok || used != n_esc || q != end || x0 != rans_low || x1 != rans_low) fail();
+  if (!ok || used != n_esc || q != end || x0 != rans_low || x1 != rans_low) status[p] = 1;
 }
 
 }  // namespace detail
@@ -246,11 +311,16 @@ inline cudaError_t decode_on_device(const cachegen_codec& c, const device_cacheg
   if (&dp.host() != c.profile()) return cudaErrorInvalidValue;
   const kv_page_geometry& g = c.geometry();
   const cachegen_profile& p = dp.host();
-  const std::size_t blocks = p.blocks(), threads = count * blocks;
-  const unsigned block_threads = 64;
+  const std::size_t blocks = p.blocks(), segments = p.options().streams_per_block;
+  const unsigned block_threads = 256;
+  const dim3 grid(unsigned((count * segments + block_threads - 1) / block_threads), unsigned(blocks));
+  const std::size_t smem = detail::cachegen_smem_tables * sizeof(device_cachegen_profile::table) + (p.channels() + 15) / 16 * 16;
   return detail::with_dtype(g.shape.element_type(), [&](auto t) {
-    detail::decode_cachegen<decltype(t)::value><<<unsigned((threads + block_threads - 1) / block_threads), block_threads, 0, stream>>>(
-        pages, count, c.page_tag(), c.raw_page_tag(), dp.tables(), dp.classes(), blocks, g.page_tokens, p.channels(),
+    constexpr dtype T = decltype(t)::value;
+    cudaError_t e = cudaFuncSetAttribute(detail::decode_cachegen<T>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem));
+    if (e != cudaSuccess) return e;
+    detail::decode_cachegen<T><<<grid, block_threads, smem, stream>>>(
+        pages, count, c.page_tag(), c.raw_page_tag(), dp.tables(), dp.classes(), blocks, segments, g.page_tokens, p.channels(),
         p.options().group_tokens, p.options().anchor_fraction, p.options().lossless, pool, g.shape.kv_planes(), status);
     return cudaGetLastError();
   });
