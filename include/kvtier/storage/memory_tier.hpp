@@ -2,6 +2,7 @@
 // memory_tier: an in-memory storage backend with the full page format, LRU eviction and fault
 // injection. The reference the file and Redis tiers are tested against, and a stand-in slow tier
 // for tests of the layers above (it can complete batches only on poll(), like a real device).
+#include <algorithm>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
@@ -17,6 +18,7 @@
 #include "kvtier/core/kv_shape.hpp"
 #include "kvtier/storage/batch.hpp"
 #include "kvtier/storage/concepts.hpp"
+#include "kvtier/storage/detail/verify_read.hpp"
 #include "kvtier/storage/page_header.hpp"
 #include "kvtier/storage/request.hpp"
 #include "kvtier/storage/stats.hpp"
@@ -214,14 +216,11 @@ class memory_tier {
     const page_header h = load_page_header(bytes);
     const page_expectation want{cfg_.shape.fingerprint(), r.where, r.tokens_fingerprint, Codec::id,
                                 r.payload.size(), codec_.max_encoded_bytes(r.payload.size())};
-    const std::span<const std::byte> body = bytes.subspan(page_header_bytes);
-    page_verdict v = verify_page(h, body, want);
-    if (v == page_verdict::intact && !codec_.decode(body, r.payload)) v = page_verdict::corrupted;
-    if (v != page_verdict::intact) {
+    const std::span<const std::byte> body = bytes.subspan(std::min(page_header_bytes, bytes.size()));
+    if (const error e = detail::verify_read(codec_, h, body, want, r.payload, stats_); e.code != errc::ok) {
       ++stats_.misses;
-      ++(v == page_verdict::foreign ? stats_.foreign : stats_.corrupted);
       drop(it);  // a damaged or foreign page is never served: forget it
-      return make_error(errc::corrupted);
+      return e;
     }
     lru_.splice(lru_.begin(), lru_, it->second.lru);
     ++stats_.hits;
