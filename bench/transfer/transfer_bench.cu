@@ -1,7 +1,10 @@
 // Bandwidth of moving 8,192 tokens of Llama-3-8B KV (1 GiB) between pinned host memory (page-first)
 // and the device (layer-first), both directions, page sizes 1..128: the contiguous copy (ceiling),
-// per-run cudaMemcpyAsync, cudaMemcpyBatchAsync and kvtier's kernel at SM budgets of 1, 2, 4, 8
-// blocks; then kvtier while a bf16 cuBLAS GEMM loop runs on another stream. Prints a table, writes CSV.
+// per-run cudaMemcpyAsync, cudaMemcpyBatchAsync, kvtier's kernel at SM budgets of 1, 2, 4, 8
+// blocks, the staged path (copy engines + staging ring + relayout), the mixed path and the planner's
+// choice (whole batches and layer by layer; host pages consecutive, and scattered); then the same
+// beside a bf16 cuBLAS GEMM loop on another stream (the GEMM's slowdown and the copy's rate).
+// Prints a table, writes CSV.
 //   kvtier-bench-transfer [csv path] [--quick]
 #include <cublas_v2.h>
 #include <cuda_bf16.h>
@@ -158,7 +161,7 @@ int main(int argc, char** argv) {
   const layer_first_buffer dview = layer_first_view(dev, s, tokens);
   bool all_ok = true;
   const std::vector<std::size_t> page_sizes = quick ? std::vector<std::size_t>{1, 16, 128}
-                                                    : std::vector<std::size_t>{1, 4, 16, 32, 64, 128};
+                                                    : std::vector<std::size_t>{1, 4, 16, 32, 64, 128, 256};
   std::mt19937 rng(42);
   for (std::size_t P : page_sizes) {
     const std::size_t pages = tokens / P;
@@ -166,18 +169,25 @@ int main(int argc, char** argv) {
     std::vector<std::uint32_t> perm(pages);
     std::iota(perm.begin(), perm.end(), 0u);
     std::shuffle(perm.begin(), perm.end(), rng);
-    std::vector<page_pair> load_pairs(pages), backup_pairs(pages);
+    std::vector<page_pair> load_pairs(pages), backup_pairs(pages), load_scattered(pages), backup_scattered(pages);
+    std::vector<std::uint32_t> host_perm(pages);  // a fragmented host pool: no two host pages adjacent in order
+    std::iota(host_perm.begin(), host_perm.end(), 0u);
+    std::shuffle(host_perm.begin(), host_perm.end(), rng);
     for (std::size_t i = 0; i < pages; ++i) {
       load_pairs[i] = {static_cast<std::uint32_t>(i), perm[i]};
       backup_pairs[i] = {perm[i], static_cast<std::uint32_t>(i)};
+      load_scattered[i] = {host_perm[i], perm[i]};
+      backup_scattered[i] = {perm[i], host_perm[i]};
     }
     for (bool load : {true, false}) {
       const std::string dir = load ? "load" : "backup";
       const auto& pairs = load ? load_pairs : backup_pairs;
-      auto run = [&](gpu::options o) {
+      const auto& scattered = load ? load_scattered : backup_scattered;
+      auto run = [&](gpu::options o, const std::vector<page_pair>* ps = nullptr) {
         o.stream = st;
-        const result<void> r = load ? c.load(hview, dview, pairs, layer_range::all(), o)
-                                    : c.backup(dview, hview, pairs, layer_range::all(), o);
+        const auto& use = ps ? *ps : pairs;
+        const result<void> r = load ? c.load(hview, dview, use, layer_range::all(), o)
+                                    : c.backup(dview, hview, use, layer_range::all(), o);
         if (!r) {
           std::fprintf(stderr, "copy failed: %s\n", r.err().message().c_str());
           std::exit(1);
@@ -185,7 +195,8 @@ int main(int argc, char** argv) {
       };
       gpu::options o;
       o.how = gpu::strategy::memcpy_per_run;
-      add(dir, "per-run cudaMemcpyAsync", P, 0, median_ms(st, P <= 4 ? 1 : 3, [&] { run(o); }), bytes);
+      if (P > 1)  // 1-token pages: 0.8 GB/s (docs/gpu.md), 3 s of device time per direction
+        add(dir, "per-run cudaMemcpyAsync", P, 0, median_ms(st, P <= 4 ? 1 : 3, [&] { run(o); }), bytes);
       o.how = gpu::strategy::memcpy_batch;
       add(dir, "cudaMemcpyBatchAsync", P, 0, median_ms(st, 3, [&] { run(o); }), bytes);
       o.how = gpu::strategy::kernel;
@@ -202,23 +213,59 @@ int main(int argc, char** argv) {
         add(dir, "kvtier kernel per layer", P, 2, median_ms(st, reps, [&] { run(lo); }), bytes);
         for (auto e : ev) cudaEventDestroy(e);
       }
+      {  // per layer with 4 and 8 blocks (the grid-shape side of the 1-token per-layer gap)
+        std::vector<cudaEvent_t> ev(s.layers());
+        for (auto& e : ev) CK(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
+        gpu::options lo = o;
+        lo.layer_events = ev;
+        for (int b : {4, 8}) {
+          lo.blocks = b;
+          add(dir, "kvtier kernel per layer", P, b, median_ms(st, reps, [&] { run(lo); }), bytes);
+        }
+        // The staged path and the planner, layer by layer (events per layer group).
+        lo.blocks = 0;
+        lo.how = gpu::strategy::staged;
+        add(dir, "kvtier staged per layer", P, 0, median_ms(st, reps, [&] { run(lo); }), bytes);
+        lo.how = gpu::strategy::automatic;
+        lo.compute = compute_hint::idle;
+        const double ms = median_ms(st, reps, [&] { run(lo); });
+        add(dir, std::string("planner per layer: ") + name(c.stats().last), P, 0, ms, bytes);
+        for (auto e : ev) cudaEventDestroy(e);
+      }
       o.how = gpu::strategy::bulk;
-      for (int b : {1, 2, 4, 8}) {
+      for (int b : {2}) {
         o.blocks = b;
         add(dir, "kvtier bulk", P, b, median_ms(st, reps, [&] { run(o); }), bytes);
       }
-      // Correctness of both kernels: poison the destination, copy once, compare sampled blocks.
-      for (gpu::strategy how : {gpu::strategy::kernel, gpu::strategy::bulk}) {
+      o.blocks = 0;
+      o.how = gpu::strategy::staged;
+      add(dir, "kvtier staged", P, 0, median_ms(st, reps, [&] { run(o); }), bytes);
+      add(dir, "kvtier staged, scattered host pages", P, 0, median_ms(st, reps, [&] { run(o, &scattered); }), bytes);
+      o.how = gpu::strategy::mixed;
+      add(dir, "kvtier mixed", P, 0, median_ms(st, reps, [&] { run(o); }), bytes);
+      add(dir, "kvtier mixed, scattered host pages", P, 0, median_ms(st, reps, [&] { run(o, &scattered); }), bytes);
+      o.how = gpu::strategy::automatic;
+      o.compute = compute_hint::idle;
+      {
+        const double ms = median_ms(st, reps, [&] { run(o); });
+        add(dir, std::string("planner: ") + name(c.stats().last), P, 0, ms, bytes);
+        const double ms2 = median_ms(st, reps, [&] { run(o, &scattered); });
+        add(dir, std::string("planner, scattered host pages: ") + name(c.stats().last), P, 0, ms2, bytes);
+      }
+      o.compute = compute_hint::unknown;
+      // Correctness of every path: poison the destination, copy once, compare sampled blocks.
+      for (gpu::strategy how : {gpu::strategy::kernel, gpu::strategy::bulk, gpu::strategy::staged,
+                                gpu::strategy::mixed}) {
         CK(cudaStreamSynchronize(st));
         if (load) CK(cudaMemset(dev, 0xA5, bytes));
         else std::memset(host, 0xA5, bytes);
         o.how = how;
         o.blocks = 2;
-        run(o);
+        run(o, how == gpu::strategy::mixed ? &scattered : nullptr);
         CK(cudaStreamSynchronize(st));
-        const bool ok = verify(hview, dview, pairs, load, P);
+        const bool ok = verify(hview, dview, how == gpu::strategy::mixed ? scattered : pairs, load, P);
         all_ok = all_ok && ok;
-        if (!ok) std::printf("  VERIFY FAILED: %s P=%zu %s\n", dir.c_str(), P, how == gpu::strategy::bulk ? "bulk" : "kernel");
+        if (!ok) std::printf("  VERIFY FAILED: %s P=%zu strategy %d\n", dir.c_str(), P, static_cast<int>(how));
       }
     }
   }
@@ -263,10 +310,12 @@ int main(int argc, char** argv) {
     const double gemm_alone = median_ms(gs, 3, gemm_loop);
     std::printf("GEMM alone: %d x %d^3 bf16 in %.2f ms (%.0f TFLOP/s)\n", gemms, n, gemm_alone,
                 2.0 * n * n * double(n) * gemms / (gemm_alone * 1e-3) / 1e12);
-    const std::size_t P = 16, pages = tokens / P;
-    const auto hview = paged_view(host, s, pages, page_size<>(P));
     std::vector<cudaEvent_t> layer_events(s.layers());
     for (auto& e : layer_events) CK(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
+    gpu::copier deep(staging_config{8, std::size_t{32} << 20});
+    for (const std::size_t P : {std::size_t{16}, std::size_t{1}, std::size_t{64}}) {
+    const std::size_t pages = tokens / P;
+    const auto hview = paged_view(host, s, pages, page_size<>(P));
     std::vector<page_pair> pairs(pages);
     for (std::size_t i = 0; i < pages; ++i) pairs[i] = {static_cast<std::uint32_t>(i), static_cast<std::uint32_t>(pages - 1 - i)};
     struct variant {
@@ -276,7 +325,17 @@ int main(int argc, char** argv) {
       gpu::strategy how;
       bool per_layer = false;  // one launch (and event) per layer: short kernels the GEMM can interleave with
     };
-    for (const variant v : {variant{"load", "kvtier kernel + GEMM", 2, gpu::strategy::kernel},
+    const std::vector<variant> staged_variants = {
+        variant{"load", "kvtier staged + GEMM", 2, gpu::strategy::staged},
+        variant{"backup", "kvtier staged + GEMM", 2, gpu::strategy::staged},
+        variant{"load", "kvtier staged per layer + GEMM", 2, gpu::strategy::staged, true},
+        variant{"backup", "kvtier staged per layer + GEMM", 2, gpu::strategy::staged, true},
+        variant{"load", "planner + GEMM", 2, gpu::strategy::automatic},
+        variant{"backup", "planner + GEMM", 2, gpu::strategy::automatic},
+        variant{"load", "planner per layer + GEMM", 2, gpu::strategy::automatic, true},
+        variant{"load", "contiguous memcpy + GEMM", 0, gpu::strategy::kernel},
+        variant{"backup", "contiguous memcpy + GEMM", 0, gpu::strategy::kernel}};
+    const std::vector<variant> all_variants = {variant{"load", "kvtier kernel + GEMM", 2, gpu::strategy::kernel},
                             variant{"backup", "kvtier kernel + GEMM", 1, gpu::strategy::kernel},
                             variant{"backup", "kvtier kernel + GEMM", 2, gpu::strategy::kernel},
                             variant{"load", "kvtier bulk + GEMM", 2, gpu::strategy::bulk},
@@ -285,20 +344,32 @@ int main(int argc, char** argv) {
                             variant{"backup", "kvtier per layer + GEMM", 1, gpu::strategy::kernel, true},
                             variant{"backup", "kvtier per layer + GEMM", 2, gpu::strategy::kernel, true},
                             variant{"load", "bulk per layer + GEMM", 2, gpu::strategy::bulk, true},
-                            variant{"load", "contiguous memcpy + GEMM", 0, gpu::strategy::kernel}}) {
+                            variant{"load", "contiguous memcpy + GEMM", 0, gpu::strategy::kernel},
+                            variant{"backup", "contiguous memcpy + GEMM", 0, gpu::strategy::kernel}};
+    std::vector<variant> variants = staged_variants;
+    if (P == 16) {  // a deeper ring (8 x 32 MiB): how much of the copy rate is the ring's depth
+      variants.push_back(variant{"load", "kvtier staged 8-slot ring + GEMM", 2, gpu::strategy::staged});
+      variants.push_back(variant{"backup", "kvtier staged 8-slot ring + GEMM", 2, gpu::strategy::staged});
+    }
+    if (P == 16) variants.insert(variants.end(), all_variants.begin(), all_variants.end() - 2);
+    for (const variant& v : variants) {
+      if (P != 16 && v.blocks == 0) continue;  // the contiguous rows once
       const bool load = std::string(v.dir) == "load";
       auto copy_once = [&] {
         if (v.blocks == 0) {
-          CK(cudaMemcpyAsync(dev, host, bytes, cudaMemcpyHostToDevice, st));
+          if (load) CK(cudaMemcpyAsync(dev, host, bytes, cudaMemcpyHostToDevice, st));
+          else CK(cudaMemcpyAsync(host, dev, bytes, cudaMemcpyDeviceToHost, st));
           return;
         }
         gpu::options o;
         o.stream = st;
         o.blocks = v.blocks;
         o.how = v.how;
+        o.compute = compute_hint::busy;
         if (v.per_layer) o.layer_events = layer_events;
-        const result<void> r = load ? c.load(hview, dview, pairs, layer_range::all(), o)
-                                    : c.backup(dview, hview, pairs, layer_range::all(), o);
+        gpu::copier& cc = std::string(v.method).find("8-slot") != std::string::npos ? deep : c;
+        const result<void> r = load ? cc.load(hview, dview, pairs, layer_range::all(), o)
+                                    : cc.backup(dview, hview, pairs, layer_range::all(), o);
         if (!r) std::exit(1);
       };
       const double one = median_ms(st, 3, copy_once);
@@ -333,8 +404,11 @@ int main(int argc, char** argv) {
         return v[v.size() / 2];
       };
       const double slowdown = 100.0 * (median(together) / median(alone) - 1.0);
-      add(v.dir, v.method, v.blocks ? P : 0, v.blocks, median(copy_ms), bytes, slowdown);
+      std::string method = v.method;
+      if (v.how == gpu::strategy::automatic) method += std::string(" (") + name(c.stats().last) + ")";
+      add(v.dir, method, v.blocks ? P : 0, v.blocks, median(copy_ms), bytes, slowdown);
       for (auto e : {g0, g1, t0, t1}) cudaEventDestroy(e);
+    }
     }
     cublasDestroy(h);
     cudaFree(A);

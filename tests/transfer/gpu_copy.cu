@@ -1,13 +1,16 @@
 // GPU copies against the CPU reference path: fresh random data, poisoned destinations, every byte
 // of the destination compared. Layouts x page sizes {1, 16, 64, 256} x shapes (Llama-3-8B; MLA
 // 1 x 576; head dim 80) x one layer / all layers x load and backup; plus SM budgets, the
-// copy-engine strategies, per-layer events, narrow-vector fallbacks and misaligned bases.
+// copy-engine strategies, per-layer events, narrow-vector fallbacks and misaligned bases; the staged
+// and mixed paths (small staging rings, so batches wrap the ring) and the planner's choice.
 #include <boost/test/unit_test.hpp>
 #include <boost/mpl/list.hpp>
 
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cstring>
+#include <numeric>
 #include <random>
 #include <vector>
 
@@ -261,4 +264,124 @@ BOOST_AUTO_TEST_CASE(pageable_host_memory_is_refused_not_faulted) {
                         gpu::options{f.stream})
                  .has_value());
   CUDA_OK(cudaStreamSynchronize(f.stream));
+}
+
+// The staged path (copy engines + staging ring + relayout kernel) and the mixed one against the CPU
+// path: a ring of two 1 MiB slots, so batches span several chunks and layer groups and the ring
+// wraps; page sizes 1..256, one layer or all, plane tables, per-layer events, padded pages.
+BOOST_AUTO_TEST_CASE(staged_and_mixed_match_cpu_path) {
+  stream_fixture f;
+  gpu::copier c(staging_config{2, std::size_t{1} << 20});
+  const struct {
+    kv_shape s;
+    planes_form form;
+  } cases[] = {{shapes::llama3_8b(), planes_form::single},
+               {kv_shape::mla(4, 576, dtype::bf16), planes_form::per_layer},
+               {kv_shape::mha(4, 4, 80, dtype::fp16), planes_form::per_plane},
+               {kv_shape::mha(3, 3, 67, dtype::fp8_e4m3), planes_form::single}};  // 1-byte vectors
+  std::uint64_t staged = 0, mixed = 0;
+  for (gpu::strategy how : {gpu::strategy::staged, gpu::strategy::mixed})
+    for (const auto& cs : cases)
+      for (std::size_t P : {1, 16, 64, 256})
+        for (layer_range layers : {layer_range::all(), layer_range::one(cs.s.layers() / 2)}) {
+          gpu::options o{f.stream};
+          o.how = how;
+          check_round<layout::page_first>(cs.s, P, cs.form, layers, c, o);
+          (how == gpu::strategy::staged ? staged : mixed) += 2;
+        }
+  // Per-layer events (layer groups), padded pages, a misaligned host base.
+  std::vector<cudaEvent_t> events(shapes::llama3_8b().layers());
+  for (auto& e : events) CUDA_OK(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
+  gpu::options o{f.stream};
+  o.how = gpu::strategy::staged;
+  o.layer_events = events;
+  check_round<layout::page_first>(shapes::llama3_8b(), 16, planes_form::per_layer, layer_range::all(), c, o, 0, 4096);
+  for (auto e : events) BOOST_TEST(cudaEventQuery(e) == cudaSuccess);
+  o.layer_events = std::span<const cudaEvent_t>(events).first(3);
+  check_round<layout::page_first>(shapes::llama3_8b(), 1, planes_form::per_plane, layer_range{4, 3}, c, o, 8);
+  staged += 4;
+  for (auto e : events) cudaEventDestroy(e);
+  BOOST_TEST(c.stats().of(copy_path::staged) == staged);
+  BOOST_TEST(c.stats().of(copy_path::mixed) == mixed);
+  BOOST_TEST(c.stats().planned == 0u);
+  // page_head_first hosts have no contiguous layer groups: forced staged is refused, automatic runs the kernel.
+  o = gpu::options{f.stream};
+  o.how = gpu::strategy::staged;
+  paged_buffer<layout::page_head_first> host(shapes::llama3_8b(), 2, 16);
+  pinned ph(host.mem.size());
+  engine_buffer e(shapes::llama3_8b(), 32, planes_form::single);
+  device_engine dev(e);
+  const page_pair pairs[] = {{0, 1}};
+  const auto hview = paged_view<layout::page_head_first>(ph.p, shapes::llama3_8b(), 2, page_size<>(16));
+  BOOST_TEST((c.load(hview, dev.view(), pairs, layer_range::all(), o).code() == errc::unsupported));
+  o.how = gpu::strategy::automatic;
+  check_round<layout::page_head_first>(kv_shape::mha(6, 8, 128, dtype::bf16), 16, planes_form::single,
+                                       layer_range::all(), c, o);
+  BOOST_TEST((c.stats().last == copy_path::kernel));
+  BOOST_TEST(c.stats().planned == 2u);
+}
+
+// A whole-pool batch the way an engine loads a prefix: consecutive host pages (their runs merge into
+// one copy per chunk), shuffled device pages, every page size; the planner's choice on each.
+BOOST_AUTO_TEST_CASE(staged_batches_of_adjacent_pages_and_the_planner) {
+  stream_fixture f;
+  gpu::copier c(staging_config{3, std::size_t{2} << 20});
+  const kv_shape s = kv_shape::mha(8, 8, 128, dtype::bf16);  // 32 KiB per token
+  const std::size_t tokens = 512;                             // 16 MiB
+  std::vector<cudaEvent_t> events(s.layers());
+  for (auto& e : events) CUDA_OK(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
+  for (std::size_t P : {1, 4, 16, 64, 256})
+    for (gpu::strategy how : {gpu::strategy::staged, gpu::strategy::mixed, gpu::strategy::automatic})
+      for (bool per_layer : {false, true}) {
+        BOOST_TEST_CONTEXT("P " << P << " how " << int(how) << " per layer " << per_layer) {
+          const std::size_t pages = tokens / P;
+          paged_buffer<layout::page_first> host(s, pages, P);
+          fill_random(host.mem, rng());
+          pinned ph(host.mem.size());
+          std::memcpy(ph.p, host.mem.data(), host.mem.size());
+          const auto hview = paged_view(ph.p, s, pages, page_size<>(P));
+          std::vector<page_pair> pairs(pages);
+          std::vector<std::uint32_t> perm(pages);
+          std::iota(perm.begin(), perm.end(), 0u);
+          std::shuffle(perm.begin(), perm.end(), rng());
+          for (std::size_t i = 0; i < pages; ++i) pairs[i] = {static_cast<std::uint32_t>(i), perm[i]};
+          engine_buffer want(s, tokens, planes_form::single), scratch(s, tokens, planes_form::single);
+          device_engine dev(scratch);
+          dev.poison_all();
+          gpu::options o{f.stream};
+          o.how = how;
+          o.compute = compute_hint::idle;
+          if (per_layer) o.layer_events = events;
+          BOOST_TEST_REQUIRE(cpu::load(host.view(), want.view(), pairs).has_value());
+          const result<void> r = c.load(hview, dev.view(), pairs, layer_range::all(), o);
+          BOOST_TEST_REQUIRE(r.has_value(), "load: " << r.err().message());
+          CUDA_OK(cudaStreamSynchronize(f.stream));
+          BOOST_TEST_REQUIRE(dev.equals(want), "load differs from the CPU path");
+          const copy_path loaded = c.stats().last;
+          // Backup of the same pages back to a poisoned host buffer, pairs reversed.
+          std::vector<page_pair> back(pages);
+          for (std::size_t i = 0; i < pages; ++i) back[i] = {perm[i], static_cast<std::uint32_t>(i)};
+          std::memset(ph.p, int(poison), host.mem.size());
+          const result<void> b = c.backup(dev.view(), hview, back, layer_range::all(), o);
+          BOOST_TEST_REQUIRE(b.has_value(), "backup: " << b.err().message());
+          CUDA_OK(cudaStreamSynchronize(f.stream));
+          BOOST_TEST_REQUIRE(std::memcmp(ph.p, host.mem.data(), host.mem.size()) == 0, "backup differs");
+          const copy_path backed = c.stats().last;
+          if (per_layer)
+            for (auto e : events) BOOST_TEST(cudaEventQuery(e) == cudaSuccess);
+          if (how == gpu::strategy::automatic) {  // 16 MiB batches of merged runs, compute idle
+            batch_facts bf;
+            bf.bytes = tokens * s.bytes_per_token();
+            bf.per_layer = per_layer;
+            bf.compute = compute_hint::idle;
+            bf.dma_run = per_layer ? transfer::detail::staged_run_bytes(*plan_copy(hview, dev.view(), pairs, layer_range::all(), P),
+                                                             true, c.staging().slot_bytes)
+                                   : c.staging().slot_bytes;
+            BOOST_TEST((loaded == plan(bf, c.planner())));
+            bf.backup = true;
+            BOOST_TEST((backed == plan(bf, c.planner())));
+          }
+        }
+      }
+  for (auto e : events) cudaEventDestroy(e);
 }

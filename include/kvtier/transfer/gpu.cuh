@@ -6,6 +6,8 @@
 //   -> detail::dispatch_copy (vector width, tile shape, fast path when the layouts agree, grid)
 //   -> load_tuning / backup_tuning (tuning.cuh)
 //   -> detail::copy_pages_kernel.
+// Or the staged path (staged.cuh: copy engines + a device staging ring + a relayout kernel), or a
+// mix of both; strategy::automatic lets the planner (planner.hpp) choose per batch.
 #include <cuda_runtime.h>
 
 #include <cstddef>
@@ -18,6 +20,8 @@
 #include "kvtier/transfer/copy_engine.cuh"
 #include "kvtier/transfer/detail/dispatch.cuh"
 #include "kvtier/transfer/geometry.hpp"
+#include "kvtier/transfer/planner.hpp"
+#include "kvtier/transfer/staged.cuh"
 #include "kvtier/transfer/tuning.cuh"
 #include "kvtier/transfer/views.hpp"
 
@@ -28,6 +32,9 @@ enum class strategy : unsigned char {
   bulk,            // the SMs' bulk-copy engine (cp.async.bulk via shared memory, sm_90); else as kernel
   memcpy_per_run,  // one cudaMemcpyAsync per contiguous run (baseline)
   memcpy_batch,    // one cudaMemcpyBatchAsync per layer (baseline)
+  staged,          // copy engines <-> the copier's device staging ring, relayout kernel on the device
+  mixed,           // part of the pairs by the kernel, the rest staged, concurrently (no per-layer events)
+  automatic,       // the planner picks kernel, staged or mixed per batch (copier::stats() shows it)
 };
 
 struct options {
@@ -35,6 +42,7 @@ struct options {
   int blocks = 0;                                  // SM budget in blocks; 0: the direction's default (load 2, backup 1)
   std::span<const cudaEvent_t> layer_events = {};  // empty, or one per layer of the range, recorded as each lands
   strategy how = strategy::kernel;
+  compute_hint compute = compute_hint::unknown;    // whether compute runs beside (for strategy::automatic)
 };
 
 // Kernel entry for callers that keep pairs (and any plane table) in device memory already.
@@ -56,6 +64,8 @@ result<void> copy_pages_device(const Src& src, const Dst& dst, std::span<const p
 class copier {
  public:
   copier() = default;
+  // A copier whose staged path uses a ring of c.slots slots of c.slot_bytes device memory.
+  explicit copier(staging_config c) : ring_(c) {}
   copier(const copier&) = delete;
   copier& operator=(const copier&) = delete;
   copier(copier&& o) noexcept { swap(o); }
@@ -64,6 +74,7 @@ class copier {
     return *this;
   }
   ~copier() {
+    if (last_use_) (void)cudaEventSynchronize(last_use_);  // kernels and relayouts may still read staging_
     if (staging_) cudaFree(staging_);
     if (last_use_) cudaEventDestroy(last_use_);
   }
@@ -74,7 +85,16 @@ class copier {
     std::swap(last_use_, o.last_use_);
     std::swap(last_stream_, o.last_stream_);
     std::swap(used_, o.used_);
+    ring_.swap(o.ring_);
+    std::swap(stats_, o.stats_);
+    std::swap(planner_, o.planner_);
   }
+
+  // Batches and bytes per path, and the last path taken.
+  const copy_stats& stats() const noexcept { return stats_; }
+  // The planner's thresholds (strategy::automatic).
+  planner_tuning& planner() noexcept { return planner_; }
+  const staging_config& staging() const noexcept { return ring_.config(); }
 
   // load: paged host buffer (pinned, mapped) -> dst (the engine's layer-first device buffer).
   template <paged_kv_view Src, kv_view Dst>
@@ -97,11 +117,38 @@ class copier {
     switch (o.how) {
       case strategy::memcpy_per_run: return detail::memcpy_per_run(src, dst, pairs, *g, o.stream, o.layer_events);
       case strategy::memcpy_batch: return detail::memcpy_batch(src, dst, pairs, *g, o.stream, o.layer_events);
-      case strategy::kernel: case strategy::bulk: break;
+      default: break;
     }
+    constexpr bool load_dir = std::same_as<Tuning, load_tuning>, backup_dir = std::same_as<Tuning, backup_tuning>;
+    bool host_ok = true, staged_ok = false;  // kernels reach the host side; the staged path can run
+    if constexpr (load_dir || backup_dir) {
+      using host_view = std::conditional_t<load_dir, Src, Dst>;
+      if constexpr (load_dir) host_ok = detail::device_reachable(first_byte(src));
+      else host_ok = detail::device_reachable(first_byte(dst));
+      staged_ok = staged_supports<host_view>(*g, ring_.config());
+    }
+    const void* dev_side = load_dir ? first_byte(dst) : first_byte(src);
+    const bool dev_ok = load_dir || backup_dir ? detail::device_reachable(dev_side)
+                                               : detail::device_reachable(first_byte(src)) &&
+                                                     detail::device_reachable(first_byte(dst));
+    copy_path path = o.how == strategy::staged ? copy_path::staged
+                     : o.how == strategy::mixed ? copy_path::mixed
+                                                 : copy_path::kernel;
+    if (o.how == strategy::automatic) {
+      batch_facts f;
+      f.bytes = g->bytes();
+      f.per_layer = !o.layer_events.empty();
+      f.staged_possible = staged_ok;
+      f.compute = o.compute;
+      f.backup = backup_dir;
+      if constexpr (load_dir) f.dma_run = staged_ok ? mean_run(src, pairs, *g, f.per_layer, true) : 0;
+      if constexpr (backup_dir) f.dma_run = staged_ok ? mean_run(dst, pairs, *g, f.per_layer, false) : 0;
+      path = plan(f, planner_);
+      if (path == copy_path::mixed && (!host_ok || f.per_layer)) path = copy_path::staged;
+    }
+    if (path != copy_path::kernel && !staged_ok) return make_error(errc::unsupported);
     // A kernel touching pageable memory would fault and poison the context: refuse it up front.
-    if (!detail::device_reachable(first_byte(src)) || !detail::device_reachable(first_byte(dst)))
-      return make_error(errc::invalid_argument);
+    if (!dev_ok || (path != copy_path::staged && !host_ok)) return make_error(errc::invalid_argument);
     // Stage plane tables and pairs in one upload, then point the views at the device copies.
     Src dsrc = src;
     Dst ddst = dst;
@@ -114,14 +161,79 @@ class copier {
     if (result<void> r = upload(o.stream); !r) return r;
     fix_table(dsrc);
     fix_table(ddst);
-    result<void> r = detail::dispatch_copy<Tuning>(dsrc, ddst, reinterpret_cast<const page_pair*>(staging_ + pairs_at),
-                                                   *g, o.blocks, o.stream, o.layer_events, o.how == strategy::bulk);
+    const auto* dpairs = reinterpret_cast<const page_pair*>(staging_ + pairs_at);
+    // The planner's kernel with compute idle may take more SMs than the direction's gentle default.
+    const int blocks = o.blocks == 0 && o.how == strategy::automatic && o.compute == compute_hint::idle
+                           ? planner_.idle_kernel_blocks
+                           : o.blocks;
+    result<void> r = path == copy_path::kernel
+                         ? detail::dispatch_copy<Tuning>(dsrc, ddst, dpairs, *g, blocks, o.stream, o.layer_events,
+                                                         o.how == strategy::bulk)
+                         : staged_or_mixed<load_dir>(src, dst, dsrc, ddst, pairs, dpairs, *g, o, path);
+    if (r) stats_.count(path, g->bytes(), o.how == strategy::automatic);
     if (cudaError_t e = cudaEventRecord(last_use_, o.stream); e != cudaSuccess && r) return detail::cuda_error(e);
     last_stream_ = o.stream;
     return r;
   }
 
  private:
+  // The staged path, or the mixed one: the first share of the pairs by the kernel on the ring's side
+  // stream, the rest staged, joined on the caller's stream (layer events then all land at the end).
+  template <bool Load, class Src, class Dst>
+  result<void> staged_or_mixed(const Src& src, const Dst& dst, const Src& dsrc, const Dst& ddst,
+                               std::span<const page_pair> pairs, const page_pair* dpairs, const copy_geometry& g,
+                               const options& o, copy_path path) {
+    if constexpr (!(Load ? detail::is_kv_buffer<Src> : detail::is_kv_buffer<Dst>)) {
+      return make_error(errc::unsupported);
+    } else {
+      std::size_t k = 0;
+      if (path == copy_path::mixed) k = pairs.size() * staged_tuning::mixed_kernel_share_64 / 64;
+      if (k > 0) {
+        if (result<void> r = ring_.ensure(); !r) return r;
+        cudaStream_t side = ring_.side_stream();
+        if (cudaError_t e = cudaEventRecord(ring_.fork_event(), o.stream); e != cudaSuccess) return detail::cuda_error(e);
+        if (cudaError_t e = cudaStreamWaitEvent(side, ring_.fork_event(), 0); e != cudaSuccess) return detail::cuda_error(e);
+        copy_geometry gk = g;
+        gk.pairs = k;
+        using tuning = std::conditional_t<Load, load_tuning, backup_tuning>;
+        // At least 2 blocks: one SM moves at most ~60-70% of the link, and the kernel's share must
+        // finish with the copy engines' (docs/gpu.md).
+        if (result<void> r = detail::dispatch_copy<tuning>(dsrc, ddst, dpairs, gk, std::max(o.blocks, 2), side, {}); !r)
+          return r;
+        if (cudaError_t e = cudaEventRecord(ring_.side_join_event(), side); e != cudaSuccess) return detail::cuda_error(e);
+      }
+      copy_geometry gs = g;
+      gs.pairs = pairs.size() - k;
+      const std::span<const cudaEvent_t> ev = k > 0 ? std::span<const cudaEvent_t>{} : o.layer_events;
+      result<void> r;
+      if constexpr (Load) r = detail::staged_copy<true>(ring_, src, ddst, pairs.subspan(k), dpairs + k, gs, o.stream, ev);
+      else r = detail::staged_copy<false>(ring_, dst, dsrc, pairs.subspan(k), dpairs + k, gs, o.stream, ev);
+      if (k > 0) {
+        if (cudaError_t e = cudaStreamWaitEvent(o.stream, ring_.side_join_event(), 0); e != cudaSuccess && r)
+          return detail::cuda_error(e);
+        for (cudaEvent_t ev2 : o.layer_events)
+          if (cudaError_t e = cudaEventRecord(ev2, o.stream); e != cudaSuccess && r) return detail::cuda_error(e);
+      }
+      return r;
+    }
+  }
+  // Mean bytes of a staged copy-engine run: layer-group runs, merged where consecutive pairs'
+  // host pages are adjacent in memory and move whole.
+  template <class HostView>
+  std::size_t mean_run(const HostView& host, std::span<const page_pair> pairs, const copy_geometry& g, bool per_layer,
+                       bool load_dir) const noexcept {
+    const std::size_t seg = detail::staged_run_bytes(g, per_layer, ring_.config().slot_bytes);
+    bool whole_pages = false;
+    if constexpr (detail::is_kv_buffer<HostView>)
+      whole_pages = seg == host.map.page_span() * host.element_bytes && host.map.page_stride() == host.map.page_span();
+    if (pairs.empty() || !whole_pages) return seg;
+    std::size_t runs = 1;
+    for (std::size_t i = 1; i < pairs.size(); ++i) {
+      const std::uint32_t a = load_dir ? pairs[i - 1].src : pairs[i - 1].dst, b = load_dir ? pairs[i].src : pairs[i].dst;
+      runs += b != a + 1;
+    }
+    return std::min(seg * pairs.size() / runs, ring_.config().slot_bytes / seg * seg);  // a run stays in one slot
+  }
   // The first byte of a view's memory, read on the host (plane tables are host arrays here).
   template <class View>
   static const void* first_byte(const View& v) noexcept {
@@ -183,6 +295,9 @@ class copier {
   cudaEvent_t last_use_ = nullptr;
   cudaStream_t last_stream_ = nullptr;
   bool used_ = false;
+  detail::staging_ring ring_;
+  copy_stats stats_;
+  planner_tuning planner_;
 };
 
 }  // namespace kvtier::transfer::gpu

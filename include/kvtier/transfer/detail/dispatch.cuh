@@ -53,6 +53,17 @@ std::size_t view_alignment(const View& v) noexcept {
   }
 }
 
+// Bytes between the K and V blocks of one (page, layer) when that distance is the same for every
+// page and layer; 0 when it is not (a plane table with one pointer per (layer, kv)).
+template <class View>
+std::size_t kv_stride_bytes(const View& v, std::size_t page_tokens) noexcept {
+  if constexpr (std::same_as<View, layer_first_buffer>) {
+    return v.planes.ptrs_per_layer > 1 ? 0 : v.planes.kv_stride;
+  } else {
+    return static_cast<std::size_t>(v.page_row(0, 1, 0, page_tokens, 0, 0) - v.page_row(0, 0, 0, page_tokens, 0, 0));
+  }
+}
+
 template <class Tuning, class Vec, class Src, class Dst>
 cudaError_t launch(const copy_params<Src, Dst>& p, int blocks, cudaStream_t stream) {
   constexpr std::uint32_t warps_per_block = Tuning::threads / 32;
@@ -112,6 +123,7 @@ result<void> dispatch_copy(const Src& src, const Dst& dst, const page_pair* pair
   p.page_tokens = static_cast<std::uint32_t>(g.page_tokens);
   std::size_t tile_bytes = g.run_bytes(), tiles_per_layer = g.pairs * g.kv;
   std::size_t launch_layers = g.layers;  // layers covered by one launch
+  bool kv_rows = false;                  // tiles of (page, layer) with K and V as two runs
   p.rows = 1;
   p.heads = fast_divmod(1);
   p.kv = fast_divmod(static_cast<std::uint32_t>(g.kv));
@@ -126,6 +138,19 @@ result<void> dispatch_copy(const Src& src, const Dst& dst, const page_pair* pair
     tiles_per_layer = g.pairs;
     launch_layers = 1;
     p.kv = fast_divmod(1);
+  } else if (!bulk && g.kv > 1 && tile_bytes < std::size_t{32} * Tuning::vectors_per_lane * 16) {
+    // Small blocks (1-token pages): one tile per (page, layer) holding its K and V blocks as two
+    // runs, so each warp's slice is full and every lane keeps all its loads in flight.
+    const std::size_t ss = kv_stride_bytes(src, g.page_tokens), ds = kv_stride_bytes(dst, g.page_tokens);
+    if (ss != 0 && ds != 0 && std::min(pow2_alignment(ss), pow2_alignment(ds)) >= align) {
+      tile_bytes *= g.kv;
+      tiles_per_layer = g.pairs;
+      p.rows = static_cast<std::uint32_t>(g.kv);
+      p.kv = fast_divmod(1);
+      p.src_row_stride = ss;
+      p.dst_row_stride = ds;
+      kv_rows = true;
+    }
   }
   const bool per_layer = !events.empty() && g.shape != run_shape::page;
   if (per_layer) launch_layers = 1;
@@ -141,7 +166,8 @@ result<void> dispatch_copy(const Src& src, const Dst& dst, const page_pair* pair
     p.tile_vecs = static_cast<std::uint32_t>(tile_vecs);
     p.units = static_cast<std::uint32_t>(units);
     p.slices = fast_divmod(static_cast<std::uint32_t>(slices));
-    p.run_vecs = fast_divmod(static_cast<std::uint32_t>(std::max<std::size_t>(g.head_bytes / sizeof(Vec), 1)));
+    const std::size_t run_bytes = kv_rows ? g.block_bytes() : g.head_bytes;
+    p.run_vecs = fast_divmod(static_cast<std::uint32_t>(std::max<std::size_t>(run_bytes / sizeof(Vec), 1)));
     const std::size_t launches = g.shape == run_shape::page ? 1 : g.layers / launch_layers;
     const std::size_t tiles = tiles_per_layer * launch_layers;
     const bool use_bulk = bulk && sizeof(Vec) == 16 && g.shape != run_shape::head && tile_bytes < (std::size_t{1} << 32) &&
