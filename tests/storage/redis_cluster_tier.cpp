@@ -350,3 +350,54 @@ BOOST_AUTO_TEST_CASE(resharding_ask_and_moved_while_reading_and_writing) {
   BOOST_TEST(total.served == total.tried);
   BOOST_TEST(put_failures == 0u);
 }
+
+BOOST_AUTO_TEST_CASE(foreign_page_acl_user_and_ttl) {
+  test::redis_cluster::options o;
+  o.password = "cluster-secret";
+  test::redis_cluster cluster(o);
+  for (std::size_t i = 0; i < cluster.size(); ++i)  // ACLs are per node: the same user on every node
+    BOOST_REQUIRE(cluster.text(i, {"ACL", "SETUSER", "kv", "on", ">kv-secret", "~kvacl:*", "+@all"}) == "OK");
+  redis_cluster_tier_config cfg = config(cluster, "kvacl");
+  cfg.user = "kv";
+  cfg.password = "kv-secret";
+  cfg.ttl = std::chrono::seconds(60);
+  redis_cluster_tier<> t(cfg);
+  pages a(5, 0, 64);
+  put_all(t, a);
+  BOOST_TEST(get_all(t, a).served == 64u);
+  // TTL: every key expires (EX 60), on its slot's master.
+  const std::string key = t.key_of(a.writes[0].where);
+  test::reply_ptr ttl = cluster.command(cluster.master_of_slot(t.slot_of(a.writes[0].where)), {"TTL", key});
+  BOOST_REQUIRE(ttl);
+  BOOST_TEST((ttl->integer > 0 && ttl->integer <= 60));
+
+  // A page copied under another page's key (on that key's master): intact, but foreign, a miss.
+  for (std::size_t i = 0; i < 8; ++i) {
+    const std::string from = t.key_of(a.writes[i].where), to = t.key_of(a.writes[i + 8].where);
+    const std::string value = cluster.text(cluster.master_of_slot(detail::cluster_hash_slot(from)), {"GET", from});
+    BOOST_REQUIRE(value.size() == page_header_bytes + page);
+    BOOST_REQUIRE(cluster.text(cluster.master_of_slot(detail::cluster_hash_slot(to)), {"SET", to, value}) == "OK");
+  }
+  auto l = get_all(t, a);
+  BOOST_TEST(l.served == 56u);
+  BOOST_TEST(l.corrupted == 8u);
+  BOOST_TEST(l.wrong == 0u);
+  BOOST_TEST(t.stats().foreign == 8u);
+
+  // Wrong credentials: nothing is served, every request fails cleanly.
+  redis_cluster_tier_config bad = cfg;
+  bad.password = "wrong";
+  redis_cluster_tier<> intruder(bad);
+  a.scrub();
+  storage_batch b;
+  BOOST_REQUIRE(intruder.get(a.reads, b).has_value());
+  BOOST_REQUIRE(intruder.wait(b, 10s).has_value());
+  BOOST_TEST(b.count(errc::connection_lost) == 64u);
+  // The ACL user reaches only its own keys: another prefix is refused (NOPERM).
+  redis_cluster_tier_config other = cfg;
+  other.prefix = "elsewhere";
+  redis_cluster_tier<> outside(other);
+  BOOST_REQUIRE(outside.put(a.writes, b).has_value());
+  BOOST_REQUIRE(outside.wait(b, 10s).has_value());
+  BOOST_TEST(b.count(errc::ok) == 0u);
+}
