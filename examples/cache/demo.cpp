@@ -6,18 +6,26 @@
 // Prints per-tier hit ratios, bytes moved each way, and prefill tokens saved.
 //   kvtier-demo [--sessions N] [--device-pages N] [--host-pages N] [--disk-pages N]
 //               [--redis HOST:PORT | --no-redis] [--trace FILE [--requests N]] [--quiet]
-#include <arpa/inet.h>
-#include <netinet/in.h>
+// Bad arguments end with a message that says what to change (exit 2). The file tier's temporary
+// directory (under $TMPDIR, else /tmp) is removed however the demo ends, SIGINT/SIGTERM/SIGHUP included.
+#include <netdb.h>
+#include <signal.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <cerrno>
+#include <charconv>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <mutex>
+#include <new>
 #include <optional>
 #include <string>
+#include <string_view>
+#include <thread>
 #include <vector>
 
 #include "common/mooncake_trace.hpp"
@@ -52,12 +60,14 @@ struct options {
   std::string redis_host = "127.0.0.1";
   int redis_port = 6379;
   bool redis = true;
+  bool redis_given = false;  // --redis: a Redis that does not answer is an error, not a fallback
   std::string trace;
   std::size_t requests = 0;  // trace: 0 = all
   bool quiet = false;
 };
 
-[[noreturn]] void usage(const char* argv0) {
+[[noreturn]] void usage(const char* argv0, const std::string& why = {}) {
+  if (!why.empty()) std::fprintf(stderr, "kvtier-demo: %s\n\n", why.c_str());
   std::fprintf(stderr,
                "usage: %s [--sessions N] [--device-pages N] [--host-pages N] [--disk-pages N]\n"
                "          [--redis HOST:PORT | --no-redis] [--trace FILE [--requests N]] [--quiet]\n",
@@ -70,32 +80,51 @@ options parse(int argc, char** argv) {
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     auto value = [&]() -> std::string {
-      if (i + 1 >= argc) usage(argv[0]);
+      if (i + 1 >= argc) usage(argv[0], a + " needs a value");
       return argv[++i];
     };
-    auto number = [&]() -> std::size_t {
+    // A whole number in [min, max], digits only: "-1" must not wrap to 2^64 - 1.
+    auto number = [&](std::size_t min, std::size_t max, const char* meaning) -> std::size_t {
       const std::string v = value();
-      char* end = nullptr;
-      const unsigned long long n = std::strtoull(v.c_str(), &end, 10);
-      if (end == v.c_str() || *end != '\0') usage(argv[0]);
-      return std::size_t(n);
+      std::size_t n = 0;
+      const auto [end, ec] = std::from_chars(v.data(), v.data() + v.size(), n);
+      if (v.empty() || v[0] == '-' || v[0] == '+' || ec != std::errc{} || end != v.data() + v.size() || n < min ||
+          n > max)
+        usage(argv[0], a + " " + v + ": give " + meaning + ", a whole number from " + std::to_string(min) + " to " +
+                           std::to_string(max));
+      return n;
     };
-    if (a == "--sessions") o.sessions = number();
-    else if (a == "--device-pages") o.device_pages = number();
-    else if (a == "--host-pages") o.host_pages = number();
-    else if (a == "--disk-pages") o.disk_pages = number();
-    else if (a == "--requests") o.requests = number();
+    constexpr std::size_t max_pages = 0xffffffffu;  // slot ids are 32-bit
+    if (a == "--sessions") o.sessions = number(1, 10'000'000, "the number of chat sessions");
+    else if (a == "--device-pages") o.device_pages = number(0, max_pages, "device pages (0: the default)");
+    else if (a == "--host-pages") o.host_pages = number(0, max_pages, "host pages (0: the default)");
+    else if (a == "--disk-pages") o.disk_pages = number(0, max_pages, "disk pages (0: the default)");
+    else if (a == "--requests") o.requests = number(0, max_pages, "trace requests to run (0: all)");
     else if (a == "--trace") o.trace = value();
     else if (a == "--no-redis") o.redis = false;
     else if (a == "--quiet") o.quiet = true;
     else if (a == "--redis") {
       const std::string v = value();
       const auto colon = v.rfind(':');
-      if (colon == std::string::npos) usage(argv[0]);
+      if (colon == std::string::npos || colon == 0)
+        usage(argv[0], "--redis " + v + ": give HOST:PORT, e.g. --redis 127.0.0.1:6379");
       o.redis_host = v.substr(0, colon);
-      o.redis_port = std::atoi(v.c_str() + colon + 1);
-    } else usage(argv[0]);
+      const std::string_view port(v.data() + colon + 1, v.size() - colon - 1);
+      int p = 0;
+      const auto [end, ec] = std::from_chars(port.data(), port.data() + port.size(), p);
+      if (port.empty() || ec != std::errc{} || end != port.data() + port.size() || p < 1 || p > 65535)
+        usage(argv[0], "--redis " + v + ": the port must be a number from 1 to 65535, e.g. --redis " + o.redis_host +
+                           ":6379");
+      o.redis_port = p;
+      o.redis_given = true;
+    } else usage(argv[0], "unknown argument " + a);
   }
+  if (o.redis_given && !o.redis) usage(argv[0], "--redis and --no-redis contradict each other; give one");
+#if !defined(KVTIER_DEMO_FILE) || !defined(KVTIER_DEMO_REDIS)
+  if (o.redis_given)
+    usage(argv[0], "--redis: this kvtier-demo was built without the Redis tier (it needs hiredis and liburing); "
+                   "run scripts/install-deps and rebuild, or drop --redis");
+#endif
   // Trace prompts average 15K tokens (about 960 pages): the trace mode's tiers are larger.
   const bool trace = !o.trace.empty();
   if (o.device_pages == 0) o.device_pages = trace ? 8192 : 192;
@@ -104,16 +133,85 @@ options parse(int argc, char** argv) {
   return o;
 }
 
+// Whether something accepts TCP connections at host:port. Throws config_error when the host name
+// does not resolve (a typo must not look like "no Redis running").
 bool reachable(const std::string& host, int port) {
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  if (fd < 0) return false;
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_port = htons(std::uint16_t(port));
-  const bool ok = ::inet_pton(AF_INET, host.c_str(), &a.sin_addr) == 1 &&
-                  ::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0;
-  ::close(fd);
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  addrinfo* list = nullptr;
+  if (const int e = ::getaddrinfo(host.c_str(), std::to_string(port).c_str(), &hints, &list); e != 0)
+    throw config_error("cannot resolve the Redis host '" + host + "' (" + ::gai_strerror(e) +
+                       "); give a host name or address that resolves, e.g. --redis 127.0.0.1:6379, or --no-redis");
+  bool ok = false;
+  for (const addrinfo* a = list; a != nullptr && !ok; a = a->ai_next) {
+    const int fd = ::socket(a->ai_family, a->ai_socktype, a->ai_protocol);
+    if (fd < 0) continue;
+    ok = ::connect(fd, a->ai_addr, a->ai_addrlen) == 0;
+    ::close(fd);
+  }
+  ::freeaddrinfo(list);
   return ok;
+}
+
+// The file tier's directory, removed on every way out: by ~temp_dir on a return or an exception,
+// and by the signal thread (watch_signals) on SIGINT, SIGTERM or SIGHUP.
+std::mutex temp_dir_mutex;
+std::filesystem::path temp_dir_path;  // guarded by temp_dir_mutex; empty: none
+
+void remove_temp_dir_locked() {
+  std::error_code ec;
+  // The tier's worker may still be creating files: a few passes until the directory is gone.
+  for (int pass = 0; pass < 10 && !temp_dir_path.empty() && std::filesystem::exists(temp_dir_path, ec); ++pass)
+    std::filesystem::remove_all(temp_dir_path, ec);
+  temp_dir_path.clear();
+}
+
+class temp_dir {
+ public:
+  temp_dir() {
+    std::error_code ec;
+    std::filesystem::path base = std::filesystem::temp_directory_path(ec);
+    if (ec) base = "/tmp";
+    std::string templ = (base / "kvtier-demo-XXXXXX").string();
+    std::lock_guard lock(temp_dir_mutex);
+    if (::mkdtemp(templ.data()) == nullptr)
+      throw config_error("cannot create a temporary directory " + templ + " (" + std::strerror(errno) +
+                         "); set TMPDIR to a writable directory");
+    temp_dir_path = templ;
+    path_ = templ;
+  }
+  temp_dir(const temp_dir&) = delete;
+  temp_dir& operator=(const temp_dir&) = delete;
+  ~temp_dir() {
+    std::lock_guard lock(temp_dir_mutex);
+    remove_temp_dir_locked();
+  }
+  const std::filesystem::path& path() const noexcept { return path_; }
+
+ private:
+  std::filesystem::path path_;
+};
+
+// Blocks SIGINT, SIGTERM and SIGHUP in this thread (and so in every thread started after it) and
+// starts one thread that waits for them: it removes the temporary directory and exits 128 + signal.
+void watch_signals() {
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGTERM);
+  sigaddset(&set, SIGHUP);
+  if (::pthread_sigmask(SIG_BLOCK, &set, nullptr) != 0) return;
+  std::thread([set] {
+    int sig = 0;
+    if (::sigwait(&set, &sig) != 0) return;
+    std::lock_guard lock(temp_dir_mutex);
+    const std::string dir = temp_dir_path.string();
+    remove_temp_dir_locked();
+    std::fprintf(stderr, "kvtier-demo: stopped by %s%s%s\n", ::strsignal(sig), dir.empty() ? "" : "; removed ",
+                 dir.c_str());
+    std::_Exit(128 + sig);
+  }).detach();
 }
 
 std::string bytes(double b) {
@@ -251,24 +349,18 @@ template <class C>
 int run_all(const options& o, const kv_shape& shape) {
   constexpr std::size_t P = 16;
 #ifdef KVTIER_DEMO_FILE
-    char templ[] = "/tmp/kvtier-demo-XXXXXX";
-    if (!::mkdtemp(templ)) {
-      std::perror("mkdtemp");
-      return 1;
-    }
-    const std::filesystem::path dir = templ;
-    struct cleanup {
-      std::filesystem::path p;
-      ~cleanup() {
-        std::error_code ec;
-        std::filesystem::remove_all(p, ec);
-      }
-    } remove_dir{dir};
+    const temp_dir tmp;
+    const std::filesystem::path& dir = tmp.path();
     file_tier_config fc{dir, shape, shape.bytes_per_page(P), o.disk_pages};
     auto disk = std::make_unique<file_tier<>>(fc);
     const std::string disk_desc = "file tier in " + dir.string() + " (" + std::to_string(o.disk_pages) + " pages)";
 #  ifdef KVTIER_DEMO_REDIS
-    if (o.redis && reachable(o.redis_host, o.redis_port)) {
+    const bool redis_up = o.redis && reachable(o.redis_host, o.redis_port);
+    if (o.redis_given && !redis_up)
+      throw config_error("no Redis answers at " + o.redis_host + ":" + std::to_string(o.redis_port) +
+                         " (--redis); start one there (redis-server --port " + std::to_string(o.redis_port) +
+                         ") or pass --no-redis");
+    if (redis_up) {
       redis_tier_config rc{shape, shape.bytes_per_page(P)};
       rc.host = o.redis_host;
       rc.port = o.redis_port;
@@ -298,6 +390,7 @@ int run_all(const options& o, const kv_shape& shape) {
 
 int main(int argc, char** argv) {
   const options o = parse(argc, argv);
+  watch_signals();  // before any other thread starts
   // A scaled-down model (8 layers, 2 KV heads of 64, bf16: 4 KiB a token) keeps the demo at a few
   // seconds on two cores; the data path is the same for a Llama-3-8B shape.
   const kv_shape shape = o.trace.empty() ? kv_shape::mha(8, 2, 64, dtype::bf16) : kv_shape::mha(2, 1, 64, dtype::bf16);
@@ -307,6 +400,10 @@ int main(int argc, char** argv) {
     std::printf("kvtier demo: no CUDA device, running the CPU path\n");
 #endif
     return run_all<cpu_composition>(o, shape);
+  } catch (const std::bad_alloc&) {
+    std::fprintf(stderr, "kvtier-demo: out of memory building the tiers or running the workload; lower --device-pages, "
+                         "--host-pages or --requests, or raise the process's memory limit (ulimit -v)\n");
+    return 1;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "kvtier-demo: %s\n", e.what());
     return 1;

@@ -2,9 +2,14 @@
 // tokens, a page size and an eviction policy; prints the prefix hit ratio (tokens served from
 // cache over prompt tokens), requests/s and ns per page of index work. Parsing and token
 // expansion are timed apart from the index work. --sweep runs capacities x policies and writes
-// CSV and a gnuplot PNG of hit ratio against capacity.
+// CSV and a gnuplot PNG of hit ratio against capacity. Bad arguments, an unwritable --out and a
+// trace too large for the memory this process may use end with a message and a non-zero exit.
+#include <spawn.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
+#include <cctype>
+#include <cerrno>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -14,6 +19,7 @@
 #include <filesystem>
 #include <fstream>
 #include <limits>
+#include <new>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -67,12 +73,17 @@ struct outcome {
                "                     [--window N] [--priority-rule shared|short] [--priority-below TOKENS]\n"
                "       kvtier-replay [TRACE.jsonl] --sweep [--capacities 1e5,1e6,inf] [--policies lru,...]\n"
                "                     [--out DIR]   (writes DIR/sweep.csv and DIR/sweep.png)\n"
-               "TOKENS accepts K/M/G suffixes and decimals: 0.1M = 100000.\n");
+               "TOKENS accepts K/M/G suffixes and decimals that make a whole number: 0.1M = 100000.\n");
   std::exit(2);
 }
 
-std::uint64_t parse_tokens(std::string_view s) {
+// A whole count of tokens (or pages, or requests) for `option`: a decimal number (1e5, 0.1M) with an
+// optional K/M/G suffix that makes a whole number; never rounded.
+std::uint64_t parse_tokens(std::string_view s, std::string_view option) {
   if (s == "inf" || s == "unbounded") return unbounded;
+  const auto bad = [&](const std::string& why) {
+    usage((std::string(option) + " " + std::string(s) + ": " + why).c_str());
+  };
   std::string str(s);
   double mult = 1;
   if (!str.empty()) {
@@ -84,9 +95,15 @@ std::uint64_t parse_tokens(std::string_view s) {
   }
   char* end = nullptr;
   const double v = std::strtod(str.c_str(), &end);
-  if (str.empty() || end != str.c_str() + str.size() || !(v >= 0) || v * mult > 1e18)
-    usage(("bad token count: " + std::string(s)).c_str());
-  return std::uint64_t(std::llround(v * mult));
+  if (str.empty() || end != str.c_str() + str.size() || str.find_first_not_of("0123456789.eE+") != std::string::npos ||
+      !(std::isdigit(static_cast<unsigned char>(str[0])) || str[0] == '.'))
+    bad("not a count; give a number with an optional K, M or G suffix, e.g. 16, 100000, 1e5 or 0.1M");
+  if (v * mult > 1e18) bad("too large; counts go up to 1e18 (or inf where unbounded is meant)");
+  const double whole = std::round(v * mult);
+  if (std::fabs(v * mult - whole) > 1e-6 * std::max(1.0, whole))
+    bad("not a whole number; counts are never rounded, give " + std::to_string(std::uint64_t(std::floor(v * mult))) +
+        " or " + std::to_string(std::uint64_t(std::ceil(v * mult))));
+  return std::uint64_t(whole);
 }
 
 std::vector<std::string> split(std::string_view s) {
@@ -109,25 +126,28 @@ options parse_args(int argc, char** argv) {
       if (i + 1 >= argc) usage(("missing value after " + std::string(a)).c_str());
       return argv[++i];
     };
-    if (a == "--capacity") o.capacity = parse_tokens(value());
+    if (a == "--capacity") o.capacity = parse_tokens(value(), a);
     else if (a == "--page-size") {
-      const auto v = parse_tokens(value());
-      if (v == 0 || v > (1u << 20)) usage("page size must be 1..2^20 tokens");
+      const auto v = parse_tokens(value(), a);
+      if (v == 0 || v > (1u << 20)) usage("--page-size must be 1 to 1048576 (2^20) tokens, e.g. --page-size 16");
       o.page_tokens = std::size_t(v);
     } else if (a == "--policy") o.policy = value();
     else if (a == "--csv") o.csv = true;
     else if (a == "--sweep") o.sweep = true;
     else if (a == "--no-progress") o.progress = false;
     else if (a == "--out") o.out_dir = value();
-    else if (a == "--window") o.window = std::size_t(parse_tokens(value()));
-    else if (a == "--priority-below") o.priority_below = parse_tokens(value());
+    else if (a == "--window") {
+      const auto v = parse_tokens(value(), a);
+      if (v == 0 || v > 1'000'000) usage("--window must be 1 to 1000000 queued requests, e.g. --window 32");
+      o.window = std::size_t(v);
+    } else if (a == "--priority-below") o.priority_below = parse_tokens(value(), a);
     else if (a == "--priority-rule") {
       o.priority_rule = value();
       if (o.priority_rule != "shared" && o.priority_rule != "short") usage("--priority-rule is shared or short");
     }
     else if (a == "--capacities") {
       o.capacities.clear();
-      for (const auto& c : split(value())) o.capacities.push_back(parse_tokens(c));
+      for (const auto& c : split(value())) o.capacities.push_back(parse_tokens(c, a));
     } else if (a == "--policies") o.policies = split(value());
     else if (a == "-h" || a == "--help") usage(nullptr);
     else if (!a.empty() && a[0] == '-') usage(("unknown option " + std::string(a)).c_str());
@@ -139,7 +159,49 @@ options parse_args(int argc, char** argv) {
   for (const auto& p : o.sweep ? o.policies : std::vector<std::string>{o.policy})
     if (p != "lru" && p != "lfu-aging" && p != "priority-lru" && p != "look-ahead")
       usage(("unknown policy " + p).c_str());
+  if (o.sweep) {
+    // Checked before the trace is read, so that a bad --out does not cost a whole sweep.
+    std::error_code ec;
+    const auto st = std::filesystem::status(o.out_dir, ec);
+    for (const char c : o.out_dir)
+      if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f)
+        usage("--out must not hold control characters (newline, tab, ...); give a plain directory name");
+    if (std::filesystem::exists(st) && !std::filesystem::is_directory(st))
+      usage(("--out " + o.out_dir + " is not a directory; give a directory (created when missing) for sweep.csv and sweep.png")
+                .c_str());
+  }
   return o;
+}
+
+// gnuplot's single-quoted string for s: a quote inside is written twice, nothing else is special.
+std::string gnuplot_quote(std::string_view s) {
+  std::string out = "'";
+  for (const char c : s) {
+    if (c == '\'') out += '\'';
+    out += c;
+  }
+  return out + "'";
+}
+
+// Runs `gnuplot script` directly (posix_spawnp with an argv, no shell); returns its exit status,
+// or -1 with the reason in `why` when it could not be started.
+int run_gnuplot(const std::string& script, std::string& why) {
+  std::string prog = "gnuplot";
+  char* argv[] = {prog.data(), const_cast<char*>(script.c_str()), nullptr};
+  pid_t pid = 0;
+  if (const int e = ::posix_spawnp(&pid, "gnuplot", nullptr, nullptr, argv, environ); e != 0) {
+    why = std::string("cannot start gnuplot: ") + std::strerror(e);
+    return -1;
+  }
+  int status = 0;
+  while (::waitpid(pid, &status, 0) < 0)
+    if (errno != EINTR) {
+      why = std::string("waitpid: ") + std::strerror(errno);
+      return -1;
+    }
+  if (WIFEXITED(status)) return WEXITSTATUS(status);
+  why = "gnuplot was killed by signal " + std::to_string(WTERMSIG(status));
+  return -1;
 }
 
 class progress_bar {
@@ -262,11 +324,14 @@ const char* csv_header =
     "policy,capacity_tokens,page_tokens,requests,prompt_tokens,hit_tokens,hit_ratio,index_s,requests_per_s,"
     "ns_per_page,expand_s,parse_s,evicted_pages,peak_pages,bytes_per_page\n";
 
+// Index time per whole page. The trace is checked to hold at least one whole page before any run.
+double ns_per_page(const outcome& r) { return r.pages ? r.index_s * 1e9 / double(r.pages) : 0; }
+
 void print_csv(std::FILE* f, const outcome& r, double parse_s) {
   std::fprintf(f, "%s,%s,%zu,%llu,%llu,%llu,%.6f,%.6f,%.1f,%.2f,%.6f,%.6f,%llu,%zu,%.1f\n", r.policy.c_str(),
                capacity_text(r.capacity).c_str(), r.page_tokens, (unsigned long long)r.requests,
                (unsigned long long)r.prompt_tokens, (unsigned long long)r.hit_tokens, r.hit_ratio(), r.index_s,
-               double(r.requests) / r.index_s, r.index_s * 1e9 / double(r.pages), r.expand_s, parse_s,
+               double(r.requests) / r.index_s, ns_per_page(r), r.expand_s, parse_s,
                (unsigned long long)r.evicted, r.peak_pages, r.bytes_per_page);
 }
 
@@ -278,18 +343,25 @@ void print_human(const outcome& r, double parse_s) {
   std::printf("prefix hits    %llu tokens = %.2f%% of prompt tokens (%llu pages evicted, peak %zu pages)\n",
               (unsigned long long)r.hit_tokens, 100 * r.hit_ratio(), (unsigned long long)r.evicted, r.peak_pages);
   std::printf("index work     %.3f s: %.0f requests/s, %.1f ns per page (match + insert + evict)\n", r.index_s,
-              double(r.requests) / r.index_s, r.index_s * 1e9 / double(r.pages));
+              double(r.requests) / r.index_s, ns_per_page(r));
   std::printf("not timed in   parse %.3f s, token expansion %.3f s; index bookkeeping %.1f B per cached page\n",
               parse_s, r.expand_s, r.bytes_per_page);
 }
 
 int sweep(const std::vector<trace_request>& trace, const options& o, double parse_s) {
   namespace fs = std::filesystem;
-  fs::create_directories(o.out_dir);
+  std::error_code ec;
+  fs::create_directories(o.out_dir, ec);
+  if (ec || !fs::is_directory(o.out_dir)) {
+    std::fprintf(stderr, "kvtier-replay: cannot create the --out directory %s (%s); give a writable directory\n",
+                 o.out_dir.c_str(), ec ? ec.message().c_str() : "a file is in the way");
+    return 1;
+  }
   const fs::path csv = fs::path(o.out_dir) / "sweep.csv";
   std::FILE* f = std::fopen(csv.c_str(), "w");
   if (!f) {
-    std::fprintf(stderr, "kvtier-replay: cannot write %s\n", csv.c_str());
+    std::fprintf(stderr, "kvtier-replay: cannot write %s (%s); give a writable --out directory\n", csv.c_str(),
+                 std::strerror(errno));
     return 1;
   }
   std::fputs(csv_header, f);
@@ -303,7 +375,7 @@ int sweep(const std::vector<trace_request>& trace, const options& o, double pars
       print_csv(f, r, parse_s);
       std::fflush(f);
       std::printf("%-14s %14s %9.2f%% %10.3f %12.1f\n", policy.c_str(), capacity_text(capacity).c_str(),
-                  100 * r.hit_ratio(), r.index_s, r.index_s * 1e9 / double(r.pages));
+                  100 * r.hit_ratio(), r.index_s, ns_per_page(r));
       std::fflush(stdout);
     }
   std::fclose(f);
@@ -312,25 +384,57 @@ int sweep(const std::vector<trace_request>& trace, const options& o, double pars
   const fs::path png = fs::path(o.out_dir) / "sweep.png";
   {
     std::ofstream gp(plot);
-    gp << "set terminal pngcairo size 900,560 noenhanced\nset output '" << png.string() << "'\n"
+    // Every string from the command line goes in quoted (gnuplot_quote); --out has no control
+    // characters (parse_args), and the title's file name has them replaced.
+    std::string trace_name = fs::path(o.trace).filename().string();
+    for (char& c : trace_name)
+      if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) c = '?';
+    gp << "set terminal pngcairo size 900,560 noenhanced\nset output " << gnuplot_quote(png.string()) << "\n"
        << "set datafile separator ','\nset logscale x\nset key bottom right\nset grid\n"
        << "set xlabel 'capacity (tokens)'\nset ylabel 'prefix hit ratio (%)'\n"
-       << "set title 'kvtier-replay: " << fs::path(o.trace).filename().string() << ", " << o.page_tokens
-       << "-token pages'\n";
+       << "set title " << gnuplot_quote("kvtier-replay: " + trace_name + ", " + std::to_string(o.page_tokens) + "-token pages")
+       << "\n";
     gp << "plot ";
     for (std::size_t k = 0; k < o.policies.size(); ++k) {
       if (k) gp << ", ";
-      gp << "'" << csv.string() << "' using (strcol(1) eq '" << o.policies[k]
-         << "' && strcol(2) ne 'inf' ? $2 : 1/0):($7*100) with linespoints title '" << o.policies[k] << "'";
+      gp << gnuplot_quote(csv.string()) << " using (strcol(1) eq " << gnuplot_quote(o.policies[k])
+         << " && strcol(2) ne 'inf' ? $2 : 1/0):($7*100) with linespoints title " << gnuplot_quote(o.policies[k]);
     }
     // Unbounded reference line (the same for every policy).
-    gp << ", '" << csv.string() << "' using (strcol(2) eq 'inf' ? " << (max_finite ? max_finite : 1)
+    gp << ", " << gnuplot_quote(csv.string()) << " using (strcol(2) eq 'inf' ? " << (max_finite ? max_finite : 1)
        << " : 1/0):($7*100) with points pt 7 ps 1.5 lc rgb 'black' title 'unbounded (drawn at the largest capacity)'\n";
   }
-  const std::string cmd = "gnuplot '" + plot.string() + "' 2>&1";
-  const int rc = std::system(cmd.c_str());
-  std::printf("wrote %s%s\n", csv.c_str(), rc == 0 ? (" and " + png.string()).c_str() : " (gnuplot failed: no PNG)");
-  return rc == 0 ? 0 : 1;
+  // gnuplot runs from an argv (never through a shell): no file name can become a command.
+  std::string why;
+  const int rc = run_gnuplot(plot.string(), why);
+  if (rc == 0) {
+    std::printf("wrote %s and %s\n", csv.c_str(), png.c_str());
+    return 0;
+  }
+  if (rc > 0) why = "gnuplot exited with status " + std::to_string(rc);
+  std::printf("wrote %s; no PNG (%s: install gnuplot, e.g. scripts/install-deps --bench, or plot %s yourself)\n",
+              csv.c_str(), why.c_str(), plot.c_str());
+  return 1;
+}
+
+// The largest prompt of the trace, in tokens.
+std::uint64_t longest_prompt(const std::vector<trace_request>& trace) {
+  std::uint64_t n = 0;
+  for (const trace_request& r : trace) n = std::max(n, r.input_length);
+  return n;
+}
+
+// What a std::bad_alloc means here and what to do about it.
+void report_out_of_memory(const options& o, const char* stage, const std::vector<trace_request>& trace) {
+  std::fprintf(stderr, "kvtier-replay: out of memory while %s %s", stage, o.trace.c_str());
+  if (!trace.empty()) {
+    const std::uint64_t n = longest_prompt(trace);
+    std::fprintf(stderr, " (its longest prompt has %llu tokens, %.1f GiB once expanded; look-ahead holds up to --window %zu "
+                         "expanded prompts at once)",
+                 (unsigned long long)n, double(n) * sizeof(token_id) / double(1ull << 30), o.window);
+  }
+  std::fprintf(stderr, ".\nThe process may not allocate that much: raise its memory limit (ulimit -v), or replay a trace "
+                       "without the largest requests.\n");
 }
 
 }  // namespace
@@ -341,6 +445,10 @@ int main(int argc, char** argv) {
   const auto t0 = clock_type::now();
   try {
     trace = read_mooncake_trace(o.trace);
+  } catch (const std::bad_alloc&) {
+    trace.clear();
+    report_out_of_memory(o, "reading", trace);
+    return 1;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "kvtier-replay: %s\n", e.what());
     return 1;
@@ -350,13 +458,25 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "kvtier-replay: %s holds no requests\n", o.trace.c_str());
     return 1;
   }
-  if (o.sweep) return sweep(trace, o, parse_s);
-  const outcome r = run_one(trace, o, o.policy, o.capacity);
-  if (o.csv) {
-    std::fputs(csv_header, stdout);
-    print_csv(stdout, r, parse_s);
-  } else {
-    print_human(r, parse_s);
+  if (const std::uint64_t longest = longest_prompt(trace); longest < o.page_tokens) {
+    std::fprintf(stderr,
+                 "kvtier-replay: no prompt of %s fills one %zu-token page (the longest has %llu tokens), so nothing "
+                 "could be cached; give a --page-size of at most %llu\n",
+                 o.trace.c_str(), o.page_tokens, (unsigned long long)longest, (unsigned long long)longest);
+    return 1;
+  }
+  try {
+    if (o.sweep) return sweep(trace, o, parse_s);
+    const outcome r = run_one(trace, o, o.policy, o.capacity);
+    if (o.csv) {
+      std::fputs(csv_header, stdout);
+      print_csv(stdout, r, parse_s);
+    } else {
+      print_human(r, parse_s);
+    }
+  } catch (const std::bad_alloc&) {
+    report_out_of_memory(o, "replaying", trace);
+    return 1;
   }
   return 0;
 }
