@@ -240,17 +240,17 @@ int main(int argc, char** argv) {
       o.blocks = 0;
       o.how = gpu::strategy::staged;
       add(dir, "kvtier staged", P, 0, median_ms(st, reps, [&] { run(o); }), bytes);
-      add(dir, "kvtier staged, scattered host pages", P, 0, median_ms(st, reps, [&] { run(o, &scattered); }), bytes);
+      add(dir, "kvtier staged scattered host pages", P, 0, median_ms(st, reps, [&] { run(o, &scattered); }), bytes);
       o.how = gpu::strategy::mixed;
       add(dir, "kvtier mixed", P, 0, median_ms(st, reps, [&] { run(o); }), bytes);
-      add(dir, "kvtier mixed, scattered host pages", P, 0, median_ms(st, reps, [&] { run(o, &scattered); }), bytes);
+      add(dir, "kvtier mixed scattered host pages", P, 0, median_ms(st, reps, [&] { run(o, &scattered); }), bytes);
       o.how = gpu::strategy::automatic;
       o.compute = compute_hint::idle;
       {
         const double ms = median_ms(st, reps, [&] { run(o); });
         add(dir, std::string("planner: ") + name(c.stats().last), P, 0, ms, bytes);
         const double ms2 = median_ms(st, reps, [&] { run(o, &scattered); });
-        add(dir, std::string("planner, scattered host pages: ") + name(c.stats().last), P, 0, ms2, bytes);
+        add(dir, std::string("planner scattered host pages: ") + name(c.stats().last), P, 0, ms2, bytes);
       }
       o.compute = compute_hint::unknown;
       // Correctness of every path: poison the destination, copy once, compare sampled blocks.

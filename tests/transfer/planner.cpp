@@ -30,8 +30,11 @@ BOOST_AUTO_TEST_CASE(large_runs_go_staged_beside_compute_and_alone) {
 }
 
 BOOST_AUTO_TEST_CASE(short_runs_small_batches_and_unsupported_views_take_the_kernel) {
-  // 1-token pages layer by layer: 16 KiB copy-engine runs.
-  BOOST_TEST((plan(facts(1024 * mib, 16 * kib, true, compute_hint::busy)) == copy_path::kernel));
+  // 1-token pages layer by layer: 16 KiB copy-engine runs take the kernel alone, staged beside compute;
+  // 8 KiB runs take the kernel either way.
+  BOOST_TEST((plan(facts(1024 * mib, 16 * kib, true, compute_hint::idle)) == copy_path::kernel));
+  BOOST_TEST((plan(facts(1024 * mib, 16 * kib, true, compute_hint::busy)) == copy_path::staged));
+  BOOST_TEST((plan(facts(1024 * mib, 8 * kib, true, compute_hint::busy)) == copy_path::kernel));
   // A 1 MiB batch: the pipeline would not fill.
   BOOST_TEST((plan(facts(1 * mib, 1 * mib, false, compute_hint::busy)) == copy_path::kernel));
   // page_head_first hosts: no staged path.
@@ -54,7 +57,7 @@ BOOST_AUTO_TEST_CASE(medium_backup_runs_mix_or_take_the_kernel_only_when_compute
 BOOST_AUTO_TEST_CASE(thresholds_are_tunable) {
   planner_tuning t;
   t.min_dma_run = 8 * kib;
-  BOOST_TEST((plan(facts(1024 * mib, 16 * kib, true, compute_hint::busy), t) == copy_path::staged));
+  BOOST_TEST((plan(facts(1024 * mib, 16 * kib, true, compute_hint::idle), t) == copy_path::staged));
   t.small_batch_bytes = 0;
   BOOST_TEST((plan(facts(1 * mib, 1 * mib, false, compute_hint::busy), t) == copy_path::staged));
 }

@@ -46,9 +46,12 @@ struct batch_facts {
 struct planner_tuning {
   // Batches below this many bytes take the kernel: the staging pipeline would not fill.
   std::size_t small_batch_bytes = std::size_t{4} << 20;
-  // Copy-engine runs below this take the kernel: per-run cost dominates the copy engines (1-token
-  // pages layer by layer, 16 KiB runs: staged load 35% of the link, kernel 91%).
+  // Compute idle: copy-engine runs below this take the kernel, per-run cost dominates the copy
+  // engines (1-token pages layer by layer, 16 KiB runs: staged load 48% of the link, kernel 89-91%).
   std::size_t min_dma_run = std::size_t{64} << 10;
+  // Compute busy: the same floor, lower. Beside a GEMM, 16 KiB runs still give the staged path
+  // the kernel's rate at a fifth of its harm (load 45% with the GEMM slowed 1.9%; kernel 48%, 9.9%).
+  std::size_t min_dma_run_busy = std::size_t{16} << 10;
   // Compute idle, backup of whole pages: runs below this go partly through the kernel (mixed;
   // scattered 1-token pages: mixed 93%, staged 85%). Loads stay staged (97-99% at every run length).
   std::size_t backup_mixed_below_run = std::size_t{256} << 10;
@@ -61,8 +64,10 @@ struct planner_tuning {
 };
 
 inline copy_path plan(const batch_facts& f, const planner_tuning& t = {}) noexcept {
-  if (!f.staged_possible || f.bytes < t.small_batch_bytes || f.dma_run < t.min_dma_run) return copy_path::kernel;
-  if (f.compute != compute_hint::idle || !f.backup) return copy_path::staged;
+  if (!f.staged_possible || f.bytes < t.small_batch_bytes) return copy_path::kernel;
+  if (f.compute != compute_hint::idle) return f.dma_run < t.min_dma_run_busy ? copy_path::kernel : copy_path::staged;
+  if (f.dma_run < t.min_dma_run) return copy_path::kernel;
+  if (!f.backup) return copy_path::staged;
   if (f.per_layer) return f.dma_run < t.backup_layered_kernel_below_run ? copy_path::kernel : copy_path::staged;
   return f.dma_run < t.backup_mixed_below_run ? copy_path::mixed : copy_path::staged;
 }
