@@ -14,11 +14,12 @@
 #include <vector>
 
 #include "kvtier/storage/redis_cluster_tier.hpp"
-#include "storage/redis_cluster_harness.hpp"
-#include "storage/support.hpp"
+#include "kvtier/testing/redis_cluster.hpp"
+#include "kvtier/testing/test_pages.hpp"
 
 using namespace kvtier;
 using namespace std::chrono_literals;
+namespace test = kvtier::testing;
 
 namespace {
 constexpr std::size_t page = 32 * 1024;

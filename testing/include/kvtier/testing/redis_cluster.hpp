@@ -1,9 +1,10 @@
 #pragma once
-// A real Redis Cluster on loopback for tests and the cluster bench: `masters` masters with
+// A real Redis Cluster on loopback for the cluster tier's tests and bench: `masters` masters with
 // `replicas` replicas each, every node a redis-server child in a temporary directory (no
 // persistence), joined by `redis-cli --cluster create`, torn down by the destructor. Helpers look
 // at and change the cluster behind the tier's back: raw commands, CLUSTER NODES, kill, restart,
 // failover, waiting for a converged cluster.
+// Needs hiredis and KVTIER_REDIS_SERVER (the redis-server binary), like redis_server.hpp.
 #include <hiredis/hiredis.h>
 #include <signal.h>
 
@@ -19,9 +20,11 @@
 
 #include "kvtier/storage/detail/cluster_hash_slot.hpp"
 #include "kvtier/storage/detail/cluster_topology.hpp"
-#include "storage/support.hpp"
+#include "kvtier/storage/redis_cluster_config.hpp"
+#include "kvtier/testing/redis_server.hpp"
+#include "kvtier/testing/temp_dir.hpp"
 
-namespace kvtier::test {
+namespace kvtier::testing {
 
 struct reply_deleter {
   void operator()(redisReply* r) const { freeReplyObject(r); }
@@ -217,4 +220,4 @@ class redis_cluster {
   std::vector<std::unique_ptr<redis_server>> nodes_;
 };
 
-}  // namespace kvtier::test
+}  // namespace kvtier::testing

@@ -1,0 +1,136 @@
+// Redis Cluster tier bench: SET/GET pages/s of redis_cluster_tier against `redis-benchmark --cluster`
+// on the same three-master cluster (started by this bench on loopback, no replicas, no persistence),
+// same value size (page + 96-byte header) and same requests in flight per master. Table + CSV.
+//   kvtier-bench-storage-redis-cluster [--pages 131072,1048576] [--pipeline 1,16] [--mib 384]
+//                                      [--reps 3] [--csv storage_redis_cluster.csv]
+// redis-benchmark: `--cluster -c 3 -P <pipeline>`, one client per master, each with <pipeline>
+// requests in flight. kvtier: batches of 3 x <pipeline> pages (distinct keys, spread over the
+// masters by hash slot), one batch in flight, every GET verified. Figures are medians of `reps`
+// alternating runs; ratios are medians of side-by-side ratios. Like redis-benchmark's SET (one key
+// per master, rewritten), the timed kvtier SET passes rewrite keys that exist.
+#include <algorithm>
+#include <random>
+#include <vector>
+
+#include "bench/storage/common.hpp"
+#include "kvtier/storage/redis_cluster_tier.hpp"
+#include "kvtier/testing/redis_cluster.hpp"
+
+using namespace kvtier;
+using namespace std::chrono_literals;
+
+namespace {
+struct point {
+  std::size_t page, pipeline, n;
+  double kv_set, kv_get, rb_set, rb_get;  // pages/s, medians
+  double set_ratio, get_ratio;            // medians of side-by-side ratios
+  double get_ratio_min, get_ratio_max;
+};
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+// redis-benchmark's requests per second for `test` from its CSV output.
+double rps_of(const std::string& csv, const char* test) {
+  const std::string tag = std::string("\"") + test + "\",\"";
+  const std::size_t at = csv.find(tag);
+  return at == std::string::npos ? 0 : std::strtod(csv.c_str() + at + tag.size(), nullptr);
+}
+}  // namespace
+
+int main(int argc, char** argv) {
+  const auto pages = bench::list(bench::arg(argc, argv, "--pages", "131072,1048576"));
+  const auto pipelines = bench::list(bench::arg(argc, argv, "--pipeline", "1,16"));
+  const std::size_t mib = std::stoull(bench::arg(argc, argv, "--mib", "384"));
+  const std::string csv = bench::arg(argc, argv, "--csv", "storage_redis_cluster.csv");
+  const std::size_t reps = std::max<std::size_t>(1, std::stoull(bench::arg(argc, argv, "--reps", "3")));
+  constexpr std::size_t masters = 3;
+
+  testing::redis_cluster::options o;
+  o.masters = int(masters);
+  o.replicas = 0;
+  o.node_timeout_ms = 5000;
+  testing::redis_cluster cluster(o);
+  const int port = cluster.port(0);
+  std::printf("redis_cluster_tier vs redis-benchmark --cluster: %zu masters on 127.0.0.1 (first :%d), no replicas\n",
+              masters, port);
+  std::printf("%9s %4s | %10s %10s %7s | %10s %10s %7s %11s | %9s\n", "page", "pipe", "kv SET/s", "rb SET/s", "ratio",
+              "kv GET/s", "rb GET/s", "ratio", "(min-max)", "kv GET GB/s");
+  std::vector<point> results;
+  for (std::size_t page : pages) {
+    const std::size_t n = std::max<std::size_t>(96, (mib << 20) / page);
+    std::vector<std::byte> data(n * page);
+    std::mt19937_64 rng(7);
+    for (auto& b : data) b = std::byte(rng());
+    for (std::size_t pipe : pipelines) {
+      redis_cluster_tier_config cfg{.shape = shapes::llama3_8b(), .page_bytes = page, .seeds = cluster.seeds()};
+      cfg.io_timeout = 30s;
+      redis_cluster_tier<> t(cfg);
+      std::vector<page_write> w(n);
+      std::vector<page_read> r(n);
+      for (std::size_t i = 0; i < n; ++i) {
+        const page_address a{namespace_id{1}, page_key{i, pipe}};
+        w[i] = {a, i, std::span(data).subspan(i * page, page)};
+        r[i] = {a, i, std::span(data).subspan(i * page, page)};
+      }
+      const std::size_t batch_pages = masters * pipe;
+      storage_batch b;
+      auto pass = [&](bool write) {
+        const auto start = std::chrono::steady_clock::now();
+        for (std::size_t i = 0; i < n; i += batch_pages) {
+          const std::size_t k = std::min(batch_pages, n - i);
+          const bool ok = write ? t.put(std::span(w).subspan(i, k), b).has_value() : t.get(std::span(r).subspan(i, k), b).has_value();
+          if (!ok || !t.wait(b, 60s) || !b.all_ok()) {
+            std::fprintf(stderr, "kvtier %s failed\n", write ? "SET" : "GET");
+            std::exit(1);
+          }
+        }
+        return double(n) / bench::seconds_since(start);
+      };
+      (void)pass(true);  // create the keys; the timed passes overwrite them, as redis-benchmark does
+      std::vector<double> ks, kg, rs, rg;
+      for (std::size_t rep = 0; rep < reps; ++rep) {
+        const bool kv_first = rep % 2 == 0;  // the machine is shared: alternate who goes first
+        if (kv_first) {
+          ks.push_back(pass(true));
+          kg.push_back(pass(false));
+        }
+        const std::string out = bench::run("redis-benchmark --cluster -p " + std::to_string(port) + " -c " +
+                                           std::to_string(masters) + " -t set,get -n " + std::to_string(n) + " -d " +
+                                           std::to_string(page + page_header_bytes) + " -P " + std::to_string(pipe) +
+                                           " --csv 2>/dev/null");
+        rs.push_back(rps_of(out, "SET"));
+        rg.push_back(rps_of(out, "GET"));
+        if (!kv_first) {
+          ks.push_back(pass(true));
+          kg.push_back(pass(false));
+        }
+      }
+      std::vector<double> sr, gr;
+      for (std::size_t i = 0; i < reps; ++i) {
+        sr.push_back(rs[i] > 0 ? ks[i] / rs[i] : 0);
+        gr.push_back(rg[i] > 0 ? kg[i] / rg[i] : 0);
+      }
+      point p{page, pipe, n, median(ks), median(kg), median(rs), median(rg), median(sr), median(gr),
+              *std::min_element(gr.begin(), gr.end()), *std::max_element(gr.begin(), gr.end())};
+      for (std::size_t m = 0; m < cluster.size(); ++m) (void)cluster.command(m, {"FLUSHALL"});
+      std::printf("%6zu KiB %4zu | %10.0f %10.0f %6.0f%% | %10.0f %10.0f %6.0f%% (%3.0f-%3.0f%%) | %9.2f\n", page >> 10, pipe,
+                  p.kv_set, p.rb_set, 100 * p.set_ratio, p.kv_get, p.rb_get, 100 * p.get_ratio, 100 * p.get_ratio_min,
+                  100 * p.get_ratio_max, p.kv_get * double(page) / 1e9);
+      std::fflush(stdout);
+      results.push_back(p);
+    }
+  }
+  std::ofstream out(csv);
+  out << "page_bytes,value_bytes,masters,pipeline_per_master,pages,kvtier_set_per_s,redis_benchmark_set_per_s,set_ratio,"
+         "kvtier_get_per_s,redis_benchmark_get_per_s,get_ratio,get_ratio_min,get_ratio_max,kvtier_get_gbps\n";
+  for (const point& p : results)
+    out << p.page << ',' << p.page + page_header_bytes << ',' << masters << ',' << p.pipeline << ',' << p.n << ','
+        << p.kv_set << ',' << p.rb_set << ',' << p.set_ratio << ',' << p.kv_get << ',' << p.rb_get << ',' << p.get_ratio
+        << ',' << p.get_ratio_min << ',' << p.get_ratio_max << ',' << p.kv_get * double(p.page) / 1e9 << '\n';
+  std::printf("pages/s, medians of %zu alternating runs; ratio = median of kvtier/redis-benchmark side by side;\n"
+              "GB/s = 1e9 bytes/s of page payload; CSV: %s\n", reps, csv.c_str());
+  return 0;
+}
