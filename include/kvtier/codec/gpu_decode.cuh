@@ -27,7 +27,9 @@
 
 namespace kvtier {
 
-// One encoded page in device memory and the pool slot its decoded KV goes to.
+// One encoded page in device memory and the pool slot its decoded KV goes to. The decoders read
+// whole aligned 4-byte words: the memory must stay readable up to the 4-byte boundary after the
+// page (allocations are; packed pages should be padded, as the bench and tests pad to 16).
 struct encoded_page {
   const std::byte* data = nullptr;
   std::uint32_t bytes = 0;
@@ -194,13 +196,27 @@ __global__ void __launch_bounds__(256) decode_cachegen(
   const std::uint32_t n_esc = load_unaligned<std::uint32_t>(d + 12 + 12 * sg);
   if (stream_bytes < 8 || offset < 8 + dir_bytes || std::size_t(offset) + stream_bytes + 4 * std::size_t(n_esc) > pg.bytes ||
       !(step > 0) || !isfinite(step)) { status[p] = 1; return; }
-  const std::uint8_t* q = reinterpret_cast<const std::uint8_t*>(pg.data + offset);
-  const std::uint8_t* const end = q + stream_bytes;
   const std::byte* const esc = pg.data + offset + stream_bytes;
   std::uint32_t x0 = load_unaligned<std::uint32_t>(pg.data + offset), x1 = load_unaligned<std::uint32_t>(pg.data + offset + 4);
-  q += 8;
+  // The renormalisation bytes, read one aligned 32-bit word at a time (a byte load per byte would
+  // cost a cache-line request per lane).
+  std::size_t pos = std::size_t(offset) + 8;
+  const std::size_t end = std::size_t(offset) + stream_bytes;
+  const std::uint32_t* words = reinterpret_cast<const std::uint32_t*>(reinterpret_cast<std::uintptr_t>(pg.data) & ~std::uintptr_t{3});
+  const std::size_t skew = reinterpret_cast<std::uintptr_t>(pg.data) & 3;  // pg.data's offset in its word
+  std::size_t word_at = ~std::size_t{0};
+  std::uint32_t word = 0;
   std::size_t n = 0;
   bool ok = true;
+  const auto next_byte = [&]() -> std::uint32_t {
+    const std::size_t a = pos + skew;
+    if ((a >> 2) != word_at) {
+      word_at = a >> 2;
+      word = __ldg(words + word_at);
+    }
+    ++pos;
+    return (word >> (8 * (a & 3))) & 0xffu;
+  };
   const auto next = [&](const table& t) -> std::uint32_t {
     std::uint32_t& st = (n++ & 1) ? x1 : x0;
     const std::uint32_t slot = st & (rans_total - 1);
@@ -208,8 +224,8 @@ __global__ void __launch_bounds__(256) decode_cachegen(
     const std::uint32_t fc = t.freq_cum[s];
     st = (fc & 0xffffu) * (st >> rans_prob_bits) + slot - (fc >> 16);
     while (st < rans_low) {
-      if (q == end) { ok = false; return 0; }
-      st = (st << 8) | std::uint32_t(*q++);
+      if (pos == end) { ok = false; return 0; }
+      st = (st << 8) | next_byte();
     }
     return s;
   };
@@ -281,7 +297,7 @@ __global__ void __launch_bounds__(256) decode_cachegen(
       if (w.n) w.flush();
     }
   }
-  if (!ok || used != n_esc || q != end || x0 != rans_low || x1 != rans_low) status[p] = 1;
+  if (!ok || used != n_esc || pos != end || x0 != rans_low || x1 != rans_low) status[p] = 1;
 }
 
 }  // namespace detail
