@@ -22,50 +22,27 @@
 #include <filesystem>
 #include <optional>
 #include <span>
-#include <string_view>
 #include <utility>
 #include <vector>
 
 #include "kvtier/codec/concepts.hpp"
 #include "kvtier/codec/identity.hpp"
 #include "kvtier/core/error.hpp"
-#include "kvtier/core/kv_shape.hpp"
 #include "kvtier/storage/batch.hpp"
 #include "kvtier/storage/concepts.hpp"
 #include "kvtier/storage/detail/aligned_buffer.hpp"
+#include "kvtier/storage/detail/file_work.hpp"
+#include "kvtier/storage/detail/io_ops.hpp"
 #include "kvtier/storage/detail/slot_directory.hpp"
 #include "kvtier/storage/detail/slot_files.hpp"
 #include "kvtier/storage/detail/uring_queue.hpp"
 #include "kvtier/storage/detail/verify_read.hpp"
+#include "kvtier/storage/file_tier_config.hpp"
 #include "kvtier/storage/page_header.hpp"
 #include "kvtier/storage/request.hpp"
 #include "kvtier/storage/stats.hpp"
 
 namespace kvtier {
-
-// The I/O path a file tier runs on.
-enum class file_io_path : std::uint8_t { uring_direct, uring_buffered, pread_direct, pread_buffered };
-
-constexpr std::string_view to_string(file_io_path p) noexcept {
-  switch (p) {
-    case file_io_path::uring_direct: return "io_uring + O_DIRECT";
-    case file_io_path::uring_buffered: return "io_uring, buffered";
-    case file_io_path::pread_direct: return "pread/pwrite + O_DIRECT";
-    case file_io_path::pread_buffered: return "pread/pwrite, buffered";
-  }
-  return "?";
-}
-
-struct file_tier_config {
-  std::filesystem::path directory;   // created if missing; holds the slot files, a layout and a lock file
-  kv_shape shape;                    // pages of another shape found at open are foreign, not served
-  std::size_t page_bytes = 0;        // bytes of one page (decoded); > 0
-  std::size_t capacity_pages = 0;    // slots in all files; > 0
-  std::size_t pages_per_file = 256;  // slots per preallocated file
-  unsigned queue_depth = 32;         // I/O requests in flight at most (1..4096)
-  bool use_uring = true;             // false: pread/pwrite
-  bool use_direct = true;            // false: through the page cache
-};
 
 template <page_codec Codec = identity_codec>
 class file_tier {
@@ -77,18 +54,13 @@ class file_tier {
   // written (EACCES, EROFS), is in use by another tier, or is laid out for another page size.
   // Scans existing slot files: their intact pages are recovered.
   explicit file_tier(file_tier_config cfg)
-      : cfg_(checked(std::move(cfg))),
+      : cfg_(validated(std::move(cfg))),
         max_payload_(codec_.max_encoded_bytes(cfg_.page_bytes)),
         slot_bytes_(detail::direct_io_alignment + detail::align_up(max_payload_, detail::direct_io_alignment)),
         files_({cfg_.directory, slot_bytes_, cfg_.capacity_pages, cfg_.pages_per_file, cfg_.use_direct}),
-        slots_(cfg_.capacity_pages) {
-    zero_block_ = detail::aligned_buffer(detail::direct_io_alignment);
-    ops_.resize(cfg_.queue_depth);
-    for (auto& op : ops_) {
-      op.header = detail::aligned_buffer(detail::direct_io_alignment);
-      if (op.header.empty()) throw config_error("kvtier: file_tier cannot allocate I/O buffers");
-    }
-    for (std::uint32_t i = cfg_.queue_depth; i-- > 0;) free_ops_.push_back(i);
+        slots_(cfg_.capacity_pages),
+        ops_(cfg_.queue_depth),
+        zero_block_(detail::direct_io_alignment) {
     deferred_reads_.reserve(cfg_.queue_depth);  // at most one per op: push_back never allocates
     if (cfg_.use_uring) ring_.open(cfg_.queue_depth);
     recover();
@@ -108,10 +80,10 @@ class file_tier {
   }
 
   result<void> put(std::span<const page_write> writes, storage_batch& batch) noexcept {
-    return submit(writes, batch, work_kind::write);
+    return submit(writes, batch);
   }
   result<void> get(std::span<const page_read> reads, storage_batch& batch) noexcept {
-    return submit(reads, batch, work_kind::read);
+    return submit(reads, batch);
   }
   result<void> contains(std::span<const page_address> where, storage_batch& batch) noexcept {
     if (!batch.begin(where.size())) return make_error(errc::busy);
@@ -120,7 +92,7 @@ class file_tier {
     return {};
   }
   result<void> erase(std::span<const page_address> where, storage_batch& batch) noexcept {
-    return submit(where, batch, work_kind::clear);
+    return submit(where, batch);
   }
 
   std::size_t poll() noexcept {
@@ -173,29 +145,8 @@ class file_tier {
   }
 
  private:
-  enum class work_kind : std::uint8_t { write, read, clear };
-
-  struct work {  // a request waiting for an I/O slot
-    work_kind kind;
-    storage_batch* batch;
-    std::size_t index;
-    page_address where;
-    std::uint64_t tokens_fp;
-    std::span<const std::byte> in;  // write payload
-    std::span<std::byte> out;       // read destination
-    bool sealed = false;            // header below already computed (while earlier I/O was in flight)
-    page_header header{};
-  };
-  struct io_op {
-    work job{};
-    std::uint32_t slot = 0;
-    detail::aligned_buffer header;   // the 4 KiB header block
-    detail::aligned_buffer staging;  // whole payload when the caller's buffer cannot be used directly
-    iovec iov[2]{};
-    int iovcnt = 0;
-    std::size_t bytes = 0;           // bytes the I/O must move
-    bool direct_payload = false;     // payload moved straight from/to the caller's buffer
-  };
+  using work = detail::file_work;
+  using work_kind = detail::work_kind;
   struct deferred_read {
     work job;
     std::uint32_t slot;
@@ -203,48 +154,22 @@ class file_tier {
     error io;
   };
 
-  static file_tier_config checked(file_tier_config cfg) {
-    if (cfg.page_bytes == 0) throw config_error("kvtier: file_tier with page_bytes 0");
-    if (cfg.capacity_pages == 0 || cfg.capacity_pages >= detail::slot_lru::none)
-      throw config_error("kvtier: file_tier capacity_pages must be in [1, 2^32-1)");
-    if (cfg.pages_per_file == 0) throw config_error("kvtier: file_tier with pages_per_file 0");
-    if (cfg.queue_depth == 0 || cfg.queue_depth > 4096)
-      throw config_error("kvtier: file_tier queue_depth must be in [1, 4096]");
-    return cfg;
-  }
-
-  // Indexes the intact pages of this shape and codec found in the files (newest copy wins);
-  // foreign and damaged ones are counted, their slots freed.
   void recover() {
-    std::vector<detail::found_page> pages;
-    const std::uint64_t fp = cfg_.shape.fingerprint();
-    files_.scan([&](std::uint32_t s, const page_header& h) {
-      if (!header_intact(h) || h.payload_bytes > max_payload_) {
-        ++stats_.corrupted;
-      } else if (h.shape_fingerprint != fp || h.codec_id != Codec::id || h.page_bytes != cfg_.page_bytes) {
-        ++stats_.foreign;
-      } else {
-        pages.push_back({s, h.address(), h.sequence});
-        sequence_ = std::max(sequence_, h.sequence);
-      }
-    });
-    stats_.recovered = slots_.recover(std::move(pages));
+    const detail::recovery_counts n = slots_.recover([&](auto visit) { files_.scan(visit); },
+                                                     {cfg_.shape.fingerprint(), Codec::id, cfg_.page_bytes, max_payload_});
+    stats_.recovered = n.recovered;
+    stats_.corrupted += n.corrupted;
+    stats_.foreign += n.foreign;
+    sequence_ = n.max_sequence;
   }
 
   // ---- submission ------------------------------------------------------------------------------
   template <class Request>
-  result<void> submit(std::span<const Request> requests, storage_batch& batch, work_kind kind) noexcept {
+  result<void> submit(std::span<const Request> requests, storage_batch& batch) noexcept {
     if (!batch.begin(requests.size())) return make_error(errc::busy);
     try {
       for (std::size_t i = 0; i < requests.size(); ++i) {
-        const Request& r = requests[i];
-        if constexpr (std::is_same_v<Request, page_write>) {
-          backlog_.push_back({kind, &batch, i, r.where, r.tokens_fingerprint, r.payload, {}});
-        } else if constexpr (std::is_same_v<Request, page_read>) {
-          backlog_.push_back({kind, &batch, i, r.where, r.tokens_fingerprint, {}, r.payload});
-        } else {
-          backlog_.push_back({kind, &batch, i, r, 0, {}, {}});
-        }
+        backlog_.push_back(detail::make_work(batch, i, requests[i]));
       }
     } catch (...) {  // out of memory: the queued part proceeds, the rest fails
       for (std::size_t i = 0; i < requests.size(); ++i)
@@ -259,7 +184,7 @@ class file_tier {
   // submit_now: hand the new I/O to the kernel now (else wait() does, together with its wait).
   std::size_t pump(bool submit_now) noexcept {
     std::size_t done = 0;
-    while (!backlog_.empty() && !free_ops_.empty()) {
+    while (!backlog_.empty() && ops_.available()) {
       const work w = backlog_.front();
       backlog_.pop_front();
       if (const std::optional<error> immediate = start(w)) {
@@ -287,28 +212,17 @@ class file_tier {
     return n;
   }
 
-  bool has_unsealed_write() const noexcept {
-    if constexpr (is_identity_codec_v<Codec>) {
-      std::size_t n = 0;
-      for (const work& w : backlog_) {
-        if (n++ >= cfg_.queue_depth) break;
-        if (w.kind == work_kind::write && !w.sealed) return true;
-      }
-    }
-    return false;
+  bool has_unsealed_write() noexcept {
+    return is_identity_codec_v<Codec> && detail::next_unsealed_write(backlog_, cfg_.queue_depth, cfg_.page_bytes);
   }
-
-  // Checksums the next queued writes while the disk works, so that starting them later costs no
-  // CPU on the I/O path (identity codec, whose encoded bytes are the caller's page).
+  // Checksums the next queued write while the disk works, so that starting it later costs no CPU
+  // on the I/O path (identity codec, whose encoded bytes are the caller's page). One page per
+  // submission keeps the CPU work in step with the I/O.
   void seal_ahead() noexcept {
     if constexpr (is_identity_codec_v<Codec>) {
-      std::size_t n = 0;
-      for (work& w : backlog_) {
-        if (n++ >= cfg_.queue_depth) break;
-        if (w.kind != work_kind::write || w.sealed || w.in.size() != cfg_.page_bytes) continue;
-        w.header = make_page_header(cfg_.shape, w.where, w.tokens_fp, Codec::id, w.in, cfg_.page_bytes, ++sequence_);
-        w.sealed = true;
-        break;  // one page per submission keeps the CPU work in step with the I/O
+      if (work* w = detail::next_unsealed_write(backlog_, cfg_.queue_depth, cfg_.page_bytes)) {
+        w->header = make_page_header(cfg_.shape, w->where, w->tokens_fp, Codec::id, w->in, cfg_.page_bytes, ++sequence_);
+        w->sealed = true;
       }
     }
   }
@@ -340,34 +254,25 @@ class file_tier {
       lost_slots_ += slots_.drop_free_range(f * cfg_.pages_per_file, files_.slots_in(f));
       return e;
     }
-    const std::uint32_t op_index = free_ops_.back();
-    io_op& op = ops_[op_index];
+    const std::uint32_t op_index = ops_.next();
+    auto& op = ops_[op_index];
     std::span<const std::byte> payload = w.in;
     op.direct_payload = is_identity_codec_v<Codec> && detail::is_direct_aligned(w.in.data(), w.in.size());
     if (!op.direct_payload) {
-      if (op.staging.size() < slot_bytes_) op.staging = detail::aligned_buffer(slot_bytes_);
-      if (op.staging.empty()) {
-        slots_.abandon(*slot);
-        return make_error(errc::capacity_exhausted, ENOMEM);
-      }
-      const result<std::size_t> n = codec_.encode(w.in, op.staging.span().first(max_payload_));
+      const std::span<std::byte> staging = op.stage(slot_bytes_);
+      const result<std::size_t> n = staging.empty() ? make_error(errc::capacity_exhausted, ENOMEM)
+                                                    : codec_.encode(w.in, staging.first(max_payload_));
       if (!n) {
         slots_.abandon(*slot);
         return n.err();
       }
-      payload = std::span<const std::byte>(op.staging.data(), *n);
+      payload = staging.first(*n);
     }
     const page_header h = w.sealed && op.direct_payload
                               ? w.header
                               : make_page_header(cfg_.shape, w.where, w.tokens_fp, Codec::id, payload, cfg_.page_bytes, ++sequence_);
-    std::memset(op.header.data(), 0, op.header.size());
-    store_page_header(h, op.header.span());
     slots_.begin_write(*slot, w.where, h.sequence);
-    op.iov[0] = {op.header.data(), detail::direct_io_alignment};
-    op.iov[1] = {const_cast<std::byte*>(payload.data()), detail::align_up(payload.size(), detail::direct_io_alignment)};
-    if (op.direct_payload) op.iov[1].iov_len = payload.size();  // already a multiple of the alignment
-    op.iovcnt = 2;
-    op.bytes = op.iov[0].iov_len + op.iov[1].iov_len;
+    op.frame_write(h, payload);
     return launch(op_index, w, *slot, /*write=*/true);
   }
 
@@ -382,22 +287,19 @@ class file_tier {
       ++stats_.misses;
       return make_error(errc::not_found);
     }
-    const std::uint32_t op_index = free_ops_.back();
-    io_op& op = ops_[op_index];
+    const std::uint32_t op_index = ops_.next();
+    auto& op = ops_[op_index];
     op.direct_payload = is_identity_codec_v<Codec> && detail::is_direct_aligned(w.out.data(), w.out.size());
-    op.iov[0] = {op.header.data(), detail::direct_io_alignment};
     if (op.direct_payload) {
-      op.iov[1] = {w.out.data(), w.out.size()};
+      op.frame_read(w.out.data(), w.out.size());
     } else {
-      if (op.staging.size() < slot_bytes_) op.staging = detail::aligned_buffer(slot_bytes_);
-      if (op.staging.empty()) {
+      const std::span<std::byte> staging = op.stage(slot_bytes_);
+      if (staging.empty()) {
         ++stats_.misses;
         return make_error(errc::capacity_exhausted, ENOMEM);
       }
-      op.iov[1] = {op.staging.data(), slot_bytes_ - detail::direct_io_alignment};
+      op.frame_read(staging.data(), slot_bytes_ - detail::direct_io_alignment);
     }
-    op.iovcnt = 2;
-    op.bytes = op.iov[0].iov_len + op.iov[1].iov_len;
     slots_.pin(*slot);
     return launch(op_index, w, *slot, /*write=*/false);
   }
@@ -410,21 +312,16 @@ class file_tier {
       slot = *s;
       slots_.unmap(slot);
     }
-    const std::uint32_t op_index = free_ops_.back();
-    io_op& op = ops_[op_index];
-    op.iov[0] = {zero_block_.data(), detail::direct_io_alignment};
-    op.iovcnt = 1;
-    op.bytes = detail::direct_io_alignment;
-    op.direct_payload = false;
+    const std::uint32_t op_index = ops_.next();
+    ops_[op_index].frame_clear(zero_block_);
     return launch(op_index, w, slot, /*write=*/true);
   }
 
   // Issues the op's I/O: through the ring, or synchronously on the fallback path.
   std::optional<error> launch(std::uint32_t op_index, const work& w, std::uint32_t slot, bool write) noexcept {
-    io_op& op = ops_[op_index];
+    auto& op = ops_[ops_.acquire()];
     op.job = w;
     op.slot = slot;
-    free_ops_.pop_back();
     const int fd = files_.fd(files_.file_of(slot));
     const std::size_t off = files_.offset_of(slot);
     if (fd < 0) {
@@ -476,12 +373,11 @@ class file_tier {
 
   // Finishes an op: res is the byte count moved or -errno.
   void complete_op(std::uint32_t op_index, int res) noexcept {
-    io_op& op = ops_[op_index];
+    auto& op = ops_[op_index];
     const work w = op.job;
     const std::uint32_t s = op.slot;
-    free_ops_.push_back(op_index);
-    const error io = res < 0 ? detail::file_errno_error(-res)
-                             : std::size_t(res) != op.bytes ? make_error(errc::io_error, EIO) : error{};
+    ops_.release(op_index);
+    const error io = op.outcome(res);
     switch (w.kind) {
       case work_kind::write:
         if (io.code != errc::ok) {  // the slot may hold a torn page now: its checksum will say so
@@ -520,11 +416,10 @@ class file_tier {
   detail::slot_files files_;
   detail::slot_directory slots_;
   detail::uring_queue ring_;
-  std::vector<io_op> ops_;
-  std::vector<std::uint32_t> free_ops_;
+  detail::io_ops<work> ops_;
+  detail::aligned_buffer zero_block_;
   std::deque<work> backlog_;
   std::vector<deferred_read> deferred_reads_;  // read I/O done, verification pending (reap())
-  detail::aligned_buffer zero_block_;
   std::uint64_t sequence_ = 0;
   std::size_t lost_slots_ = 0;
   storage_stats stats_{};

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "kvtier/storage/detail/slot_lru.hpp"
+#include "kvtier/storage/page_header.hpp"
 #include "kvtier/storage/request.hpp"
 
 namespace kvtier::detail {
@@ -32,10 +33,27 @@ struct found_page {
   std::uint64_t sequence;
 };
 
+// What a page found at open must be for this tier to serve it.
+struct recovery_expectation {
+  std::uint64_t shape_fingerprint = 0;
+  std::uint32_t codec_id = 0;
+  std::size_t page_bytes = 0;
+  std::size_t max_payload_bytes = 0;
+};
+struct recovery_counts {
+  std::size_t recovered = 0;      // pages indexed
+  std::size_t corrupted = 0;      // damaged headers
+  std::size_t foreign = 0;        // intact pages of another shape, codec or page size
+  std::uint64_t max_sequence = 0; // the newest write found: new writes continue after it
+};
+
 class slot_directory {
  public:
   slot_directory() = default;
-  explicit slot_directory(std::size_t slots) : slots_(slots), lru_(slots) {}
+  // Every slot free (recover() then indexes what the files hold).
+  explicit slot_directory(std::size_t slots) : slots_(slots), lru_(slots) {
+    for (std::uint32_t s = std::uint32_t(slots); s-- > 0;) free_.push_back(s);
+  }
 
   std::size_t capacity() const noexcept { return slots_.size(); }
   std::size_t pages() const noexcept { return index_.size(); }
@@ -50,9 +68,24 @@ class slot_directory {
     return it != index_.end() && it->second == s;
   }
 
-  // Indexes the pages found at open, oldest first so that the newest copy of a page wins and ends
-  // at the LRU front; every other slot becomes free. Returns the number of pages indexed.
-  std::size_t recover(std::vector<found_page> pages) {
+  // Restart recovery: `scan(visit)` calls visit(slot, header) for each slot ever written. Intact
+  // pages this tier can serve are indexed, oldest first so that the newest copy of a page wins
+  // and ends at the LRU front; damaged and foreign ones are counted; every other slot is free.
+  template <class Scan>
+  recovery_counts recover(Scan&& scan, const recovery_expectation& want) {
+    std::vector<found_page> pages;
+    recovery_counts n;
+    scan([&](std::uint32_t s, const page_header& h) {
+      if (!header_intact(h) || h.payload_bytes > want.max_payload_bytes) {
+        ++n.corrupted;
+      } else if (h.shape_fingerprint != want.shape_fingerprint || h.codec_id != want.codec_id ||
+                 h.page_bytes != want.page_bytes) {
+        ++n.foreign;
+      } else {
+        pages.push_back({s, h.address(), h.sequence});
+        n.max_sequence = std::max(n.max_sequence, h.sequence);
+      }
+    });
     std::sort(pages.begin(), pages.end(), [](const found_page& a, const found_page& b) { return a.sequence < b.sequence; });
     for (const found_page& p : pages) {
       if (auto it = index_.find(p.where); it != index_.end()) {
@@ -68,7 +101,8 @@ class slot_directory {
     free_.clear();
     for (std::uint32_t s = std::uint32_t(slots_.size()); s-- > 0;)  // lowest first: files fill in order
       if (slots_[s].state == slot_state::free) free_.push_back(s);
-    return index_.size();
+    n.recovered = index_.size();
+    return n;
   }
 
   // A slot for a new page: a free one, else the least recently used idle page's (counted in
