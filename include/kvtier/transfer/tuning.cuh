@@ -40,7 +40,8 @@ struct backup_tuning {
 struct staged_tuning {
   // Slots of the staging ring: beside compute a relayout waits for free SMs (a persistent GEMM
   // kernel frees them only when it ends, ~1.5 ms for 8192^3 bf16), and the copy engine keeps
-  // filling meanwhile (55 GB/s x 1.5 ms = 83 MiB), so 4 slots of 32 MiB; 3 stalled it (run 1).
+  // filling meanwhile (55 GB/s x 1.5 ms = 83 MiB), so 4 slots of 32 MiB (docs/gpu.md: 3 slots with
+  // a 16-block relayout kept 60% of the link beside a GEMM; 4 slots, whole-GPU relayout: 95%).
   static constexpr int slots = 4;
   // Bytes of one slot (a chunk of the pipeline): large enough that each chunk's copies run at the
   // link rate (a probe reached 98% of the contiguous copy with 64 MiB), small enough that filling
@@ -48,8 +49,8 @@ struct staged_tuning {
   static constexpr std::size_t slot_bytes = std::size_t{32} << 20;
   // Relayout kernel: threads per block, vectors in flight per lane, blocks per SM. Beside a
   // persistent GEMM a relayout delays the GEMM by about its own duration whatever its SM count
-  // (the GEMM's CTAs on the SMs it holds start late), so it takes the whole GPU, briefly: a 32 MiB
-  // slot in ~20 us at HBM speed (16 blocks took ~4x longer: GEMM slowed 10%, run 1).
+  // (the GEMM's CTAs on the SMs it holds start late), so it takes the whole GPU, briefly (a 32 MiB
+  // slot in ~20 us at HBM speed, by estimate). With 16 blocks the GEMM slowed 10%; now 0.4-1.6%.
   static constexpr int relayout_threads = 256;
   static constexpr int relayout_vectors_per_lane = 4;
   static constexpr int relayout_blocks_per_sm = 4;
