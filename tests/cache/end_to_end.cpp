@@ -15,7 +15,8 @@
 #ifdef KVTIER_REDIS_SERVER
 #  include "kvtier/storage/redis_tier.hpp"
 #endif
-#include "storage/support.hpp"
+#include "kvtier/testing/redis_server.hpp"
+#include "kvtier/testing/temp_dir.hpp"
 
 using namespace kvtier;
 using namespace kvtier::testing;
@@ -105,10 +106,10 @@ BOOST_AUTO_TEST_CASE(no_slow_tier_drops_below_host) {
 
 #ifdef KVTIER_TEST_FILE_TIER
 BOOST_AUTO_TEST_CASE(file_tier_and_redis) {
-  test::temp_dir dir;
+  testing::temp_dir dir;
   file_tier_config fc{dir.path, small_shape, small_shape.bytes_per_page(P), 20000, 1024, 32, true, true};
 #  ifdef KVTIER_REDIS_SERVER
-  test::redis_server server;
+  testing::redis_server server;
   redis_tier_config rc{small_shape, small_shape.bytes_per_page(P)};
   rc.port = server.port();
   using cache_type = cache_builder<page_size<P>, device_memory<>, host_memory<>,
