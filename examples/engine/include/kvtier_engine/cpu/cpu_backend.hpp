@@ -81,12 +81,6 @@ class cpu_backend {
     const std::size_t slot = r.block_table[r.position / P].value();
     return reinterpret_cast<float*>(kv_.view.row(layer, kv, slot * P + r.position % P, 0));
   }
-  float* kv_row_at(std::size_t layer, std::size_t kv, const decode_entry& r, std::size_t pos) const noexcept {
-    const std::size_t P = kv_.page_tokens;
-    const std::size_t slot = r.block_table[pos / P].value();
-    return reinterpret_cast<float*>(kv_.view.row(layer, kv, slot * P + pos % P, 0));
-  }
-
   // out (T, rows) = X (T, cols) · W^T, rows split over the threads.
   void matmul(std::span<const float> W, const float* X, float* out, std::size_t T, std::size_t rows, std::size_t cols) {
     workers_.parallel_for((rows + 3) / 4, [&](std::size_t b, std::size_t e) {
@@ -163,31 +157,55 @@ class cpu_backend {
   }
 
   // Causal GQA over the pool: query row t (position p) attends to positions [0, p] of its sequence.
+  // Work items are (row, KV head): the group of query heads sharing a KV head reads each cached K/V
+  // row once, walking the block table page by page. Per (query head, position) the arithmetic is
+  // run.c's: a sequential dot product divided by sqrt(head_size), softmax, weighted sum in order.
   void attention(std::span<const decode_entry> rows, std::size_t l) {
-    const std::size_t T = rows.size(), qd = cfg_.q_dim(), hs = cfg_.head_size, H = cfg_.heads, G = cfg_.group();
+    const std::size_t T = rows.size(), qd = cfg_.q_dim(), hs = cfg_.head_size, KVH = cfg_.kv_heads, G = cfg_.group();
+    const std::size_t P = kv_.page_tokens, stride = kv_.view.token_stride_bytes() / sizeof(float);
     const float scale = std::sqrt(float(hs));  // run.c divides each score by it
-    std::size_t longest = 0;
-    for (const auto& r : rows) longest = std::max(longest, r.position + 1);
-    workers_.parallel_for(T * H, [&](std::size_t b, std::size_t e) {
-      std::vector<float> scores(longest);
-      float* att = scores.data();
-      for (std::size_t th = b; th < e; ++th) {
-        const std::size_t t = th / H, h = th % H, kvh = h / G;
+    workers_.parallel_for(T * KVH, [&](std::size_t b, std::size_t e) {
+      std::vector<float> att;
+      for (std::size_t item = b; item < e; ++item) {
+        const std::size_t t = item / KVH, kvh = item % KVH;
         const decode_entry& r = rows[t];
-        const float* q = q_.data() + t * qd + h * hs;
-        for (std::size_t p = 0; p <= r.position; ++p) {
-          const float* k = kv_row_at(l, 0, r, p) + kvh * hs;
-          float s = 0.0f;
-          for (std::size_t i = 0; i < hs; ++i) s += q[i] * k[i];
-          att[p] = s / scale;
+        const std::size_t n = r.position + 1;
+        att.resize(G * n);
+        const float* q = q_.data() + t * qd + kvh * G * hs;  // (G, hs): the group's query heads
+        for (std::size_t p0 = 0; p0 < n; p0 += P) {
+          const std::size_t slot = r.block_table[p0 / P].value();
+          const float* k = reinterpret_cast<const float*>(kv_.view.row(l, 0, slot * P, kvh));
+          const std::size_t p1 = std::min(n, p0 + P);
+          std::size_t p = p0;
+          // Eight positions at a time: eight independent sequential dot products in flight.
+          for (; p + 8 <= p1; p += 8, k += 8 * stride)
+            for (std::size_t g = 0; g < G; ++g) {
+              const float* qg = q + g * hs;
+              float s[8] = {};
+              for (std::size_t i = 0; i < hs; ++i)
+                for (std::size_t j = 0; j < 8; ++j) s[j] += qg[i] * k[j * stride + i];
+              for (std::size_t j = 0; j < 8; ++j) att[g * n + p + j] = s[j] / scale;
+            }
+          for (; p < p1; ++p, k += stride)
+            for (std::size_t g = 0; g < G; ++g) {
+              const float* qg = q + g * hs;
+              float s = 0.0f;
+              for (std::size_t i = 0; i < hs; ++i) s += qg[i] * k[i];
+              att[g * n + p] = s / scale;
+            }
         }
-        cpu::detail::softmax(att, r.position + 1);
-        float* out = xb_.data() + t * qd + h * hs;
-        std::fill_n(out, hs, 0.0f);
-        for (std::size_t p = 0; p <= r.position; ++p) {
-          const float* v = kv_row_at(l, 1, r, p) + kvh * hs;
-          const float a = att[p];
-          for (std::size_t i = 0; i < hs; ++i) out[i] += a * v[i];
+        for (std::size_t g = 0; g < G; ++g) cpu::detail::softmax(att.data() + g * n, n);
+        float* out = xb_.data() + t * qd + kvh * G * hs;
+        std::fill_n(out, G * hs, 0.0f);
+        for (std::size_t p0 = 0; p0 < n; p0 += P) {
+          const std::size_t slot = r.block_table[p0 / P].value();
+          const float* v = reinterpret_cast<const float*>(kv_.view.row(l, 1, slot * P, kvh));
+          for (std::size_t p = p0; p < std::min(n, p0 + P); ++p, v += stride)
+            for (std::size_t g = 0; g < G; ++g) {
+              float* og = out + g * hs;
+              const float a = att[g * n + p];
+              for (std::size_t i = 0; i < hs; ++i) og[i] += a * v[i];
+            }
         }
       }
     });
