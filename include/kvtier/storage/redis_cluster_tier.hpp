@@ -61,15 +61,11 @@ class redis_cluster_tier {
   }
   redis_cluster_tier(const redis_cluster_tier&) = delete;
   redis_cluster_tier& operator=(const redis_cluster_tier&) = delete;
-  ~redis_cluster_tier() {
-    for (std::size_t n = 0; n < nodes_.size(); ++n) fail_node(n, make_error(errc::cancelled), false);
-  }
+  ~redis_cluster_tier() { for (std::uint16_t n = 0; n < nodes_.size(); ++n) fail_node(n, make_error(errc::cancelled), false); }
 
   result<void> put(std::span<const page_write> writes, storage_batch& batch) noexcept { return submit(writes, batch, detail::cluster_op::set); }
   result<void> get(std::span<const page_read> reads, storage_batch& batch) noexcept { return submit(reads, batch, detail::cluster_op::get); }
-  result<void> contains(std::span<const page_address> where, storage_batch& batch) noexcept {
-    return submit(where, batch, detail::cluster_op::exists);
-  }
+  result<void> contains(std::span<const page_address> where, storage_batch& batch) noexcept { return submit(where, batch, detail::cluster_op::exists); }
   result<void> erase(std::span<const page_address> where, storage_batch& batch) noexcept { return submit(where, batch, detail::cluster_op::del); }
 
   std::size_t poll() noexcept { return progress(std::chrono::milliseconds(0), nullptr); }
@@ -389,8 +385,8 @@ class redis_cluster_tier {
   std::size_t progress(std::chrono::milliseconds timeout, const storage_batch* target) noexcept {
     std::size_t completed = 0;
     const auto deadline = clock::now() + timeout;
-    std::vector<pollfd> fds;
-    std::vector<std::uint16_t> who;
+    auto& fds = fds_;
+    auto& who = who_;
     for (;;) {
       fds.clear();
       who.clear();
@@ -436,6 +432,8 @@ class redis_cluster_tier {
   detail::redis_endpoint endpoint_;
   std::size_t max_payload_ = 0;
   std::vector<std::unique_ptr<node>> nodes_;
+  std::vector<pollfd> fds_;  // progress(): the sockets polled
+  std::vector<std::uint16_t> who_;  // and their nodes
   detail::cluster_slot_map slots_;
   bool refresh_due_ = true;
   clock::time_point last_refresh_{};
