@@ -31,33 +31,19 @@
 #include "kvtier/codec/concepts.hpp"
 #include "kvtier/codec/identity.hpp"
 #include "kvtier/core/error.hpp"
-#include "kvtier/core/kv_shape.hpp"
 #include "kvtier/storage/batch.hpp"
 #include "kvtier/storage/concepts.hpp"
 #include "kvtier/storage/detail/redis_connection.hpp"
+#include "kvtier/storage/detail/redis_reply.hpp"
 #include "kvtier/storage/detail/resp_reader.hpp"
 #include "kvtier/storage/detail/resp_writer.hpp"
 #include "kvtier/storage/detail/verify_read.hpp"
 #include "kvtier/storage/page_header.hpp"
+#include "kvtier/storage/redis_tier_config.hpp"
 #include "kvtier/storage/request.hpp"
 #include "kvtier/storage/stats.hpp"
 
 namespace kvtier {
-
-struct redis_tier_config {
-  kv_shape shape;                       // pages of another shape are foreign, not served
-  std::size_t page_bytes = 0;           // bytes of one page (decoded); > 0
-  std::string host = "127.0.0.1";
-  int port = 6379;
-  std::string prefix = "kvtier";        // keys are <prefix>:<namespace, 16 hex>:<key, 32 hex>
-  std::chrono::seconds ttl{0};          // 0: pages do not expire
-  std::string user;                     // ACL user; empty: the default user
-  std::string password;                 // empty: no AUTH
-  std::chrono::milliseconds connect_timeout{500};    // connect and handshake
-  std::chrono::milliseconds io_timeout{2000};        // no reply progress for this long: timeout
-  std::chrono::milliseconds reconnect_min{20};       // first backoff after a failure
-  std::chrono::milliseconds reconnect_max{2000};     // backoff doubles up to this
-};
 
 template <page_codec Codec = identity_codec>
 class redis_tier {
@@ -68,15 +54,7 @@ class redis_tier {
 
   // Throws config_error for a bad configuration only; an unreachable server is a run-time event
   // (requests complete with errc::connection_lost until it is back).
-  explicit redis_tier(redis_tier_config cfg) : cfg_(std::move(cfg)) {
-    if (cfg_.page_bytes == 0) throw config_error("kvtier: redis_tier with page_bytes 0");
-    if (cfg_.port <= 0 || cfg_.port > 65535) throw config_error("kvtier: redis_tier port out of range");
-    if (cfg_.prefix.empty() || cfg_.prefix.size() > 128) throw config_error("kvtier: redis_tier key prefix must have 1 to 128 characters");
-    if (!cfg_.user.empty() && cfg_.password.empty()) throw config_error("kvtier: redis_tier ACL user without a password");
-    if (cfg_.io_timeout.count() <= 0 || cfg_.connect_timeout.count() <= 0)
-      throw config_error("kvtier: redis_tier timeouts must be positive");
-    if (cfg_.reconnect_min.count() <= 0 || cfg_.reconnect_max < cfg_.reconnect_min)
-      throw config_error("kvtier: redis_tier reconnect backoff must satisfy 0 < min <= max");
+  explicit redis_tier(redis_tier_config cfg) : cfg_(validated(std::move(cfg))) {
     max_payload_ = codec_.max_encoded_bytes(cfg_.page_bytes);
     backoff_ = cfg_.reconnect_min;
     endpoint_ = {cfg_.host, cfg_.port, cfg_.user, cfg_.password, cfg_.connect_timeout, cfg_.io_timeout};
@@ -121,15 +99,10 @@ class redis_tier {
   std::string_view last_error() const noexcept { return conn_.last_error(); }
 
   // The Redis key of a page: <prefix>:<namespace as 16 hex digits>:<key as 32 hex digits>.
-  std::string key_of(const page_address& a) const {
-    char tail[64];
-    std::snprintf(tail, sizeof tail, ":%016llx:%016llx%016llx", (unsigned long long)a.ns.raw,
-                  (unsigned long long)a.key.hi, (unsigned long long)a.key.lo);
-    return cfg_.prefix + tail;
-  }
+  std::string key_of(const page_address& a) const { return redis_key(cfg_.prefix, a); }
 
  private:
-  enum class op_kind : std::uint8_t { set, get, exists, del };
+  using op_kind = detail::redis_command;
   struct pending {
     op_kind kind;
     storage_batch* batch;
@@ -291,9 +264,8 @@ class redis_tier {
   }
 
   // ---- replies ---------------------------------------------------------------------------------
-  // What each command may be answered with: SET +OK; GET a bulk of at most a page's bytes, or
-  // null; EXISTS and DEL an integer >= 0; any command an error reply. Anything else is a protocol
-  // error. A longer GET value (another engine's larger page) is read past without being stored.
+  // Each reply is judged against its command (detail::judge_reply). A GET value longer than any
+  // page of this tier (another engine's larger page) is read past without being stored.
   std::size_t value_limit() const noexcept { return page_header_bytes + max_payload_; }
 
   // Where the next body bytes of the GET value in progress go (empty: skipped).
@@ -318,33 +290,17 @@ class redis_tier {
 
   // Starts the reply to the front request with its first item. Returns true when that completed it.
   bool begin_reply(const pending& p, const detail::resp_item& it) noexcept {
-    using detail::resp_type;
-    if (it.type == resp_type::error) {
-      conn_.note(it.text);
-      return complete_front(detail::redis_reply_error(it.text));
-    }
-    switch (p.kind) {
-      case op_kind::set:
-        if (it.type == resp_type::simple && it.text == "OK") return complete_front({});
-        break;
-      case op_kind::exists:
-      case op_kind::del:
-        if (it.type == resp_type::integer && it.value >= 0)
-          return complete_front(it.value > 0 ? error{} : make_error(errc::not_found));
-        break;
-      case op_kind::get: {
-        if (it.type == resp_type::null) return complete_front(make_error(errc::not_found));
-        if (it.type != resp_type::bulk) break;
-        bulk_len_ = std::size_t(it.value);
-        bulk_got_ = 0;
-        // A value of the expected size lands in the caller's page; a shorter one in scratch.
-        const bool direct = is_identity_codec_v<Codec> && bulk_len_ == page_header_bytes + cfg_.page_bytes;
-        bulk_into_ = direct ? p.out : std::span<std::byte>(scratch_);
-        in_bulk_ = true;
-        return step_bulk(p);
-      }
-    }
-    return protocol_error("a reply of the wrong type for the command");
+    const detail::reply_verdict v = detail::judge_reply(p.kind, it);
+    if (it.type == detail::resp_type::error) conn_.note(it.text);
+    if (v.what == detail::reply_verdict::kind::done) return complete_front(v.status);
+    if (v.what == detail::reply_verdict::kind::malformed) return protocol_error("a reply of the wrong type for the command");
+    bulk_len_ = std::size_t(it.value);
+    bulk_got_ = 0;
+    // A value of the expected size lands in the caller's page; a shorter one in scratch.
+    const bool direct = is_identity_codec_v<Codec> && bulk_len_ == page_header_bytes + cfg_.page_bytes;
+    bulk_into_ = direct ? p.out : std::span<std::byte>(scratch_);
+    in_bulk_ = true;
+    return step_bulk(p);
   }
 
   bool step_bulk(const pending& p) noexcept {

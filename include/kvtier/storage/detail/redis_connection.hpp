@@ -22,6 +22,7 @@
 #include <string_view>
 
 #include "kvtier/core/error.hpp"
+#include "kvtier/storage/detail/redis_reply.hpp"
 
 namespace kvtier::detail {
 
@@ -33,17 +34,6 @@ struct redis_endpoint {
   std::chrono::milliseconds connect_timeout{500};  // TCP connect, and the whole handshake
   std::chrono::milliseconds io_timeout{2000};      // the socket's send timeout afterwards
 };
-
-// The error a server's error reply stands for (the text after '-').
-inline error redis_reply_error(std::string_view s) noexcept {
-  if (s.starts_with("OOM")) return make_error(errc::capacity_exhausted);
-  // Redis refuses large requests of unauthenticated clients with a protocol error, then closes.
-  if (s.starts_with("NOAUTH") || s.starts_with("NOPERM") || s.starts_with("WRONGPASS") ||
-      s.find("unauthenticated") != std::string_view::npos)
-    return make_error(errc::connection_lost, EACCES);
-  if (s.starts_with("LOADING") || s.starts_with("BUSY")) return make_error(errc::busy);
-  return make_error(errc::io_error);
-}
 
 class redis_connection {
  public:
