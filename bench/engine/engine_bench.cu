@@ -159,6 +159,19 @@ int main(int argc, char** argv) {
       report("flash_prefill kernel " + std::to_string(n) + " (1 layer)", ms, "ms", std::to_string(fl / ms / 1e9).substr(0, 6) + " TFLOP/s");
       report("flash_prefill kernel " + std::to_string(n) + " TFLOP/s", fl / ms / 1e9, "TFLOP/s", "32 heads x 128, GQA 4");
     }
+    {  // the TTFT suffix: 512 rows after 32,256 cached positions, split over the keys
+      const int n = int(suffix), st = int(prefix);
+      attention_rows<__nv_bfloat16> a{q.data(), o.data(), n, int(m.heads), nullptr, nullptr, st, st + n, 0.0883883f};
+      const int splits = flash_prefill_splits(n, st, int(m.heads), prop.multiProcessorCount, 16);
+      device_buffer<float> ws(paged_attention_workspace(n, int(m.heads), 128, splits));
+      flash_prefill(a, kv, s, splits, ws.data());
+      const double ms = event_ms([&] { flash_prefill(a, kv, s, splits, ws.data()); }, 5, s);
+      const double ms1 = event_ms([&] { flash_prefill(a, kv, s, 1, nullptr); }, 5, s);
+      const double fl = attn_flops(st, n) / m.layers;
+      report("flash_prefill kernel 512 after 32256 (1 layer)", ms, "ms",
+             std::to_string(fl / ms / 1e9).substr(0, 6) + " TFLOP/s, " + std::to_string(splits) + " key splits");
+      report("flash_prefill kernel 512 after 32256, no split", ms1, "ms", std::to_string(fl / ms1 / 1e9).substr(0, 6) + " TFLOP/s");
+    }
   }
   // Decode: context 1024 per sequence (pages of the 32K prefill's KV), one fresh page each.
   for (const std::size_t B : {std::size_t(1), std::size_t(32)}) {

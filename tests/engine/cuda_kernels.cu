@@ -308,7 +308,7 @@ std::vector<double> reference_attention(const std::vector<float>& q, const std::
 // Prefill (causal, after a cached prefix) through paged_attention and, for bf16 head_dim 128,
 // flash_prefill; decode of a batch with split-KV.
 template <class T>
-void check_attention(int D, int Hq, int H, int P, int start, int rows, bool flash) {
+void check_attention(int D, int Hq, int H, int P, int start, int rows, bool flash, int splits = 1) {
   const int seqs = 3, pages = (start + rows + P - 1) / P + 2, slots = seqs * pages;
   test_pool<T> tp(slots, P, H, D);
   const auto pool = through<T>(random_floats(tp.mem.size(), 2.0f));
@@ -330,7 +330,8 @@ void check_attention(int D, int Hq, int H, int P, int start, int rows, bool flas
     a.scale = 1.0f / std::sqrt(float(D));
     const auto kv = tp.layer(dtables.data(), 0);
     if constexpr (std::is_same_v<T, bf16>) {
-      if (flash) flash_prefill(a, kv, nullptr);
+      device_buffer<float> ws(paged_attention_workspace(rows, Hq, D, splits));
+      if (flash) flash_prefill(a, kv, nullptr, splits, ws.data());
       else paged_attention(a, kv, 1, nullptr, nullptr);
     } else {
       paged_attention(a, kv, 1, nullptr, nullptr);
@@ -338,7 +339,7 @@ void check_attention(int D, int Hq, int H, int P, int start, int rows, bool flas
     std::vector<int> rs(rows, 0), rk(rows);
     for (int r = 0; r < rows; ++r) rk[r] = start + r + 1;
     const double e = rel_error(to_host(out), reference_attention(q, pool, tp, tables, 0, rows, Hq, rs, rk));
-    BOOST_TEST_MESSAGE("prefill D=" << D << " start=" << start << " rows=" << rows << (flash ? " flash" : "") << ": " << e);
+    BOOST_TEST_MESSAGE("prefill D=" << D << " start=" << start << " rows=" << rows << (flash ? " flash" : "") << " splits=" << splits << ": " << e);
     BOOST_TEST(e < tolerance<T>);
   }
   if (!flash) {  // decode: one row per sequence, different lengths, split over the keys
@@ -385,4 +386,6 @@ BOOST_AUTO_TEST_CASE(flash_prefill_matches_reference) {
   check_attention<bf16>(128, 8, 2, 16, 160, 300, true);  // a cached prefix of 10 pages
   check_attention<bf16>(128, 4, 4, 32, 96, 128, true);   // no grouping, page size 32
   check_attention<bf16>(128, 8, 1, 16, 1000, 7, true);   // a few rows after a long prefix
+  check_attention<bf16>(128, 8, 2, 16, 2000, 200, true, 4);  // split-KV: 4 key ranges merged by log-sum-exp
+  check_attention<bf16>(128, 8, 2, 64, 960, 64, true, 7);    // 7 splits of 2 tiles, some rows see none of a split
 }

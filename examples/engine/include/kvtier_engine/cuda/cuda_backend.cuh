@@ -164,7 +164,7 @@ class cuda_model {
       a.max_keys = decode ? keys_or_start : keys_or_start + rows;
       a.scale = 1.0f / std::sqrt(float(m_.head_size));
       if constexpr (std::is_same_v<T, __nv_bfloat16>) {
-        if (!decode && m_.head_size == 128) flash_prefill(a, kv, stream_);
+        if (!decode && flash_prefill_supports(kv)) attend_flash(a, kv);
         else attend_paged(a, kv, decode);
       } else {
         attend_paged(a, kv, decode);
@@ -175,6 +175,13 @@ class cuda_model {
       swiglu(gu_.data(), hb_.data(), rows, H, stream_);
       linear(blas_.get(), hb_.data(), w2_[l].data(), x_.data(), rows, H, D, true);
     }
+  }
+
+  void attend_flash(const attention_rows<T>& a, const paged_kv_layer<T>& kv) {
+    const int splits = flash_prefill_splits(a.rows, a.causal_start, a.q_heads, sms_, o_.max_splits);
+    const std::size_t need = splits > 1 ? paged_attention_workspace(a.rows, a.q_heads, kv.head_dim, splits) : 0;
+    if (need > prefill_ws_.size()) prefill_ws_ = device_buffer<float>(need);  // grows once per new shape
+    flash_prefill(a, kv, stream_, splits, prefill_ws_.data());
   }
 
   void attend_paged(const attention_rows<T>& a, const paged_kv_layer<T>& kv, bool decode) {
@@ -251,7 +258,7 @@ class cuda_model {
   T* cls_ = nullptr;
   device_buffer<float> attn_norm_, ffn_norm_, final_norm_;
   std::vector<device_buffer<T>> wqkv_, wo_, w13_, w2_;  // per layer: (q|k|v, dim), (dim, q), (gate|up, dim), (dim, hidden)
-  device_buffer<float> x_, logits_, workspace_;           // x: (row, dim) residual stream
+  device_buffer<float> x_, logits_, workspace_, prefill_ws_;          // x: (row, dim) residual stream
   device_buffer<T> xb_, qkv_, q_, att_, gu_, hb_;
   device_buffer<std::int32_t> tokens_, positions_, row_seq_, row_keys_, tables_;
   std::vector<std::int32_t> host_ints_;

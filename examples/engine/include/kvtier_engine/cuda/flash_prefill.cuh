@@ -56,7 +56,8 @@ __device__ __forceinline__ unsigned pack_bf16(float lo, float hi) {
 }
 
 __global__ void __launch_bounds__(fa_threads, 2)
-    flash_prefill_kernel(attention_rows<__nv_bfloat16> a, paged_kv_layer<__nv_bfloat16> kv) {
+    flash_prefill_kernel(attention_rows<__nv_bfloat16> a, paged_kv_layer<__nv_bfloat16> kv, int page_shift,
+                         int tiles_per_split, float* part_o, float* part_lse) {
   using bf16 = __nv_bfloat16;
   extern __shared__ __align__(128) unsigned char smem_raw[];
   bf16* sQ = reinterpret_cast<bf16*>(smem_raw);  // (row, dim) swizzled
@@ -72,23 +73,33 @@ __global__ void __launch_bounds__(fa_threads, 2)
   const int total_keys = start + last_row + 1;  // keys the block's last row sees
   const int tiles = (total_keys + fa_keys - 1) / fa_keys;
   const float scale_log2 = a.scale * 1.4426950408889634f;
+  // Split-KV (few query tiles over a long prefix): this block takes key tiles [t_begin, t_end).
+  const int t_begin = blockIdx.z * tiles_per_split, t_end = min(tiles, t_begin + tiles_per_split);
 
   // Q tile: 128 rows × 16 chunks; rows past the chunk are zero-filled.
   for (int c = tid; c < fa_rows * 16; c += fa_threads) {
     const int r = c / 16, ch = c % 16, qr = min(q0 + r, a.rows - 1);
     cp_async16(sQ + swz(r, ch), a.q + (std::size_t(qr) * a.q_heads + head) * fa_dim + ch * 8, q0 + r < a.rows);
   }
+  // K/V tiles: thread tid copies 16-byte chunk tid % 16 of rows tid / 16 + 8 i; one block-table
+  // read gives the row's offset in both planes (page size a power of two: shifts, no division).
+  const bf16* k_base = reinterpret_cast<const bf16*>(kv.k_plane);
+  const bf16* v_base = reinterpret_cast<const bf16*>(kv.v_plane);
+  const std::size_t slot_elems = kv.slot_stride / sizeof(bf16);
+  const int ld_ch = tid % 16, ld_row = tid / 16, page_mask = (1 << page_shift) - 1;
   auto load_kv = [&](int tile, int stage) {
     const int k0 = tile * fa_keys;
-#pragma unroll 1
-    for (int c = tid; c < fa_keys * 16; c += fa_threads) {
-      const int r = c / 16, ch = c % 16, key = k0 + r, kk = min(key, total_keys - 1);
-      const bool ok = key < total_keys;
-      cp_async16(sK + stage * fa_keys * fa_dim + swz(r, ch), kv.k_row(0, kk, kvh) + ch * 8, ok);
-      cp_async16(sV + stage * fa_keys * fa_dim + swz(r, ch), kv.v_row(0, kk, kvh) + ch * 8, ok);
+#pragma unroll
+    for (int i = 0; i < fa_keys / (fa_threads / 16); ++i) {
+      const int r = ld_row + i * (fa_threads / 16), key = k0 + r, kk = min(key, total_keys - 1);
+      const std::size_t off = std::size_t(kv.block_tables[kk >> page_shift]) * slot_elems +
+                              std::size_t(((kk & page_mask) * kv.kv_heads + kvh) * fa_dim + ld_ch * 8);
+      const int so = stage * fa_keys * fa_dim + swz(r, ld_ch);
+      cp_async16(sK + so, k_base + off, key < total_keys);
+      cp_async16(sV + so, v_base + off, key < total_keys);
     }
   };
-  load_kv(0, 0);
+  if (t_begin < t_end) load_kv(t_begin, 0);
   cp_async_commit();
   cp_async_wait_all();
   __syncthreads();
@@ -104,13 +115,14 @@ __global__ void __launch_bounds__(fa_threads, 2)
   const int warp_row0 = q0 + warp * fa_warp_rows;  // chunk row of this warp's first query
   const int warp_first_pos = start + warp_row0, warp_last_pos = warp_first_pos + fa_warp_rows - 1;
 
-  for (int it = 0; it < tiles; ++it) {
-    if (it + 1 < tiles) load_kv(it + 1, (it + 1) & 1);
+  for (int it = t_begin; it < t_end; ++it) {
+    const int stage = (it - t_begin) & 1;
+    if (it + 1 < t_end) load_kv(it + 1, stage ^ 1);
     cp_async_commit();
     const int k0 = it * fa_keys;
     if (k0 <= warp_last_pos) {  // else every key of the tile is in this warp's future
-      const bf16* k_tile = sK + (it & 1) * fa_keys * fa_dim;
-      const bf16* v_tile = sV + (it & 1) * fa_keys * fa_dim;
+      const bf16* k_tile = sK + stage * fa_keys * fa_dim;
+      const bf16* v_tile = sV + stage * fa_keys * fa_dim;
       float s[2][8][4];
 #pragma unroll
       for (int mt = 0; mt < 2; ++mt)
@@ -144,17 +156,15 @@ __global__ void __launch_bounds__(fa_threads, 2)
             const int r = mt * 2 + e / 2;
             const int key = k0 + nt * 8 + 2 * t4 + (e & 1);
             const int pos = warp_first_pos + mt * 16 + g + (e / 2) * 8;
-            float v = s[mt][nt][e] * scale_log2;
-            if (needs_mask && key > pos) v = -INFINITY;
-            s[mt][nt][e] = v;
-            mx[r] = fmaxf(mx[r], v);
+            if (needs_mask && key > pos) s[mt][nt][e] = -INFINITY;
+            mx[r] = fmaxf(mx[r], s[mt][nt][e]);  // raw scores: the scale (> 0) is applied below
           }
       float corr[4];
 #pragma unroll
       for (int r = 0; r < 4; ++r) {
         mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
         mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
-        const float mn = fmaxf(m_run[r], mx[r]);
+        const float mn = fmaxf(m_run[r], mx[r] * scale_log2);  // running max in scaled log2 units
         const float base = mn == -INFINITY ? 0.f : mn;  // a row with nothing visible yet stays at zero
         corr[r] = exp2f(m_run[r] - base);
         m_run[r] = mn;
@@ -168,19 +178,22 @@ __global__ void __launch_bounds__(fa_threads, 2)
 #pragma unroll
           for (int e = 0; e < 4; ++e) {
             const int r = mt * 2 + e / 2;
-            const float p = exp2f(s[mt][nt][e] - mx[r]);
+            const float p = exp2f(fmaf(s[mt][nt][e], scale_log2, -mx[r]));
             s[mt][nt][e] = p;
             rs[r] += p;
           }
 #pragma unroll
       for (int r = 0; r < 4; ++r) l_run[r] = l_run[r] * corr[r] + rs[r];
+      // Once the row maxima settle, corr is 1 for the whole warp: skip the rescale of O.
+      if (__any_sync(0xffffffffu, corr[0] != 1.f || corr[1] != 1.f || corr[2] != 1.f || corr[3] != 1.f)) {
 #pragma unroll
-      for (int mt = 0; mt < 2; ++mt)
+        for (int mt = 0; mt < 2; ++mt)
 #pragma unroll
-        for (int i = 0; i < 16; ++i) {
-          o[mt][i][0] *= corr[mt * 2]; o[mt][i][1] *= corr[mt * 2];
-          o[mt][i][2] *= corr[mt * 2 + 1]; o[mt][i][3] *= corr[mt * 2 + 1];
-        }
+          for (int i = 0; i < 16; ++i) {
+            o[mt][i][0] *= corr[mt * 2]; o[mt][i][1] *= corr[mt * 2];
+            o[mt][i][2] *= corr[mt * 2 + 1]; o[mt][i][3] *= corr[mt * 2 + 1];
+          }
+      }
       // P as bf16 A fragments (keys 16j .. 16j+15 → pf[mt][j]); S's fp32 registers die here.
       unsigned pf[2][4][4];
 #pragma unroll
@@ -220,28 +233,65 @@ __global__ void __launch_bounds__(fa_threads, 2)
     const int mt = r / 2, row = warp_row0 + mt * 16 + g + (r % 2) * 8;
     if (row >= a.rows) continue;
     const float inv = l_run[r] > 0.f ? 1.0f / l_run[r] : 0.f;
-    bf16* dst = a.out + (std::size_t(row) * a.q_heads + head) * fa_dim;
+    if (gridDim.z == 1) {
+      bf16* dst = a.out + (std::size_t(row) * a.q_heads + head) * fa_dim;
 #pragma unroll
-    for (int nt = 0; nt < 16; ++nt)
-      *reinterpret_cast<__nv_bfloat162*>(dst + nt * 8 + 2 * t4) =
-          __floats2bfloat162_rn(o[mt][nt][2 * (r % 2)] * inv, o[mt][nt][2 * (r % 2) + 1] * inv);
+      for (int nt = 0; nt < 16; ++nt)
+        *reinterpret_cast<__nv_bfloat162*>(dst + nt * 8 + 2 * t4) =
+            __floats2bfloat162_rn(o[mt][nt][2 * (r % 2)] * inv, o[mt][nt][2 * (r % 2) + 1] * inv);
+    } else {  // this split's normalised O and log-sum-exp (log2 units), merged by combine_splits_kernel
+      const std::size_t idx = (std::size_t(blockIdx.z) * a.rows + row) * a.q_heads + head;
+      float* dst = part_o + idx * fa_dim;
+#pragma unroll
+      for (int nt = 0; nt < 16; ++nt)
+        *reinterpret_cast<float2*>(dst + nt * 8 + 2 * t4) =
+            make_float2(o[mt][nt][2 * (r % 2)] * inv, o[mt][nt][2 * (r % 2) + 1] * inv);
+      if (t4 == 0) part_lse[idx] = l_run[r] > 0.f ? m_run[r] + log2f(l_run[r]) : -INFINITY;
+    }
   }
 }
 
 }  // namespace detail
 
+// Key splits for a chunk: one unless the query tiles × heads leave the GPU under-filled (a short
+// suffix after a long cached prefix), then enough to fill it about twice, each at least 8 key tiles.
+inline int flash_prefill_splits(int rows, int causal_start, int q_heads, int sms, int max_splits) {
+  const int blocks = q_heads * ((rows + detail::fa_rows - 1) / detail::fa_rows);
+  const int tiles = (causal_start + rows + detail::fa_keys - 1) / detail::fa_keys;
+  if (blocks >= sms) return 1;
+  return std::max(1, std::min({max_splits, (2 * sms + blocks - 1) / blocks, tiles / 8}));
+}
+// Whether flash_prefill takes this pool: head_dim 128 and a power-of-two page size.
+inline bool flash_prefill_supports(const paged_kv_layer<__nv_bfloat16>& kv) {
+  return kv.head_dim == detail::fa_dim && kv.page_tokens > 0 && (kv.page_tokens & (kv.page_tokens - 1)) == 0;
+}
+
 // Causal prefill attention of a chunk (rows at positions causal_start + row of sequence 0) over the
-// paged pool, head_dim 128, bf16. The chunk's K and V must already be in the pool.
+// paged pool, head_dim 128, bf16. The chunk's K and V must already be in the pool. With splits > 1,
+// workspace holds paged_attention_workspace(rows, q_heads, 128, splits) floats.
 inline void flash_prefill(const attention_rows<__nv_bfloat16>& a, const paged_kv_layer<__nv_bfloat16>& kv,
-                          cudaStream_t s) {
+                          cudaStream_t s, int splits = 1, float* workspace = nullptr) {
   if (a.rows == 0) return;
-  if (kv.head_dim != detail::fa_dim || a.q_heads % kv.kv_heads != 0)
-    throw std::invalid_argument("kvtier_engine: flash_prefill needs head_dim 128 and whole query groups");
+  if (!flash_prefill_supports(kv) || a.q_heads % kv.kv_heads != 0 || (splits > 1 && workspace == nullptr))
+    throw std::invalid_argument("kvtier_engine: flash_prefill needs head_dim 128, whole query groups, a power-of-two page");
+  int shift = 0;
+  while ((1 << shift) < kv.page_tokens) ++shift;
+  const int tiles = (a.causal_start + a.rows + detail::fa_keys - 1) / detail::fa_keys;
+  const int per_split = (tiles + splits - 1) / splits;
+  splits = (tiles + per_split - 1) / per_split;
+  float* part_o = workspace;
+  float* part_lse = workspace == nullptr ? nullptr : workspace + std::size_t(splits) * a.rows * a.q_heads * detail::fa_dim;
   check(cudaFuncSetAttribute(detail::flash_prefill_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                              detail::fa_smem_bytes), "cudaFuncSetAttribute (flash_prefill)");
-  const dim3 grid(a.q_heads, (a.rows + detail::fa_rows - 1) / detail::fa_rows);
-  detail::flash_prefill_kernel<<<grid, detail::fa_threads, detail::fa_smem_bytes, s>>>(a, kv);
+  const dim3 grid(a.q_heads, (a.rows + detail::fa_rows - 1) / detail::fa_rows, splits);
+  detail::flash_prefill_kernel<<<grid, detail::fa_threads, detail::fa_smem_bytes, s>>>(a, kv, shift, per_split, part_o,
+                                                                                        part_lse);
   check_launch("flash_prefill");
+  if (splits > 1) {
+    detail::combine_splits_kernel<__nv_bfloat16><<<dim3(a.rows, a.q_heads), 128, 0, s>>>(a, detail::fa_dim, splits,
+                                                                                          part_o, part_lse);
+    check_launch("flash_prefill combine");
+  }
 }
 
 }  // namespace kvtier_engine::cuda
