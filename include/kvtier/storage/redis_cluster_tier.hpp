@@ -147,8 +147,8 @@ class redis_cluster_tier {
   }
 
   void maybe_refresh() noexcept {
-    const bool empty = slots_.covered() == 0;
-    if ((refresh_due_ || empty) && (empty || clock::now() - last_refresh_ >= cfg_.refresh_min)) (void)refresh();
+    // Rate-limited even while nothing is mapped: an unreachable cluster costs a refresh per refresh_min.
+    if ((refresh_due_ || slots_.covered() == 0) && clock::now() - last_refresh_ >= cfg_.refresh_min) (void)refresh();
   }
 
   // ---- submission ------------------------------------------------------------------------------
