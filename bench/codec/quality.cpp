@@ -23,6 +23,7 @@
 #include <string>
 #include <vector>
 
+#include "common/cpu_model_run.hpp"
 #include "kvtier/codec.hpp"
 #include "kvtier/transfer/views.hpp"
 #include "kvtier_engine/cpu/cpu_backend.hpp"
@@ -36,27 +37,20 @@ using namespace kvtier_engine;
 
 namespace {
 
-constexpr std::size_t P = 16;  // tokens per page
+constexpr std::size_t P = kvtier_bench::cpu_model_run::page_tokens;
 
 struct setup {
   model_weights weights;
   model_config cfg;
+  std::unique_ptr<kvtier_bench::cpu_model_run> run;
   std::size_t slots;
-  std::vector<float> pool_mem;
-  transfer::layer_first_buffer view;
-  std::unique_ptr<cpu_backend> backend;
-  std::vector<device_slot> table;
 
   setup(const std::string& dir, std::size_t max_tokens) {
     const model_files f = model_files::in(dir);
     weights = model_weights::load_llama2c(f.checkpoint.string(), f.name);
     cfg = weights.config();
     slots = (max_tokens + P - 1) / P + 1;
-    const kv_shape s = cfg.kv_shape(dtype::fp32);
-    pool_mem.assign(s.bytes_per_token() / 4 * slots * P, 0.f);
-    view = transfer::layer_first_view(reinterpret_cast<std::byte*>(pool_mem.data()), s, slots * P);
-    backend = std::make_unique<cpu_backend>(cfg, weights, kv_pool{view, P, slots}, backend_options{});
-    for (std::size_t i = 0; i < slots; ++i) table.push_back(device_slot{static_cast<device_slot::rep_type>(i)});
+    run = std::make_unique<kvtier_bench::cpu_model_run>(weights, slots);
   }
   kv_page_geometry geometry() const { return {cfg.kv_shape(dtype::fp32), P}; }
 
@@ -67,29 +61,17 @@ struct setup {
     const std::size_t block = P * g.row_elements() * 4;
     for (std::size_t l = 0; l < cfg.layers; ++l)
       for (std::size_t k = 0; k < 2; ++k)
-        std::memcpy(out.data() + (l * 2 + k) * block, view.page_row(l, k, page, P, 0, 0), block);
+        std::memcpy(out.data() + (l * 2 + k) * block, run->pool().page_row(l, k, page, P, 0, 0), block);
     return out;
   }
   void write_page(std::size_t page, const std::vector<std::byte>& bytes) {
     const std::size_t block = P * geometry().row_elements() * 4;
     for (std::size_t l = 0; l < cfg.layers; ++l)
       for (std::size_t k = 0; k < 2; ++k)
-        std::memcpy(view.page_row(l, k, page, P, 0, 0), bytes.data() + (l * 2 + k) * block, block);
+        std::memcpy(run->pool().page_row(l, k, page, P, 0, 0), bytes.data() + (l * 2 + k) * block, block);
   }
-
-  std::vector<float> prefill(std::span<const token_id> tokens) {
-    std::vector<float> logits(cfg.vocab);
-    auto r = backend->prefill(prefill_chunk{tokens, 0, table}, logits, {});
-    if (!r) throw std::runtime_error("prefill failed: " + r.err().message());
-    return logits;
-  }
-  std::vector<float> step(token_id t, std::size_t pos) {
-    std::vector<float> logits(cfg.vocab);
-    const decode_entry e{t, pos, table};
-    auto r = backend->decode(std::span<const decode_entry>(&e, 1), logits);
-    if (!r) throw std::runtime_error("decode failed: " + r.err().message());
-    return logits;
-  }
+  std::vector<float> prefill(std::span<const token_id> tokens) { return run->prefill(tokens, 0); }
+  std::vector<float> step(token_id t, std::size_t pos) { return run->step(t, pos); }
 };
 
 double log_softmax_at(std::span<const float> logits, std::size_t i) {

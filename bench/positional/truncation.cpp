@@ -21,6 +21,7 @@
 #include <string>
 #include <vector>
 
+#include "common/cpu_model_run.hpp"
 #include "kvtier/transfer.hpp"
 #include "kvtier/transfer/rope.hpp"
 #include "kvtier_engine/cpu/cpu_backend.hpp"
@@ -31,47 +32,11 @@
 
 using namespace kvtier;
 using namespace kvtier_engine;
+using kvtier_bench::cpu_model_run;
 
 namespace {
 
-constexpr std::size_t P = 16;
-
-struct model_run {
-  const model_config& cfg;
-  std::size_t slots;
-  std::vector<float> mem;
-  transfer::layer_first_buffer view;
-  std::unique_ptr<cpu_backend> backend;
-  std::vector<device_slot> table;
-
-  model_run(const model_weights& w, std::size_t slot_count) : cfg(w.config()), slots(slot_count) {
-    const kv_shape s = cfg.kv_shape(dtype::fp32);
-    mem.assign(s.bytes_per_token() / 4 * slots * P, 0.f);
-    view = transfer::layer_first_view(reinterpret_cast<std::byte*>(mem.data()), s, slots * P);
-    backend = std::make_unique<cpu_backend>(cfg, w, kv_pool{view, P, slots}, backend_options{});
-    for (std::size_t i = 0; i < slots; ++i) table.push_back(device_slot{static_cast<device_slot::rep_type>(i)});
-  }
-  std::vector<float> prefill(std::span<const token_id> tokens, std::size_t start) {
-    std::vector<float> logits(cfg.vocab);
-    if (!backend->prefill(prefill_chunk{tokens, start, table}, logits, {})) throw std::runtime_error("prefill failed");
-    return logits;
-  }
-  std::vector<float> step(token_id t, std::size_t pos) {
-    std::vector<float> logits(cfg.vocab);
-    const decode_entry e{t, pos, table};
-    if (!backend->decode(std::span<const decode_entry>(&e, 1), logits)) throw std::runtime_error("decode failed");
-    return logits;
-  }
-  // Greedy reply of n tokens after a prompt whose last logits are `logits`, starting at `pos`.
-  std::vector<token_id> reply(std::vector<float> logits, std::size_t pos, std::size_t n) {
-    std::vector<token_id> out;
-    for (std::size_t i = 0; i < n; ++i) {
-      out.push_back(token_id{int(sampler::argmax(logits))});
-      if (i + 1 < n) logits = step(out.back(), pos + i);
-    }
-    return out;
-  }
-};
+constexpr std::size_t P = cpu_model_run::page_tokens;
 
 const char* const lines[] = {
     "Lily said, \"Can we go to the park?\"", "Tom asked, \"Where is the red ball?\"", "Mom said, \"Be careful.\"",
@@ -114,7 +79,7 @@ int main(int argc, char** argv) try {
                                  cfg.rope_theta, cfg.head_size, 0};
   const kv_shape shape = cfg.kv_shape(dtype::fp32);
 
-  model_run reuse(w, slots), full(w, slots);
+  cpu_model_run reuse(w, slots), full(w, slots);
   std::vector<token_id> ctx = tok.encode("Once upon a time, there was a little girl named Lily. She had a dog.", true);
   const std::size_t head_pages = (ctx.size() + P - 1) / P;  // pages holding the system prompt stay put
   std::vector<float> logits = reuse.prefill(ctx, 0);
@@ -141,8 +106,8 @@ int main(int argc, char** argv) try {
         in.push_back({std::uint32_t(p), std::uint32_t(p - k)});
         delta.push_back(-long(k * P));
       }
-      if (!transfer::cpu::backup(reuse.view, host_view, out)) throw std::runtime_error("backup failed");
-      if (!transfer::cpu::load_rotated(host_view, reuse.view, in, delta, rope, dtype::fp32)) throw std::runtime_error("load_rotated failed");
+      if (!transfer::cpu::backup(reuse.pool(), host_view, out)) throw std::runtime_error("backup failed");
+      if (!transfer::cpu::load_rotated(host_view, reuse.pool(), in, delta, rope, dtype::fp32)) throw std::runtime_error("load_rotated failed");
       ctx.erase(ctx.begin() + std::ptrdiff_t(head_pages * P), ctx.begin() + std::ptrdiff_t((head_pages + k) * P));
       dropped = k * P;
       ++truncations;
@@ -151,9 +116,9 @@ int main(int argc, char** argv) try {
     // Decoupled reuse: only the new line is computed, over the moved pages.
     logits = reuse.prefill(line, ctx.size());
     ctx.insert(ctx.end(), line.begin(), line.end());
-    const std::vector<token_id> got = reuse.reply(logits, ctx.size(), reply_tokens);
+    const std::vector<token_id> got = reuse.greedy(logits, ctx.size(), reply_tokens);
     // Reference: the same truncated prompt computed from scratch.
-    const std::vector<token_id> want = full.reply(full.prefill(ctx, 0), ctx.size(), reply_tokens);
+    const std::vector<token_id> want = full.greedy(full.prefill(ctx, 0), ctx.size(), reply_tokens);
     std::size_t same = 0;
     while (same < got.size() && got[same] == want[same]) ++same;
     // Without decoupling, a truncated prompt shares only the head pages with what is cached.
