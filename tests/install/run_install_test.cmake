@@ -10,6 +10,16 @@ endfunction()
 step("configure kvtier" ${CMAKE_COMMAND} -S ${KVTIER_SOURCE} -B ${WORK}/kvtier-build -G ${GENERATOR}
      -DCMAKE_INSTALL_PREFIX=${WORK}/prefix -DKVTIER_BUILD_TESTS=OFF -DKVTIER_BUILD_BENCH=OFF -DKVTIER_BUILD_EXAMPLES=OFF)
 step("install kvtier" ${CMAKE_COMMAND} --install ${WORK}/kvtier-build)
+# The installed headers are the library only: no test or demo harness (testing/, examples/common/).
+file(GLOB_RECURSE installed_headers ${WORK}/prefix/include/*)
+foreach(h IN LISTS installed_headers)
+  file(READ ${h} text)
+  if(h MATCHES "testing|simulated|reference_kv|chat_workload|mooncake" OR
+     text MATCHES "kvtier/testing/|simulated_engine|reference_kv|chat_workload|mooncake")
+    message(FATAL_ERROR "install test: ${h} is test or demo scaffolding, or includes it; it must not be installed")
+  endif()
+endforeach()
+message(STATUS "install test: no harness among the installed headers: ok")
 step("configure consumer" ${CMAKE_COMMAND} -S ${CONSUMER_SOURCE} -B ${WORK}/consumer-build -G ${GENERATOR}
      -DCMAKE_PREFIX_PATH=${WORK}/prefix)
 step("build consumer" ${CMAKE_COMMAND} --build ${WORK}/consumer-build)

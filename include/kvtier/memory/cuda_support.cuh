@@ -1,6 +1,6 @@
 #pragma once
 // Small helpers the CUDA pools share: CUDA errors at construction become config_error, a scoped
-// current-device switch, and a check that an adopted pointer really is device memory.
+// current-device switch, and the one query of where kernels can reach a pointer.
 // Runtime API only, so g++ with the CUDA include path compiles it too.
 #include <cuda_runtime_api.h>
 
@@ -37,14 +37,25 @@ class device_scope {
   int current_ = 0;
 };
 
-// True when p points into memory kernels can dereference as it is: device or managed memory.
-inline bool is_device_memory(const void* p) noexcept {
+// Where kernels can reach a pointer. Pools adopt only `device` memory; copies also accept
+// `mapped_host` (pinned host memory mapped into the device's address space).
+enum class device_reach : unsigned char {
+  none,         // pageable or unknown memory: kernels cannot dereference it (without HMM/ATS)
+  mapped_host,  // pinned host memory with a device address
+  device,       // device or managed memory
+};
+
+inline device_reach reach_of(const void* p) noexcept {
   cudaPointerAttributes a{};
   if (cudaPointerGetAttributes(&a, p) != cudaSuccess) {
-    (void)cudaGetLastError();
-    return false;
+    (void)cudaGetLastError();  // clear the error the query left
+    return device_reach::none;
   }
-  return a.type == cudaMemoryTypeDevice || a.type == cudaMemoryTypeManaged;
+  if (a.type == cudaMemoryTypeDevice || a.type == cudaMemoryTypeManaged) return device_reach::device;
+  return a.type == cudaMemoryTypeHost && a.devicePointer != nullptr ? device_reach::mapped_host : device_reach::none;
 }
+
+// Whether kernels can dereference p as it is: device, managed, or mapped pinned host memory.
+inline bool device_reachable(const void* p) noexcept { return reach_of(p) != device_reach::none; }
 
 }  // namespace kvtier::memory::detail

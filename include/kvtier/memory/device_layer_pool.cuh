@@ -70,7 +70,7 @@ class device_layer_pool : public detail::pool_core<device_tier> {
       throw config_error("kvtier: device_layer_pool::adopt: plane slot stride shorter than one page's plane");
     (void)kvtier::detail::checked_mul(capacity_slots, stride, "plane bytes");
     for (std::byte* p : planes)
-      if (p == nullptr || !detail::is_device_memory(p))
+      if (p == nullptr || detail::reach_of(p) != detail::device_reach::device)
         throw config_error("kvtier: device_layer_pool::adopt: a plane is null or not device memory");
     int device = 0;
     detail::cuda_check(cudaGetDevice(&device), "cudaGetDevice");

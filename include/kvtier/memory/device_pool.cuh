@@ -4,7 +4,6 @@
 // For an engine's layer-first tensors (one per layer), see device_layer_pool.cuh.
 #include <cuda_runtime_api.h>
 
-#include <cassert>
 #include <cstddef>
 #include <string>
 #include <utility>
@@ -17,6 +16,7 @@
 #include "kvtier/memory/cuda_support.cuh"
 #include "kvtier/memory/pool_core.hpp"
 #include "kvtier/memory/properties.hpp"
+#include "kvtier/memory/slot_access.hpp"
 #include "kvtier/memory/slot_geometry.hpp"
 
 namespace kvtier::memory {
@@ -26,7 +26,8 @@ struct device_pool_options {
   std::size_t slot_alignment = 1;  // of every slot's start; 1 packs slots into an exact page_first array
 };
 
-class device_pool : public detail::pool_core<device_tier> {
+class device_pool : public detail::pool_core<device_tier>,
+                    public detail::device_slot_access<device_pool, device_tier> {
  public:
   using kvtier_pool = pool_tag;
   using memory_properties = properties_list<device_accessible>;
@@ -54,7 +55,7 @@ class device_pool : public detail::pool_core<device_tier> {
     if (bytes == 0 || bytes % g.slot_stride() != 0)
       throw config_error("kvtier: device_pool::adopt: " + std::to_string(bytes) + " bytes is not a whole number of " +
                          std::to_string(g.slot_stride()) + "-byte slots (shape or page size mismatch)");
-    if (!detail::is_device_memory(device_base))
+    if (detail::reach_of(device_base) != detail::device_reach::device)
       throw config_error("kvtier: device_pool::adopt: the buffer is not device memory");
     int device = 0;
     detail::cuda_check(cudaGetDevice(&device), "cudaGetDevice");
@@ -80,21 +81,9 @@ class device_pool : public detail::pool_core<device_tier> {
   device_pool& operator=(const device_pool&) = delete;
   ~device_pool() { release(); }
 
-  // Device addresses (not dereferenceable on the host). Precondition: contains(s).
+  // Slot 0, a device address (not dereferenceable on the host); device_address, device_plane and
+  // device_region come from detail::device_slot_access (slot_access.hpp).
   std::byte* device_data() const noexcept { return data_; }
-  std::byte* device_address(slot_type s) const noexcept {
-    assert(contains(s));
-    return data_ + std::size_t(s.value()) * slot_stride();
-  }
-  // Plane (layer, kv) of the page in slot s: (token, head, dim), plane_bytes() long.
-  std::byte* device_plane(slot_type s, std::size_t layer, std::size_t kv) const noexcept {
-    assert(layer < geometry().layers() && kv < geometry().kv_planes());
-    return device_address(s) + geometry().plane_offset(layer, kv);
-  }
-  // The whole pool as a page_first array, for kernels. (slot, layer, kv, token, head, dim)
-  slot_region<device_accessible> device_region() const noexcept {
-    return detail::make_region<device_accessible>(data_, geometry(), capacity());
-  }
 
   bool owns_memory() const noexcept { return owns_; }
   int device() const noexcept { return device_id_; }

@@ -10,9 +10,9 @@
 #include "kvtier/core/page_size.hpp"
 #include "kvtier/core/tier.hpp"
 #include "kvtier/memory/concepts.hpp"
-#include "kvtier/memory/host_slot_access.hpp"
 #include "kvtier/memory/pool_core.hpp"
 #include "kvtier/memory/properties.hpp"
+#include "kvtier/memory/slot_access.hpp"
 #include "kvtier/memory/slot_geometry.hpp"
 
 namespace kvtier::memory {
@@ -52,7 +52,7 @@ class host_pool : public detail::pool_core<host_tier>, public detail::host_slot_
   ~host_pool() { release(); }
 
   // Slot 0 of the pool's memory; host_address, host_span, host_plane and host_region come from
-  // detail::host_slot_access.
+  // detail::host_slot_access (slot_access.hpp).
   std::byte* host_data() const noexcept { return data_; }
   std::size_t alignment() const noexcept { return align_; }
 

@@ -5,7 +5,6 @@
 // CUDA runtime API only: never included by host-only users (they use host_pool).
 #include <cuda_runtime_api.h>
 
-#include <cassert>
 #include <cstddef>
 #include <cstdint>
 #include <optional>
@@ -20,9 +19,9 @@
 #include "kvtier/memory/concepts.hpp"
 #include "kvtier/memory/cuda_support.cuh"
 #include "kvtier/memory/host_mapping.hpp"
-#include "kvtier/memory/host_slot_access.hpp"
 #include "kvtier/memory/pool_core.hpp"
 #include "kvtier/memory/properties.hpp"
+#include "kvtier/memory/slot_access.hpp"
 #include "kvtier/memory/slot_geometry.hpp"
 
 namespace kvtier::memory {
@@ -49,7 +48,8 @@ struct pinned_host_pool_options {
 };
 
 class pinned_host_pool : public detail::pool_core<host_tier>,
-                         public detail::host_slot_access<pinned_host_pool, host_tier> {
+                         public detail::host_slot_access<pinned_host_pool, host_tier>,
+                         public detail::device_slot_access<pinned_host_pool, host_tier> {
  public:
   using kvtier_pool = pool_tag;
   using memory_properties = properties_list<host_accessible, device_accessible, page_locked>;
@@ -104,25 +104,12 @@ class pinned_host_pool : public detail::pool_core<host_tier>,
   pinned_host_pool& operator=(const pinned_host_pool&) = delete;
   ~pinned_host_pool() { release(); }
 
-  // Host side: slot 0 of the pinned memory; host_address, host_span, host_plane and host_region
-  // come from detail::host_slot_access. The pool is a handle to its memory: const members hand out
-  // writable pointers. Precondition of the slot functions: contains(s) (assert in debug builds).
+  // Slot 0 of the pinned memory on the host, and the same bytes as kernels address them
+  // (cudaHostGetDevicePointer). host_address, host_span, host_plane, host_region and
+  // device_address, device_plane, device_region come from detail::host_slot_access and
+  // detail::device_slot_access (slot_access.hpp).
   std::byte* host_data() const noexcept { return host_; }
-
-  // Device side: the same bytes, as kernels address them (cudaHostGetDevicePointer).
   std::byte* device_data() const noexcept { return device_; }
-  std::byte* device_address(slot_type s) const noexcept {
-    assert(contains(s));
-    return device_ + std::size_t(s.value()) * slot_stride();
-  }
-  std::byte* device_plane(slot_type s, std::size_t layer, std::size_t kv) const noexcept {
-    assert(layer < geometry().layers() && kv < geometry().kv_planes());
-    return device_address(s) + geometry().plane_offset(layer, kv);
-  }
-  // The whole pool as a page_first array, for kernels. (slot, layer, kv, token, head, dim)
-  slot_region<device_accessible> device_region() const noexcept {
-    return detail::make_region<device_accessible>(device_, geometry(), capacity());
-  }
 
   pinned_backing backing() const noexcept { return backing_; }
   // What backs the memory: none for cudaHostAlloc; for mmap backings, what the kernel granted.

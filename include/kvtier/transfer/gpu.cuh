@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "kvtier/core/error.hpp"
+#include "kvtier/memory/cuda_support.cuh"
 #include "kvtier/transfer/copy_engine.cuh"
 #include "kvtier/transfer/detail/dispatch.cuh"
 #include "kvtier/transfer/geometry.hpp"
@@ -123,14 +124,14 @@ class copier {
     bool host_ok = true, staged_ok = false;  // kernels reach the host side; the staged path can run
     if constexpr (load_dir || backup_dir) {
       using host_view = std::conditional_t<load_dir, Src, Dst>;
-      if constexpr (load_dir) host_ok = detail::device_reachable(first_byte(src));
-      else host_ok = detail::device_reachable(first_byte(dst));
+      if constexpr (load_dir) host_ok = memory::detail::device_reachable(first_byte(src));
+      else host_ok = memory::detail::device_reachable(first_byte(dst));
       staged_ok = staged_supports<host_view>(*g, ring_.config());
     }
     const void* dev_side = load_dir ? first_byte(dst) : first_byte(src);
-    const bool dev_ok = load_dir || backup_dir ? detail::device_reachable(dev_side)
-                                               : detail::device_reachable(first_byte(src)) &&
-                                                     detail::device_reachable(first_byte(dst));
+    const bool dev_ok = load_dir || backup_dir ? memory::detail::device_reachable(dev_side)
+                                               : memory::detail::device_reachable(first_byte(src)) &&
+                                                     memory::detail::device_reachable(first_byte(dst));
     copy_path path = o.how == strategy::staged ? copy_path::staged
                      : o.how == strategy::mixed ? copy_path::mixed
                                                  : copy_path::kernel;

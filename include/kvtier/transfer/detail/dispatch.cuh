@@ -19,17 +19,6 @@ namespace kvtier::transfer::detail {
 
 inline error cuda_error(cudaError_t e) noexcept { return make_error(errc::io_error, static_cast<int>(e)); }
 
-// Whether kernels can dereference p: device or managed memory, or pinned host memory mapped into
-// the device's address space. Plain pageable memory is not (on systems without HMM/ATS).
-inline bool device_reachable(const void* p) noexcept {
-  cudaPointerAttributes a{};
-  if (cudaPointerGetAttributes(&a, p) != cudaSuccess) {
-    cudaGetLastError();  // clear the error the query left
-    return false;
-  }
-  return a.type != cudaMemoryTypeUnregistered && a.devicePointer != nullptr;
-}
-
 // Largest power of two <= 16 dividing x (x == 0 counts as 16).
 constexpr std::size_t pow2_alignment(std::size_t x) noexcept {
   std::size_t a = 16;
