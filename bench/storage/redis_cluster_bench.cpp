@@ -4,10 +4,13 @@
 //   kvtier-bench-storage-redis-cluster [--pages 131072,1048576] [--pipeline 1,16] [--mib 384]
 //                                      [--reps 3] [--csv storage_redis_cluster.csv]
 // redis-benchmark: `--cluster -c 3 -P <pipeline>`, one client per master, each with <pipeline>
-// requests in flight. kvtier: batches of 3 x <pipeline> pages (distinct keys, spread over the
-// masters by hash slot), one batch in flight, every GET verified. Figures are medians of `reps`
-// alternating runs; ratios are medians of side-by-side ratios. Like redis-benchmark's SET (one key
-// per master, rewritten), the timed kvtier SET passes rewrite keys that exist.
+// requests in flight. kvtier, same 3 x <pipeline> pages in flight (distinct keys, spread over the
+// masters by hash slot), every GET verified, in two ways:
+//   batch:  one batch of 3 x <pipeline> pages at a time (wait for all, then the next);
+//   window: 3 batches of <pipeline> pages in flight, each resubmitted as soon as it completes
+//           (as redis-benchmark's three clients do).
+// Figures are medians of `reps` alternating runs; ratios are medians of side-by-side ratios. Like
+// redis-benchmark's SET (one key per master, rewritten), the timed kvtier SETs rewrite keys that exist.
 #include <algorithm>
 #include <random>
 #include <vector>
@@ -21,6 +24,7 @@ using namespace std::chrono_literals;
 
 namespace {
 struct point {
+  const char* mode;
   std::size_t page, pipeline, n;
   double kv_set, kv_get, rb_set, rb_get;  // pages/s, medians
   double set_ratio, get_ratio;            // medians of side-by-side ratios
@@ -56,8 +60,8 @@ int main(int argc, char** argv) {
   const int port = cluster.port(0);
   std::printf("redis_cluster_tier vs redis-benchmark --cluster: %zu masters on 127.0.0.1 (first :%d), no replicas\n",
               masters, port);
-  std::printf("%9s %4s | %10s %10s %7s | %10s %10s %7s %11s | %9s\n", "page", "pipe", "kv SET/s", "rb SET/s", "ratio",
-              "kv GET/s", "rb GET/s", "ratio", "(min-max)", "kv GET GB/s");
+  std::printf("%9s %4s %-6s | %10s %10s %7s | %10s %10s %7s %11s | %9s\n", "page", "pipe", "kvtier", "kv SET/s", "rb SET/s",
+              "ratio", "kv GET/s", "rb GET/s", "ratio", "(min-max)", "kv GET GB/s");
   std::vector<point> results;
   for (std::size_t page : pages) {
     const std::size_t n = std::max<std::size_t>(96, (mib << 20) / page);
@@ -75,9 +79,10 @@ int main(int argc, char** argv) {
         w[i] = {a, i, std::span(data).subspan(i * page, page)};
         r[i] = {a, i, std::span(data).subspan(i * page, page)};
       }
-      const std::size_t batch_pages = masters * pipe;
+      // batch: one batch of masters x pipe pages at a time.
       storage_batch b;
-      auto pass = [&](bool write) {
+      auto batch_pass = [&](bool write) {
+        const std::size_t batch_pages = masters * pipe;
         const auto start = std::chrono::steady_clock::now();
         for (std::size_t i = 0; i < n; i += batch_pages) {
           const std::size_t k = std::min(batch_pages, n - i);
@@ -89,45 +94,76 @@ int main(int argc, char** argv) {
         }
         return double(n) / bench::seconds_since(start);
       };
-      (void)pass(true);  // create the keys; the timed passes overwrite them, as redis-benchmark does
-      std::vector<double> ks, kg, rs, rg;
+      // window: `masters` batches of pipe pages in flight, each refilled when it completes.
+      std::vector<storage_batch> ring(masters);
+      auto window_pass = [&](bool write) {
+        const auto start = std::chrono::steady_clock::now();
+        std::size_t next = 0;
+        auto submit = [&](storage_batch& s) {
+          if (next >= n) return;
+          const std::size_t k = std::min(pipe, n - next);
+          const bool ok = write ? t.put(std::span(w).subspan(next, k), s).has_value() : t.get(std::span(r).subspan(next, k), s).has_value();
+          if (!ok) std::exit(1);
+          next += k;
+        };
+        auto settle = [&](storage_batch& s) {
+          if (!t.wait(s, 60s) || !s.all_ok()) {
+            std::fprintf(stderr, "kvtier %s failed\n", write ? "SET" : "GET");
+            std::exit(1);
+          }
+        };
+        for (auto& s : ring) submit(s);
+        for (std::size_t k = 0; next < n; ++k) {  // the oldest batch completes first: refill it
+          storage_batch& s = ring[k % masters];
+          settle(s);
+          submit(s);
+        }
+        for (auto& s : ring) settle(s);
+        return double(n) / bench::seconds_since(start);
+      };
+      (void)batch_pass(true);  // create the keys; the timed passes overwrite them, as redis-benchmark does
+      std::vector<double> bs, bg, ws, wg, rs, rg;
       for (std::size_t rep = 0; rep < reps; ++rep) {
         const bool kv_first = rep % 2 == 0;  // the machine is shared: alternate who goes first
-        if (kv_first) {
-          ks.push_back(pass(true));
-          kg.push_back(pass(false));
-        }
+        auto kv = [&] {
+          bs.push_back(batch_pass(true));
+          bg.push_back(batch_pass(false));
+          ws.push_back(window_pass(true));
+          wg.push_back(window_pass(false));
+        };
+        if (kv_first) kv();
         const std::string out = bench::run("redis-benchmark --cluster -p " + std::to_string(port) + " -c " +
                                            std::to_string(masters) + " -t set,get -n " + std::to_string(n) + " -d " +
                                            std::to_string(page + page_header_bytes) + " -P " + std::to_string(pipe) +
                                            " --csv 2>/dev/null");
         rs.push_back(rps_of(out, "SET"));
         rg.push_back(rps_of(out, "GET"));
-        if (!kv_first) {
-          ks.push_back(pass(true));
-          kg.push_back(pass(false));
+        if (!kv_first) kv();
+      }
+      auto make = [&](const char* mode, const std::vector<double>& ks, const std::vector<double>& kg) {
+        std::vector<double> sr, gr;
+        for (std::size_t i = 0; i < reps; ++i) {
+          sr.push_back(rs[i] > 0 ? ks[i] / rs[i] : 0);
+          gr.push_back(rg[i] > 0 ? kg[i] / rg[i] : 0);
         }
+        return point{mode, page, pipe, n, median(ks), median(kg), median(rs), median(rg), median(sr), median(gr),
+                     *std::min_element(gr.begin(), gr.end()), *std::max_element(gr.begin(), gr.end())};
+      };
+      for (const point& p : {make("batch", bs, bg), make("window", ws, wg)}) {
+        std::printf("%6zu KiB %4zu %-6s | %10.0f %10.0f %6.0f%% | %10.0f %10.0f %6.0f%% (%3.0f-%3.0f%%) | %9.2f\n", page >> 10,
+                    pipe, p.mode, p.kv_set, p.rb_set, 100 * p.set_ratio, p.kv_get, p.rb_get, 100 * p.get_ratio,
+                    100 * p.get_ratio_min, 100 * p.get_ratio_max, p.kv_get * double(page) / 1e9);
+        results.push_back(p);
       }
-      std::vector<double> sr, gr;
-      for (std::size_t i = 0; i < reps; ++i) {
-        sr.push_back(rs[i] > 0 ? ks[i] / rs[i] : 0);
-        gr.push_back(rg[i] > 0 ? kg[i] / rg[i] : 0);
-      }
-      point p{page, pipe, n, median(ks), median(kg), median(rs), median(rg), median(sr), median(gr),
-              *std::min_element(gr.begin(), gr.end()), *std::max_element(gr.begin(), gr.end())};
-      for (std::size_t m = 0; m < cluster.size(); ++m) (void)cluster.command(m, {"FLUSHALL"});
-      std::printf("%6zu KiB %4zu | %10.0f %10.0f %6.0f%% | %10.0f %10.0f %6.0f%% (%3.0f-%3.0f%%) | %9.2f\n", page >> 10, pipe,
-                  p.kv_set, p.rb_set, 100 * p.set_ratio, p.kv_get, p.rb_get, 100 * p.get_ratio, 100 * p.get_ratio_min,
-                  100 * p.get_ratio_max, p.kv_get * double(page) / 1e9);
       std::fflush(stdout);
-      results.push_back(p);
+      for (std::size_t m = 0; m < cluster.size(); ++m) (void)cluster.command(m, {"FLUSHALL"});
     }
   }
   std::ofstream out(csv);
-  out << "page_bytes,value_bytes,masters,pipeline_per_master,pages,kvtier_set_per_s,redis_benchmark_set_per_s,set_ratio,"
+  out << "kvtier_mode,page_bytes,value_bytes,masters,pipeline_per_master,pages,kvtier_set_per_s,redis_benchmark_set_per_s,set_ratio,"
          "kvtier_get_per_s,redis_benchmark_get_per_s,get_ratio,get_ratio_min,get_ratio_max,kvtier_get_gbps\n";
   for (const point& p : results)
-    out << p.page << ',' << p.page + page_header_bytes << ',' << masters << ',' << p.pipeline << ',' << p.n << ','
+    out << p.mode << ',' << p.page << ',' << p.page + page_header_bytes << ',' << masters << ',' << p.pipeline << ',' << p.n << ','
         << p.kv_set << ',' << p.rb_set << ',' << p.set_ratio << ',' << p.kv_get << ',' << p.rb_get << ',' << p.get_ratio
         << ',' << p.get_ratio_min << ',' << p.get_ratio_max << ',' << p.kv_get * double(p.page) / 1e9 << '\n';
   std::printf("pages/s, medians of %zu alternating runs; ratio = median of kvtier/redis-benchmark side by side;\n"
