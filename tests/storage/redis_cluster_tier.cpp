@@ -197,6 +197,48 @@ BOOST_AUTO_TEST_CASE(batches_route_across_every_slot) {
   }
   BOOST_TEST(t.cluster_stats().moved == 0u);
   BOOST_TEST(t.stats().hits == 4096u);
+
+  // Every one of the 16384 slots in one batch (1 KiB pages: one page whose key hashes to each slot).
+  constexpr std::size_t small = 1024;
+  redis_cluster_tier_config cfg = config(cluster, "kvc-small");
+  cfg.page_bytes = small;
+  redis_cluster_tier<> tiny(cfg);
+  std::vector<std::size_t> id_of_slot(detail::cluster_slots, SIZE_MAX);
+  std::size_t found = 0;
+  for (std::size_t i = 0; found < detail::cluster_slots; ++i) {
+    std::size_t& id = id_of_slot[tiny.slot_of(test::address_of(9, i))];
+    if (id == SIZE_MAX) id = i, ++found;
+  }
+  test::page_buffer buf(detail::cluster_slots, small);
+  std::vector<page_write> w;
+  std::vector<page_read> r;
+  for (std::size_t s = 0; s < detail::cluster_slots; ++s) {
+    test::fill_page(buf[s], 9, id_of_slot[s]);
+    w.push_back({test::address_of(9, id_of_slot[s]), test::tokens_of(9, id_of_slot[s]), buf[s]});
+    r.push_back({test::address_of(9, id_of_slot[s]), test::tokens_of(9, id_of_slot[s]), buf[s]});
+  }
+  storage_batch all;
+  BOOST_REQUIRE(tiny.put(w, all).has_value());
+  BOOST_REQUIRE(tiny.wait(all, 20s).has_value());
+  BOOST_TEST(all.count(errc::ok) == detail::cluster_slots);
+  std::memset(buf.raw.get(), 0xee, detail::cluster_slots * small);
+  BOOST_REQUIRE(tiny.get(r, all).has_value());
+  BOOST_REQUIRE(tiny.wait(all, 20s).has_value());
+  test::ledger every;
+  for (std::size_t s = 0; s < detail::cluster_slots; ++s) every.check(all[s], buf[s], 9, id_of_slot[s]);
+  BOOST_TEST(every.served == detail::cluster_slots);
+  BOOST_TEST(every.wrong == 0u);
+  // Each master holds one small page per slot it owns, plus the 4096 pages above that it serves.
+  for (std::size_t m : cluster.masters()) {
+    std::size_t owned = 0, big = 0;
+    for (const auto& n : cluster.nodes_seen_by(m))
+      if (n.myself)
+        for (auto [lo, hi] : n.ranges) owned += std::size_t(hi - lo + 1);
+    for (const auto& wr : a.writes) big += t.node_for_slot(t.slot_of(wr.where))->port == cluster.port(m);
+    test::reply_ptr keys = cluster.command(m, {"DBSIZE"});
+    BOOST_REQUIRE(keys);
+    BOOST_TEST(std::size_t(keys->integer) == owned + big);
+  }
 }
 
 BOOST_AUTO_TEST_CASE(master_killed_mid_batch_replica_promoted_node_restarted) {
