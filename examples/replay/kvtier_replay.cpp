@@ -5,6 +5,7 @@
 // CSV and a gnuplot PNG of hit ratio against capacity. Bad arguments, an unwritable --out and a
 // trace too large for the memory this process may use end with a message and a non-zero exit.
 #include <spawn.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -60,6 +61,9 @@ struct outcome {
   std::size_t page_tokens = 0;
   std::uint64_t requests = 0, prompt_tokens = 0, hit_tokens = 0, pages = 0, evicted = 0;
   double index_s = 0, expand_s = 0;
+  double index_cpu_s = 0;        // the same index work on the thread's CPU clock (load on the machine apart)
+  double sys_share = 0;          // system time over user + system time of the whole replay
+  long minor_faults = 0;
   std::size_t peak_pages = 0;
   double bytes_per_page = 0;
   double hit_ratio() const { return prompt_tokens ? double(hit_tokens) / double(prompt_tokens) : 0; }
@@ -248,6 +252,13 @@ outcome replay(const std::vector<trace_request>& trace, const options& o, page_s
   constexpr bool hook = look_ahead_policy<Policy>;
   const std::size_t window = hook ? std::max<std::size_t>(o.window, 1) : 1;
   clock_type::duration index_time{}, expand_time{};
+  auto cpu_now = [] {
+    timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return double(ts.tv_sec) + 1e-9 * double(ts.tv_nsec);
+  };
+  rusage usage0;
+  getrusage(RUSAGE_THREAD, &usage0);
   progress_bar bar(o.progress && !o.csv, policy_name + " " + (capacity == unbounded ? std::string("inf") : std::to_string(capacity)), trace.size());
 
   for (std::size_t i = 0; i < trace.size(); ++i) {
@@ -270,6 +281,7 @@ outcome replay(const std::vector<trace_request>& trace, const options& o, page_s
     const bool shared_rule = o.priority_rule == "shared";
     const std::uint8_t priority = !shared_rule && trace[i].input_length <= o.priority_below ? 1 : 0;
 
+    const double c0 = cpu_now();
     const auto t0 = clock_type::now();
     if constexpr (hook) idx.unexpect(ns, tokens);  // it leaves the queue: served now
     idx.match(ns, tokens, m, match_options{.priority = priority});
@@ -282,6 +294,7 @@ outcome replay(const std::vector<trace_request>& trace, const options& o, page_s
       r.evicted += idx.evict(tier_id::device, idx.pages_in(tier_id::device) - capacity_pages,
                              [](const victim&) { return true; });
     index_time += clock_type::now() - t0;
+    r.index_cpu_s += cpu_now() - c0;
 
     r.prompt_tokens += tokens.size();
     r.pages += ps.full_pages(tokens.size());
@@ -294,6 +307,12 @@ outcome replay(const std::vector<trace_request>& trace, const options& o, page_s
   r.index_s = std::chrono::duration<double>(index_time).count();
   r.expand_s = std::chrono::duration<double>(expand_time).count();
   r.bytes_per_page = idx.pages() ? double(idx.memory_bytes()) / double(idx.pages()) : 0;
+  rusage usage1;
+  getrusage(RUSAGE_THREAD, &usage1);
+  auto secs = [](const timeval& a, const timeval& b) { return double(b.tv_sec - a.tv_sec) + 1e-6 * double(b.tv_usec - a.tv_usec); };
+  const double user_s = secs(usage0.ru_utime, usage1.ru_utime), sys_s = secs(usage0.ru_stime, usage1.ru_stime);
+  r.sys_share = user_s + sys_s > 0 ? sys_s / (user_s + sys_s) : 0;
+  r.minor_faults = usage1.ru_minflt - usage0.ru_minflt;
   return r;
 }
 
@@ -322,17 +341,18 @@ std::string capacity_text(std::uint64_t c) { return c == unbounded ? "inf" : std
 
 const char* csv_header =
     "policy,capacity_tokens,page_tokens,requests,prompt_tokens,hit_tokens,hit_ratio,index_s,requests_per_s,"
-    "ns_per_page,expand_s,parse_s,evicted_pages,peak_pages,bytes_per_page\n";
+    "ns_per_page,expand_s,parse_s,evicted_pages,peak_pages,bytes_per_page,cpu_ns_per_page,sys_share,minor_faults\n";
 
 // Index time per whole page. The trace is checked to hold at least one whole page before any run.
 double ns_per_page(const outcome& r) { return r.pages ? r.index_s * 1e9 / double(r.pages) : 0; }
 
 void print_csv(std::FILE* f, const outcome& r, double parse_s) {
-  std::fprintf(f, "%s,%s,%zu,%llu,%llu,%llu,%.6f,%.6f,%.1f,%.2f,%.6f,%.6f,%llu,%zu,%.1f\n", r.policy.c_str(),
+  std::fprintf(f, "%s,%s,%zu,%llu,%llu,%llu,%.6f,%.6f,%.1f,%.2f,%.6f,%.6f,%llu,%zu,%.1f,%.2f,%.4f,%ld\n", r.policy.c_str(),
                capacity_text(r.capacity).c_str(), r.page_tokens, (unsigned long long)r.requests,
                (unsigned long long)r.prompt_tokens, (unsigned long long)r.hit_tokens, r.hit_ratio(), r.index_s,
                double(r.requests) / r.index_s, ns_per_page(r), r.expand_s, parse_s,
-               (unsigned long long)r.evicted, r.peak_pages, r.bytes_per_page);
+               (unsigned long long)r.evicted, r.peak_pages, r.bytes_per_page,
+               r.pages ? r.index_cpu_s * 1e9 / double(r.pages) : 0, r.sys_share, r.minor_faults);
 }
 
 void print_human(const outcome& r, double parse_s) {
@@ -344,8 +364,13 @@ void print_human(const outcome& r, double parse_s) {
               (unsigned long long)r.hit_tokens, 100 * r.hit_ratio(), (unsigned long long)r.evicted, r.peak_pages);
   std::printf("index work     %.3f s: %.0f requests/s, %.1f ns per page (match + insert + evict)\n", r.index_s,
               double(r.requests) / r.index_s, ns_per_page(r));
+  std::printf("index CPU      %.3f s: %.1f ns per page on the thread's CPU clock (the wall figure above includes\n"
+              "               time the core spent on other processes)\n",
+              r.index_cpu_s, r.pages ? r.index_cpu_s * 1e9 / double(r.pages) : 0);
   std::printf("not timed in   parse %.3f s, token expansion %.3f s; index bookkeeping %.1f B per cached page\n",
               parse_s, r.expand_s, r.bytes_per_page);
+  std::printf("system time    %.1f%% of the replay's CPU time (expansion included), %ld minor page faults\n",
+              100 * r.sys_share, r.minor_faults);
 }
 
 int sweep(const std::vector<trace_request>& trace, const options& o, double parse_s) {
@@ -365,7 +390,8 @@ int sweep(const std::vector<trace_request>& trace, const options& o, double pars
     return 1;
   }
   std::fputs(csv_header, f);
-  std::printf("%-14s %14s %10s %10s %12s\n", "policy", "capacity", "hit ratio", "index s", "ns/page");
+  std::printf("%-14s %14s %10s %10s %12s %12s %10s\n", "policy", "capacity", "hit ratio", "index s", "ns/page",
+              "cpu ns/page", "B/page");
   std::uint64_t max_finite = 0;
   for (const auto& c : o.capacities)
     if (c != unbounded) max_finite = std::max(max_finite, c);
@@ -374,8 +400,9 @@ int sweep(const std::vector<trace_request>& trace, const options& o, double pars
       const outcome r = run_one(trace, o, policy, capacity);
       print_csv(f, r, parse_s);
       std::fflush(f);
-      std::printf("%-14s %14s %9.2f%% %10.3f %12.1f\n", policy.c_str(), capacity_text(capacity).c_str(),
-                  100 * r.hit_ratio(), r.index_s, ns_per_page(r));
+      std::printf("%-14s %14s %9.2f%% %10.3f %12.1f %12.1f %10.1f\n", policy.c_str(), capacity_text(capacity).c_str(),
+                  100 * r.hit_ratio(), r.index_s, ns_per_page(r), r.pages ? r.index_cpu_s * 1e9 / double(r.pages) : 0,
+                  r.bytes_per_page);
       std::fflush(stdout);
     }
   std::fclose(f);

@@ -294,6 +294,24 @@ class model_driver {
       if (!e) fail("collect: unknown page");
       if (!evictable(handles_[out[0].value()], *e, t)) fail("collect: first victim not evictable");
     }
+    // The cache looks first, then evicts: an evict() that accepts every victim takes exactly the
+    // collected pages, in the collected order (every one checked against the model as it goes).
+    if (ch_.next(2) == 0) return;
+    std::vector<page_id> taken;
+    const std::size_t dropped = idx_.evict(t, out.size(), [&](const victim& v) {
+      entry* e = by_handle(v.page);
+      if (!e) fail("collect then evict: victim unknown to the model");
+      const key k = handles_[v.page.value()];
+      if (!evictable(k, *e, t)) fail("collect then evict: victim is not evictable");
+      taken.push_back(v.page);
+      e->res.tiers.remove(t);
+      if (t == tier_id::device) e->res.device = device_slot{};
+      if (t == tier_id::host) e->res.host = host_slot{};
+      if (!alive(*e)) handles_.erase(v.page.value());
+      return true;
+    });
+    expect(dropped == taken.size(), "collect then evict: count");
+    if (taken != out) fail("collect then evict: evict took other pages than collect_victims named");
   }
 
   template <class F>

@@ -2,9 +2,11 @@
 // The prefix index: a page-granular radix tree over token ids that knows, for every cached page,
 // which tiers hold it and where, whether a copy is in flight, and who is using it.
 //  - Only whole pages are indexed; an edge (a node) holds a run of pages; a partial match splits
-//    a node; children are found through one flat hash table keyed by chained page keys.
-//  - Per page: tiers, in-flight tiers, device slot, host slot, the 128-bit key (which is also the
-//    slow-tier key), a lock count. Per node: the eviction policy's state.
+//    a node; children are found through one flat hash table keyed by a cheap hash of (parent,
+//    first page's tokens), confirmed by comparing tokens.
+//  - Per page: tiers, in-flight tiers, device slot, host slot, a lock count, and the 128-bit
+//    chained key (also the slow-tier key), computed when first asked for (info(), a write below
+//    the host), never on the match/insert path. Per node: the eviction policy's state.
 //  - Eviction is per tier and leaves first: a page leaves tier T only when the page after it (in
 //    its node, or the first page of any child) has no copy in T; locked and in-flight pages stay.
 //    A page with no copy left anywhere leaves the tree once it is an unlocked leaf.
@@ -30,6 +32,8 @@
 #include "kvtier/core/strong_id.hpp"
 #include "kvtier/core/tier.hpp"
 #include "kvtier/index/detail/child_table.hpp"
+#include "kvtier/index/detail/mapped_array.hpp"
+#include "kvtier/index/detail/page_store.hpp"
 #include "kvtier/index/page_keys.hpp"
 #include "kvtier/index/residency.hpp"
 #include "kvtier/policy/eviction/concept.hpp"
@@ -44,9 +48,10 @@ class radix_index {
   using page_size_type = kvtier::page_size<PageSize>;
 
   explicit radix_index(page_size_type pages, index_options options = {}, Policy policy = {})
-      : pages_(pages), options_(options), policy_(std::move(policy)) {
+      : pages_(pages), options_(options), policy_(std::move(policy)), store_(pages) {
     if (options_.reserve_pages > page_limit) throw config_error("kvtier: radix_index reserve above 2^32-2 pages");
-    reserve(options_.reserve_pages);
+    store_.reserve(options_.reserve_pages);
+    lists_.reserve(options_.reserve_pages);
   }
   radix_index() requires(PageSize != dynamic_extent) : radix_index(page_size_type{}) {}
 
@@ -91,7 +96,9 @@ class radix_index {
 
   // --------------------------------------------------------------- residency
   // All fail with invalid_argument for an unknown handle.
+  // info() computes the page key on first use (memoized); residency() never hashes.
   result<page_info> info(page_id page) const;
+  result<page_residency> residency(page_id page) const;
   result<void> set_residency(page_id page, page_residency residency);      // replace all of it
   result<void> add_tier(page_id page, tier_id tier, bool in_flight = false);  // in_flight: loading
   result<void> set_in_flight(page_id page, tier_id tier, bool in_flight);  // tier must be held
@@ -105,9 +112,9 @@ class radix_index {
   template <class Where>
     requires(std::same_as<Where, device_slot> || std::same_as<Where, host_slot> || std::same_as<Where, tier_id>)
   result<void> place_copy(page_id page, Where where, bool in_flight) {
-    const result<page_info> i = info(page);
+    const result<page_residency> i = residency(page);
     if (!i) return i.err();
-    page_residency r = i->residency;
+    page_residency r = *i;
     tier_id t = tier_id::device;
     if constexpr (std::same_as<Where, device_slot>) r.device = where;
     else if constexpr (std::same_as<Where, host_slot>) t = tier_id::host, r.host = where;
@@ -118,10 +125,10 @@ class radix_index {
     return set_residency(page, r);
   }
   std::span<const token_id> tokens_of(page_id page) const noexcept {
-    return {tokens_.data() + std::size_t(page.value()) * pages_.tokens(), pages_.tokens()};
+    return {store_.tokens(page.value()), pages_.tokens()};
   }
   bool contains(page_id page) const noexcept {
-    return page.value() < owner_.size() && owner_[page.value()] != none;
+    return store_.live(page.value());
   }
 
   // ---------------------------------------------------------------- eviction
@@ -147,13 +154,13 @@ class radix_index {
   }
 
   // --------------------------------------------------------------- statistics
-  std::size_t pages() const noexcept { return live_pages_; }                 // pages in the tree
+  std::size_t pages() const noexcept { return store_.live(); }               // pages in the tree
   std::size_t pages_in(tier_id t) const noexcept { return tier_pages_[std::size_t(t)]; }
   std::size_t nodes() const noexcept { return live_nodes_; }
   std::uint64_t clock() const noexcept { return clock_; }
   // Bytes the index holds for bookkeeping, excluding the tokens themselves (4 B a token).
   std::size_t memory_bytes() const noexcept;
-  std::size_t token_bytes() const noexcept { return tokens_.capacity() * sizeof(token_id); }
+  std::size_t token_bytes() const noexcept { return store_.token_bytes(); }
 
  private:
   static constexpr std::uint32_t none = UINT32_MAX;
@@ -182,54 +189,70 @@ class radix_index {
       return a.key != b.key ? a.key > b.key : a.node > b.node;
     }
   };
+  // Where a prefix walk stopped: `at` is the node standing for the matched pages (after a split,
+  // the new head); `inside` the node the walk stopped in (none at a node boundary); `pages` the
+  // prompt pages walked.
+  struct walk_end {
+    std::uint32_t at;
+    std::uint32_t inside;
+    std::size_t pages;
+  };
+  struct undo_entry {  // a copy collect_victims marked as gone, to be given back
+    std::uint32_t page;
+    std::uint32_t node;
+  };
 
-  std::span<const token_id> query_page(std::span<const token_id> tokens, std::size_t i) const noexcept {
-    return tokens.subspan(i * pages_.tokens(), pages_.tokens());
+  const token_id* query_page(std::span<const token_id> tokens, std::size_t i) const noexcept {
+    return tokens.data() + i * pages_.tokens();
   }
-  bool same_tokens(std::uint32_t p, std::span<const token_id> q) const noexcept {
-    return std::memcmp(tokens_.data() + std::size_t(p) * pages_.tokens(), q.data(),
-                       pages_.tokens() * sizeof(token_id)) == 0;
+  bool same_tokens(std::uint32_t p, const token_id* q) const noexcept {
+    return std::memcmp(store_.tokens(p), q, pages_.tokens() * sizeof(token_id)) == 0;
   }
   std::uint32_t page_at(const node& n, std::size_t j) const noexcept { return lists_[n.begin + j]; }
-  page_key key_for(namespace_id ns, page_key parent, std::span<const token_id> q) const noexcept {
-    return chain_page_key(ns, options_.model, parent, q);
+  std::uint64_t edge_of(std::uint32_t parent, const token_id* first_page) const noexcept {
+    return detail::edge_hash(parent, first_page, pages_.tokens());
   }
-  std::uint32_t find_child(std::uint32_t parent, page_key key, std::span<const token_id> q) const {
-    return children_.find(key, [&](std::uint32_t c) {
+  std::uint32_t find_child(std::uint32_t parent, const token_id* q) const {
+    return children_.find(edge_of(parent, q), [&](std::uint32_t c) {
       return nodes_[c].parent == parent && same_tokens(page_at(nodes_[c], 0), q);
     });
   }
-  static std::optional<page_source> source_of(const page_residency& r) noexcept {
-    if (r.ready(tier_id::device)) return page_source::device;
-    if (r.ready(tier_id::host)) return page_source::host;
-    if (r.ready(tier_id::disk) || r.ready(tier_id::remote)) return page_source::storage;
+  static std::optional<page_source> source_of(std::uint8_t ready) noexcept {
+    if (ready & (1u << unsigned(tier_id::device))) return page_source::device;
+    if (ready & (1u << unsigned(tier_id::host))) return page_source::host;
+    if (ready != 0) return page_source::storage;
     return std::nullopt;
   }
-  static page_residency normalized(page_residency r) noexcept {
-    r.in_flight.bits &= r.tiers.bits;
-    if (!r.tiers.has(tier_id::device)) r.device = device_slot{};
-    if (!r.tiers.has(tier_id::host)) r.host = host_slot{};
-    return r;
-  }
 
-  void reserve(std::size_t n);
   std::uint32_t root_of(namespace_id ns, bool create);
   std::uint32_t alloc_node();
-  std::uint32_t alloc_page();
-  void free_page(std::uint32_t p);
+  // The one prefix walk (match, insert, walk_expect): follows the prompt's whole pages down the
+  // tree; on_page(page, i) -> bool (false stops the walk at that page), on_node(node, pages of it
+  // walked, prompt pages walked) -> the node standing for them (insert splits there).
+  template <class OnPage, class OnNode>
+  walk_end walk(std::uint32_t root, std::span<const token_id> tokens, OnPage&& on_page, OnNode&& on_node);
   template <class ResidencyOf>
-  void append_pages(std::uint32_t parent, namespace_id ns, page_key first_key,
-                    std::span<const token_id> tokens, std::size_t first, std::size_t n,
-                    const access_info& access, ResidencyOf& residency, insert_result& r);
+  std::uint32_t append_pages(std::uint32_t parent, namespace_id ns, std::span<const token_id> tokens,
+                             std::size_t first, std::size_t n, const access_info& access, ResidencyOf& residency,
+                             insert_result& r, bool keep_path);
   std::uint32_t split(std::uint32_t c, std::uint32_t j);
   void account(std::uint32_t p, const page_residency& next);
   void consider(std::uint32_t n);
-  void trim(std::uint32_t n);
+  [[gnu::noinline]] void trim(std::uint32_t n);
   void compact_lists();
-  template <class OnVictim>
-  std::size_t evict_node(std::uint32_t n, tier_id t, std::size_t budget, OnVictim& on_victim, bool& refused);
+  void give_back_memory();
+  // The one victim cursor (evict, collect_victims): tier t's nodes in policy order, each from its
+  // tail; take(page) -> bool is offered every page evictable now. Dry: the copies taken are only
+  // marked gone, for the rest of the pass, then given back (collect_victims sees what evict drops).
+  template <bool Dry, class Take>
+  std::size_t drain(tier_id t, std::size_t max_pages, Take& take);
+  template <bool Dry, class Take>
+  std::size_t drain_node(std::uint32_t n, std::size_t ti, std::size_t budget, Take& take, bool& refused);
+  template <bool Dry>
+  [[gnu::always_inline]] void lose_tier(std::uint32_t n, std::uint32_t j, std::uint32_t p, std::size_t ti);
   void push_heap_entry(tier_id t, std::uint32_t n);
   void walk_expect(namespace_id ns, std::span<const token_id> tokens, int delta);
+  page_key key_of(std::uint32_t p) const;
   bool valid(page_id p) const noexcept { return contains(p); }
 
   page_size_type pages_;
@@ -237,28 +260,24 @@ class radix_index {
   Policy policy_;
   std::uint64_t clock_ = 0;
 
-  // Pages, indexed by page id (structure of arrays).
-  std::vector<token_id> tokens_;         // (page, token)
-  std::vector<page_key> keys_;
-  std::vector<page_residency> residency_;
-  std::vector<std::uint32_t> locks_;
-  std::vector<std::uint32_t> owner_;     // the node holding the page; none when free
-  std::vector<std::uint32_t> free_pages_;
+  detail::page_store<page_size_type> store_;  // per page: tokens, state, slots, owner node, key
 
   // Nodes; each holds the range [begin, begin + count) of lists_.
-  std::vector<node> nodes_;
+  detail::mapped_array<node> nodes_;
   std::vector<std::uint32_t> free_nodes_;
-  std::vector<std::uint32_t> lists_;
+  detail::mapped_array<std::uint32_t> lists_;
   std::size_t list_garbage_ = 0;
   detail::child_table children_;
   std::unordered_map<std::uint64_t, std::uint32_t> roots_;
 
   // One lazy min-heap of candidate nodes per tier; stale entries are skipped when popped.
   std::array<std::vector<heap_entry>, tier_count> heaps_;
+  bool dry_pass_ = false;  // a collect_victims pass: no heap rebuild while counts are marked
   std::vector<std::uint32_t> deferred_;
+  std::vector<undo_entry> undo_;
   std::vector<page_id> path_scratch_;
+  mutable std::vector<std::uint32_t> chain_scratch_;
 
-  std::size_t live_pages_ = 0;
   std::size_t live_nodes_ = 0;
   std::array<std::size_t, tier_count> tier_pages_{};
 };

@@ -83,10 +83,10 @@ struct insert_result {
   std::size_t inserted = 0;  // pages that received the given residency
 };
 
-// A page eviction offers: the caller frees `tier`'s copy (its slot) when it accepts.
+// A page eviction offers: the caller frees `tier`'s copy (its slot) when it accepts. The page key,
+// when the caller needs it, is info(page)->key (computed then, not on every eviction).
 struct victim {
   page_id page{};
-  page_key key{};
   tier_id tier = tier_id::device;
   page_residency residency{};  // before the drop
 };

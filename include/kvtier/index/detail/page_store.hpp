@@ -1,0 +1,198 @@
+#pragma once
+// The prefix index's pages, indexed by page id (a structure of arrays): tokens, a 4-byte state
+// (tiers, in-flight tiers, lock count), device slot, host slot, the node holding the page, and the
+// page key once someone asked for it. Ids are handed out lowest first (a free bitmap), so the tail
+// above the highest live page can be given back when eviction shrinks the tree. 16 bytes of
+// bookkeeping a page (+ 16 for a key once keys are asked for); tokens apart.
+#include <algorithm>
+#include <bit>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <stdexcept>
+#include <unordered_map>
+
+#include "kvtier/core/page_key.hpp"
+#include "kvtier/core/strong_id.hpp"
+#include "kvtier/core/tier.hpp"
+#include "kvtier/index/detail/mapped_array.hpp"
+#include "kvtier/index/residency.hpp"
+
+namespace kvtier::detail {
+
+// Tiers, in-flight tiers and the lock count in one word: eviction reads one load a page.
+// Lock counts of 0xFFFF and more keep the excess in page_store's overflow map.
+struct page_state {
+  std::uint8_t tiers = 0;
+  std::uint8_t in_flight = 0;
+  std::uint16_t locks = 0;
+};
+static_assert(sizeof(page_state) == 4);
+
+template <class PageSize>
+class page_store {
+ public:
+  static constexpr std::uint32_t none = UINT32_MAX;
+  static constexpr std::size_t page_limit = std::size_t(UINT32_MAX) - 1;
+
+  explicit page_store(PageSize ps) : ps_(ps) {}
+
+  std::size_t tokens_per_page() const noexcept { return ps_.tokens(); }
+  token_id* tokens(std::uint32_t p) noexcept { return tokens_.data() + std::size_t(p) * ps_.tokens(); }
+  const token_id* tokens(std::uint32_t p) const noexcept { return tokens_.data() + std::size_t(p) * ps_.tokens(); }
+  page_state& state(std::uint32_t p) noexcept { return state_[p]; }
+  const page_state& state(std::uint32_t p) const noexcept { return state_[p]; }
+  device_slot& device(std::uint32_t p) noexcept { return device_[p]; }
+  host_slot& host(std::uint32_t p) noexcept { return host_[p]; }
+  std::uint32_t& owner(std::uint32_t p) noexcept { return owner_[p]; }
+  std::uint32_t owner(std::uint32_t p) const noexcept { return owner_[p]; }
+  bool live(std::uint32_t p) const noexcept { return p < owner_.size() && owner_[p] != none; }
+
+  page_residency residency(std::uint32_t p) const noexcept {
+    return page_residency{tier_set{state_[p].tiers}, tier_set{state_[p].in_flight}, device_[p], host_[p]};
+  }
+  // Stores r (normalized: in_flight within tiers, slots of absent tiers cleared).
+  void set_residency(std::uint32_t p, const page_residency& r) noexcept {
+    state_[p].tiers = r.tiers.bits;
+    state_[p].in_flight = r.in_flight.bits & r.tiers.bits;
+    device_[p] = r.tiers.has(tier_id::device) ? r.device : device_slot{};
+    host_[p] = r.tiers.has(tier_id::host) ? r.host : host_slot{};
+  }
+
+  std::uint32_t locks(std::uint32_t p) const {
+    const std::uint32_t small = state_[p].locks;
+    if (small < 0xFFFF) return small;
+    const auto it = lock_overflow_.find(p);
+    return small + (it == lock_overflow_.end() ? 0 : it->second);
+  }
+  void add_lock(std::uint32_t p) {
+    if (state_[p].locks < 0xFFFF) ++state_[p].locks;
+    else ++lock_overflow_[p];
+  }
+  void remove_lock(std::uint32_t p) {  // the page holds a lock
+    if (state_[p].locks == 0xFFFF) {
+      if (auto it = lock_overflow_.find(p); it != lock_overflow_.end()) {
+        if (--it->second == 0) lock_overflow_.erase(it);
+        return;
+      }
+    }
+    --state_[p].locks;
+  }
+
+  // The memoized page key; zero (root_page_key) while unknown. `keys_` exists once asked for.
+  page_key known_key(std::uint32_t p) const noexcept { return p < keys_.size() ? keys_[p] : page_key{}; }
+  void remember_key(std::uint32_t p, page_key k) const {
+    if (keys_.size() < owner_.size()) keys_.resize(owner_.size());
+    keys_[p] = k;
+  }
+
+  // A fresh page in `node` with residency r and no lock: the lowest free id (tokens: the caller's).
+  std::uint32_t alloc(std::uint32_t node, const page_residency& r) {
+    std::size_t w = lowest_free_word_;
+    while (w < free_.size() && free_[w] == 0) ++w;
+    lowest_free_word_ = w;
+    std::uint32_t p;
+    if (w < free_.size()) {
+      p = std::uint32_t(w * 64 + std::size_t(std::countr_zero(free_[w])));
+      free_[w] &= free_[w] - 1;
+    } else {
+      p = fresh();
+    }
+    state_[p] = page_state{r.tiers.bits, std::uint8_t(r.in_flight.bits & r.tiers.bits), 0};
+    device_[p] = r.tiers.has(tier_id::device) ? r.device : device_slot{};
+    host_[p] = r.tiers.has(tier_id::host) ? r.host : host_slot{};
+    owner_[p] = node;
+    if (p < keys_.size()) keys_[p] = page_key{};
+    ++live_;
+    return p;
+  }
+
+  void free(std::uint32_t p) noexcept {
+    owner_[p] = none;
+    free_[p / 64] |= std::uint64_t{1} << (p % 64);
+    lowest_free_word_ = std::min<std::size_t>(lowest_free_word_, p / 64);
+    --live_;
+  }
+
+  std::size_t live() const noexcept { return live_; }
+  std::size_t high_water() const noexcept { return owner_.size(); }
+
+  // Gives back the storage above the highest live page once a quarter of it or more is unused.
+  void trim() {
+    std::size_t n = owner_.size();
+    if (n <= live_ + live_ / 4 + 1024) return;
+    while (n > 0 && owner_[n - 1] == none) {
+      const std::size_t w = (n - 1) / 64;
+      if (n % 64 == 0 && free_[w] == ~std::uint64_t{0}) n -= 64;  // a whole free word at once
+      else --n;
+    }
+    if (n == owner_.size()) return;
+    resize_all(n);
+    free_.resize((n + 63) / 64);
+    if (n % 64) free_.back() &= (std::uint64_t{1} << (n % 64)) - 1;
+    lowest_free_word_ = std::min(lowest_free_word_, free_.size());
+    if (owner_.capacity() > n + n / 2 + 4096) shrink_all();
+  }
+
+  void reserve(std::size_t n) {
+    if (n <= owner_.capacity()) return;
+    tokens_.reserve(n * ps_.tokens());
+    state_.reserve(n);
+    device_.reserve(n);
+    host_.reserve(n);
+    owner_.reserve(n);
+  }
+
+  std::size_t memory_bytes() const noexcept {
+    return state_.memory_bytes() + device_.memory_bytes() + host_.memory_bytes() + owner_.memory_bytes() +
+           keys_.memory_bytes() + free_.capacity() * sizeof(std::uint64_t) +
+           lock_overflow_.size() * 32 + lock_overflow_.bucket_count() * sizeof(void*);
+  }
+  std::size_t token_bytes() const noexcept { return tokens_.memory_bytes(); }
+
+ private:
+  // A page id above every one in use: the arrays grow by one page.
+  [[gnu::noinline]] std::uint32_t fresh() {
+    if (owner_.size() >= page_limit) throw std::length_error("kvtier: radix_index page count above 2^32-2");
+    const std::uint32_t p = std::uint32_t(owner_.size());
+    if (p == owner_.capacity()) reserve(std::size_t(p) + p / 4 + 64);  // 25% steps: mremap, no copy
+    (void)tokens_.extend(ps_.tokens());
+    (void)state_.extend(1);
+    (void)device_.extend(1);
+    (void)host_.extend(1);
+    (void)owner_.extend(1);
+    if (p % 64 == 0) free_.push_back(0);
+    return p;
+  }
+  void resize_all(std::size_t n) {
+    tokens_.resize(n * ps_.tokens());
+    state_.resize(n);
+    device_.resize(n);
+    host_.resize(n);
+    owner_.resize(n);
+    if (keys_.size() > n) keys_.resize(n);
+  }
+  void shrink_all() {
+    tokens_.shrink_to_fit();
+    state_.shrink_to_fit();
+    device_.shrink_to_fit();
+    host_.shrink_to_fit();
+    owner_.shrink_to_fit();
+    keys_.shrink_to_fit();
+    free_.shrink_to_fit();
+  }
+
+  PageSize ps_;
+  mapped_array<token_id> tokens_;  // (page, token)
+  mapped_array<page_state> state_;
+  mapped_array<device_slot> device_;
+  mapped_array<host_slot> host_;
+  mapped_array<std::uint32_t> owner_;  // the node holding the page; none when free
+  mutable mapped_array<page_key> keys_;  // memoized page keys (zero: not computed yet)
+  std::vector<std::uint64_t> free_;    // one bit a page id below high_water(): 1 = free
+  std::size_t lowest_free_word_ = 0;   // no free bit in the words before it
+  std::size_t live_ = 0;
+  std::unordered_map<std::uint32_t, std::uint32_t> lock_overflow_;
+};
+
+}  // namespace kvtier::detail

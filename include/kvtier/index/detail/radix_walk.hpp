@@ -1,0 +1,228 @@
+#pragma once
+// radix_index's prefix walk and the three operations built on it: match, insert (with split and
+// append) and the look-ahead hint walk (included by kvtier/index/radix_index.hpp only).
+#include "kvtier/index/radix_index.hpp"
+
+namespace kvtier {
+
+// One node boundary costs one edge-hash probe; inside a node each page is one memcmp.
+template <eviction_policy Policy, std::size_t PageSize>
+template <class OnPage, class OnNode>
+auto radix_index<Policy, PageSize>::walk(std::uint32_t root, std::span<const token_id> tokens, OnPage&& on_page,
+                                         OnNode&& on_node) -> walk_end {
+  const std::size_t n = pages_.full_pages(tokens.size());
+  std::uint32_t at = root;
+  std::size_t i = 0;
+  while (i < n) {
+    const std::uint32_t c = find_child(at, query_page(tokens, i));
+    if (c == none) break;
+    const std::uint32_t count = nodes_[c].count;
+    const std::uint32_t begin = nodes_[c].begin;
+    std::uint32_t j = 0;
+    bool go = true;
+    for (; j < count && i < n; ++j, ++i) {
+      const std::uint32_t p = lists_[begin + j];
+      if (j > 0 && !same_tokens(p, query_page(tokens, i))) break;
+      if (!on_page(p, i)) {
+        go = false;
+        break;
+      }
+    }
+    const std::uint32_t stands_for = on_node(c, j, i);
+    if (!go || j < count) return {stands_for, c, i};
+    at = c;
+  }
+  return {at, none, i};
+}
+
+// ---------------------------------------------------------------------------- match
+template <eviction_policy Policy, std::size_t PageSize>
+void radix_index<Policy, PageSize>::match(namespace_id ns, std::span<const token_id> tokens, match_result& out,
+                                          match_options options) {
+  out.clear();
+  const std::size_t n = pages_.full_pages(tokens.size());
+  const std::uint32_t root = root_of(ns, false);
+  if (root == none || n == 0) return;
+  if (options.touch) ++clock_;
+  const access_info access{clock_, options.priority};
+  std::array<std::size_t, 3> by_source{};
+  (void)walk(
+      root, tokens,
+      [&](std::uint32_t p, std::size_t) {
+        const detail::page_state s = store_.state(p);
+        const auto src = source_of(std::uint8_t(s.tiers & ~s.in_flight));
+        if (!src) return false;
+        out.pages.push_back(page_id{p});
+        out.sources.push_back(*src);
+        ++by_source[std::size_t(*src)];
+        return true;
+      },
+      [&](std::uint32_t c, std::uint32_t j, std::size_t) {
+        if (options.touch && j > 0) {
+          policy_.on_access(nodes_[c].state, access);
+          consider(c);
+        }
+        return c;
+      });
+  out.device_pages = by_source[std::size_t(page_source::device)];
+  out.host_pages = by_source[std::size_t(page_source::host)];
+  out.storage_pages = by_source[std::size_t(page_source::storage)];
+  if (options.lock && !out.pages.empty()) {
+    for (page_id p : out.pages) store_.add_lock(p.value());
+    out.locked = true;
+  }
+}
+
+// --------------------------------------------------------------------------- insert
+// Pages first..n-1 of the prompt under `parent`, in a new leaf (or at the end of `parent` when it
+// is a leaf whose run ends the arena). Per-node counts are added once for the whole run.
+template <eviction_policy Policy, std::size_t PageSize>
+template <class ResidencyOf>
+std::uint32_t radix_index<Policy, PageSize>::append_pages(std::uint32_t parent, namespace_id ns,
+                                                          std::span<const token_id> tokens, std::size_t first,
+                                                          std::size_t n, const access_info& access,
+                                                          ResidencyOf& residency, insert_result& r, bool keep_path) {
+  const node& pn = nodes_[parent];
+  const bool extend = pn.parent != none && pn.children == 0 && pn.count > 0 &&
+                      std::size_t(pn.begin) + pn.count == lists_.size();
+  std::uint32_t leaf = parent;
+  if (!extend) {
+    leaf = alloc_node();
+    node& ln = nodes_[leaf];
+    ln.parent = parent;
+    ln.begin = std::uint32_t(lists_.size());
+    ln.ns = ns;
+    policy_.on_insert(ln.state, access);
+    ++nodes_[parent].children;
+    children_.insert(edge_of(parent, query_page(tokens, first)), leaf);
+  }
+  std::uint32_t* slot = lists_.extend(n - first);
+  std::array<std::uint32_t, 1u << tier_count> by_tiers{};  // pages per tier set
+  std::uint8_t first_tiers = 0;
+  for (std::size_t i = first; i < n; ++i) {
+    const std::uint32_t p = store_.alloc(leaf, residency(i));
+    std::memcpy(store_.tokens(p), query_page(tokens, i), pages_.tokens() * sizeof(token_id));
+    const std::uint8_t tiers = store_.state(p).tiers;
+    if (i == first) first_tiers = tiers;
+    ++by_tiers[tiers];
+    *slot++ = p;
+    if (keep_path) path_scratch_.push_back(page_id{p});
+  }
+  r.inserted += (n - first) - by_tiers[0];
+  std::array<std::uint32_t, tier_count> gained{};
+  for (std::size_t set = 1; set < by_tiers.size(); ++set)
+    for (std::size_t t = 0; t < tier_count; ++t) gained[t] += (set >> t) & 1u ? by_tiers[set] : 0;
+  node& ln = nodes_[leaf];
+  ln.count += std::uint32_t(n - first);
+  for (std::size_t t = 0; t < tier_count; ++t) {
+    if (gained[t] == 0) continue;
+    ln.held[t] += gained[t];
+    tier_pages_[t] += gained[t];
+    ln.tier_end[t] = none;
+    if (!extend && (first_tiers >> t) & 1u) ++nodes_[parent].children_holding[t];
+  }
+  if (extend) policy_.on_access(ln.state, access);
+  consider(leaf);
+  return leaf;
+}
+
+template <eviction_policy Policy, std::size_t PageSize>
+template <class ResidencyOf>
+  requires std::is_invocable_r_v<page_residency, ResidencyOf&, std::size_t>
+insert_result radix_index<Policy, PageSize>::insert(namespace_id ns, std::span<const token_id> tokens,
+                                                    ResidencyOf&& residency, insert_options options,
+                                                    std::vector<page_id>* path) {
+  insert_result r;
+  const std::size_t n = pages_.full_pages(tokens.size());
+  r.pages = n;
+  if (n == 0) {
+    if (path) path->clear();
+    return r;
+  }
+  if (list_garbage_ > 4096 && list_garbage_ * 4 > lists_.size()) compact_lists();
+  const bool keep_path = options.lock || path;
+  path_scratch_.clear();
+  const access_info access{++clock_, options.priority};
+  const walk_end end = walk(
+      root_of(ns, true), tokens,
+      [&](std::uint32_t p, std::size_t i) {
+        if (store_.state(p).tiers == 0) {  // a page whose copies were all dropped: refilled
+          account(p, residency(i));
+          r.inserted += store_.state(p).tiers != 0;
+        } else {
+          ++r.existing;
+        }
+        if (keep_path) path_scratch_.push_back(page_id{p});
+        return true;
+      },
+      [&](std::uint32_t c, std::uint32_t j, std::size_t i) {
+        // Diverging inside c: its head becomes a node of its own (the parent of what follows), and
+        // only the head counts as accessed.
+        const std::uint32_t at = (i < n && j < nodes_[c].count) ? split(c, j) : c;
+        policy_.on_access(nodes_[at].state, access);
+        consider(at);
+        return at;
+      });
+  std::uint32_t last = end.at;
+  if (end.pages < n) last = append_pages(end.at, ns, tokens, end.pages, n, access, residency, r, keep_path);
+  // Pages given no copy at the end of a new branch do not stay.
+  trim(last);
+  if (options.lock)
+    for (page_id p : path_scratch_)
+      if (contains(p)) store_.add_lock(p.value());
+  if (path) {
+    path->clear();
+    for (page_id p : path_scratch_)
+      if (contains(p)) path->push_back(p);
+  }
+  return r;
+}
+
+// Splits c after its first j pages: a new node h takes them and becomes c's parent.
+template <eviction_policy Policy, std::size_t PageSize>
+std::uint32_t radix_index<Policy, PageSize>::split(std::uint32_t c, std::uint32_t j) {
+  const std::uint32_t h = alloc_node();
+  node& hn = nodes_[h];
+  node& cn = nodes_[c];
+  hn.parent = cn.parent;
+  hn.begin = cn.begin;
+  hn.count = j;
+  hn.children = 1;
+  hn.ns = cn.ns;
+  hn.state = cn.state;
+  cn.begin += j;
+  cn.count -= j;
+  cn.parent = h;
+  for (auto& e : cn.tier_end) e = e == none ? none : (e > j ? e - j : 0);
+  for (std::uint32_t k = 0; k < j; ++k) {
+    const std::uint32_t p = page_at(hn, k);
+    store_.owner(p) = h;
+    const std::uint8_t tiers = store_.state(p).tiers;
+    for (std::size_t t = 0; t < tier_count; ++t) {
+      hn.held[t] += (tiers >> t) & 1u;
+      cn.held[t] -= (tiers >> t) & 1u;
+    }
+  }
+  const std::uint8_t head_of_c = store_.state(page_at(cn, 0)).tiers;
+  for (std::size_t t = 0; t < tier_count; ++t) hn.children_holding[t] = (head_of_c >> t) & 1u;
+  children_.replace(edge_of(hn.parent, store_.tokens(page_at(hn, 0))), c, h);
+  children_.insert(edge_of(h, store_.tokens(page_at(cn, 0))), c);
+  consider(h);  // its last page may be a leaf of a tier that c's first page is not in
+  return h;
+}
+
+// ----------------------------------------------------------------------- look-ahead
+template <eviction_policy Policy, std::size_t PageSize>
+void radix_index<Policy, PageSize>::walk_expect(namespace_id ns, std::span<const token_id> tokens, int delta) {
+  const std::uint32_t root = root_of(ns, false);
+  if (root == none) return;
+  (void)walk(
+      root, tokens, [](std::uint32_t, std::size_t) { return true; },
+      [&](std::uint32_t c, std::uint32_t, std::size_t) {
+        if constexpr (look_ahead_policy<Policy>) policy_.on_expect(nodes_[c].state, delta);
+        consider(c);
+        return c;
+      });
+}
+
+}  // namespace kvtier

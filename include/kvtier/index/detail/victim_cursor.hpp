@@ -1,0 +1,168 @@
+#pragma once
+// radix_index's victim cursor, the one pass that both evict() and collect_victims() run
+// (included by kvtier/index/radix_index.hpp only). collect_victims() runs it dry: each page taken
+// is marked as gone for the rest of the pass (so the page before it, and the parent node, become
+// leaves exactly as a real drop makes them), and every mark is undone at the end. The cache's
+// look-first eviction relies on the two agreeing; they share every line that decides.
+#include "kvtier/index/radix_index.hpp"
+
+namespace kvtier {
+
+// Page p (position j of node n) loses its copy in tier ti. Dry: counts only, remembered for undo.
+template <eviction_policy Policy, std::size_t PageSize>
+template <bool Dry>
+inline void radix_index<Policy, PageSize>::lose_tier(std::uint32_t n, std::uint32_t j, std::uint32_t p, std::size_t ti) {
+  detail::page_state& s = store_.state(p);
+  s.tiers = std::uint8_t(s.tiers & ~(1u << ti));
+  s.in_flight = std::uint8_t(s.in_flight & s.tiers);
+  if constexpr (!Dry) {
+    if (ti == std::size_t(tier_id::device)) store_.device(p) = device_slot{};
+    if (ti == std::size_t(tier_id::host)) store_.host(p) = host_slot{};
+  }
+  node& x = nodes_[n];
+  --x.held[ti];
+  --tier_pages_[ti];
+  const std::uint32_t parent = x.parent;
+  if (j == 0 && parent != none) {  // the parent's last page may have become a leaf of the tier
+    --nodes_[parent].children_holding[ti];
+    consider(parent);
+  }
+  if constexpr (Dry) {
+    undo_.push_back({p, n});
+  } else if (s.tiers == 0 && s.locks == 0) {
+    node& y = nodes_[n];
+    if (y.children == 0 && j > 0 && j + 1 == y.count) {  // the tail of a leaf: freed here, as trim() would
+      store_.free(p);
+      --y.count;
+      if (std::size_t(y.begin) + y.count + 1 == lists_.size()) lists_.pop_back();
+      else ++list_garbage_;
+      const detail::page_state t = store_.state(page_at(y, y.count - 1));
+      if (t.tiers == 0 && t.locks == 0) trim(n);
+    } else {
+      trim(n);  // the node may go, and its parent after it
+    }
+  }
+}
+
+// Walks node n from its tail, offering tier ti's evictable copies. Returns the copies taken;
+// refused is set when take() kept one.
+template <eviction_policy Policy, std::size_t PageSize>
+template <bool Dry, class Take>
+std::size_t radix_index<Policy, PageSize>::drain_node(std::uint32_t n, std::size_t ti, std::size_t budget,
+                                                      Take& take, bool& refused) {
+  const std::uint8_t bit = std::uint8_t(1u << ti);
+  std::size_t taken = 0;
+  std::uint32_t j = std::min(nodes_[n].count, nodes_[n].tier_end[ti]);
+  nodes_[n].tier_end[ti] = nodes_[n].count;  // trivially true; a gain of the tier during the pass resets it
+  std::uint32_t top = none;                  // the highest position that still holds the tier after this pass
+  while (taken < budget && nodes_[n].alive) {
+    j = std::min(j, nodes_[n].count);  // trimming may have shortened the node
+    if (j == 0) break;
+    --j;
+    const node& x = nodes_[n];
+    const std::uint32_t p = lists_[x.begin + j];
+    const detail::page_state s = store_.state(p);
+    if (!(s.tiers & bit)) continue;
+    const bool below = j + 1 < x.count ? (store_.state(lists_[x.begin + j + 1]).tiers & bit) != 0
+                                       : x.children_holding[ti] > 0;
+    if (below || s.locks != 0 || s.in_flight != 0) {
+      if (top == none) top = j;
+      continue;
+    }
+    if (!take(p)) {
+      refused = true;
+      if (top == none) top = j;
+      break;
+    }
+    if constexpr (!Dry) policy_.on_evict(nodes_[n].state);
+    lose_tier<Dry>(n, j, p, ti);
+    ++taken;
+  }
+  // Nothing from j up to the old end holds the tier now, except `top` and what lies below it.
+  if (nodes_[n].alive && nodes_[n].tier_end[ti] != none)
+    nodes_[n].tier_end[ti] = top != none ? top + 1 : std::min(j, nodes_[n].count);
+  return taken;
+}
+
+template <eviction_policy Policy, std::size_t PageSize>
+template <bool Dry, class Take>
+std::size_t radix_index<Policy, PageSize>::drain(tier_id tier, std::size_t max_pages, Take& take) {
+  const std::size_t ti = std::size_t(tier);
+  std::size_t taken = 0;
+  deferred_.clear();
+  dry_pass_ = Dry;
+  while (taken < max_pages && !heaps_[ti].empty()) {
+    auto& heap = heaps_[ti];
+    std::pop_heap(heap.begin(), heap.end(), std::greater<>{});
+    const heap_entry e = heap.back();
+    heap.pop_back();
+    const node& x = nodes_[e.node];
+    if (!x.alive || x.held[ti] == 0 || policy_.key(x.state) != e.key) continue;  // stale
+    bool refused = false;
+    taken += drain_node<Dry>(e.node, ti, max_pages - taken, take, refused);
+    const node& y = nodes_[e.node];
+    // Dry: nothing really went, so every node looked at goes back to the heap.
+    if (Dry || (y.alive && y.held[ti] > 0 && (refused || taken == max_pages))) deferred_.push_back(e.node);
+  }
+  if constexpr (Dry) {
+    const std::uint8_t bit = std::uint8_t(1u << ti);
+    for (auto u = undo_.rbegin(); u != undo_.rend(); ++u) {
+      store_.state(u->page).tiers |= bit;
+      node& x = nodes_[u->node];
+      ++x.held[ti];
+      ++tier_pages_[ti];
+      x.tier_end[ti] = none;
+      if (page_at(x, 0) == u->page && x.parent != none) ++nodes_[x.parent].children_holding[ti];
+    }
+    undo_.clear();
+  }
+  dry_pass_ = false;
+  for (std::uint32_t n : deferred_)
+    if (nodes_[n].alive) push_heap_entry(tier, n);
+  return taken;
+}
+
+template <eviction_policy Policy, std::size_t PageSize>
+template <class OnVictim>
+  requires std::is_invocable_r_v<bool, OnVictim&, const victim&>
+std::size_t radix_index<Policy, PageSize>::evict(tier_id tier, std::size_t max_pages, OnVictim&& on_victim) {
+  auto take = [&](std::uint32_t p) { return on_victim(victim{page_id{p}, tier, store_.residency(p)}); };
+  const std::size_t dropped = drain<false>(tier, max_pages, take);
+  if (dropped > 0) give_back_memory();
+  return dropped;
+}
+
+template <eviction_policy Policy, std::size_t PageSize>
+std::size_t radix_index<Policy, PageSize>::collect_victims(tier_id tier, std::size_t max_pages,
+                                                           std::vector<page_id>& out) {
+  auto take = [&](std::uint32_t p) {
+    out.push_back(page_id{p});
+    return true;
+  };
+  return drain<true>(tier, max_pages, take);
+}
+
+template <eviction_policy Policy, std::size_t PageSize>
+void radix_index<Policy, PageSize>::push_heap_entry(tier_id t, std::uint32_t n) {
+  auto& heap = heaps_[std::size_t(t)];
+  if (!dry_pass_ && heap.size() > 2 * live_nodes_ + 1024) {
+    // Too many stale entries: rebuild from the live nodes.
+    heap.clear();
+    for (std::uint32_t i = 0; i < nodes_.size(); ++i)
+      if (nodes_[i].alive && nodes_[i].held[std::size_t(t)] > 0) heap.push_back({policy_.key(nodes_[i].state), i});
+    std::make_heap(heap.begin(), heap.end(), std::greater<>{});
+    if (heap.capacity() > 4 * heap.size() + 4096) heap.shrink_to_fit();  // the tree shrank
+    return;
+  }
+  heap.push_back({policy_.key(nodes_[n].state), n});
+  std::push_heap(heap.begin(), heap.end(), std::greater<>{});
+}
+
+// Offers node n to the eviction heaps of the tiers it holds pages in.
+template <eviction_policy Policy, std::size_t PageSize>
+void radix_index<Policy, PageSize>::consider(std::uint32_t n) {
+  for (std::size_t t = 0; t < tier_count; ++t)
+    if (nodes_[n].held[t] > 0) push_heap_entry(tier_id(t), n);
+}
+
+}  // namespace kvtier
