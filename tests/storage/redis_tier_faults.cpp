@@ -5,6 +5,10 @@
 #include <hiredis/hiredis.h>
 #include <signal.h>
 
+#include <chrono>
+#include <ostream>
+#include <string>
+#include <thread>
 #include <vector>
 
 #include "kvtier/storage/redis_tier.hpp"
@@ -13,6 +17,10 @@
 
 using namespace kvtier;
 using namespace std::chrono_literals;
+
+namespace kvtier {
+std::ostream& operator<<(std::ostream& os, const error& e) { return os << e.message(); }
+}  // namespace kvtier
 
 namespace {
 constexpr std::size_t page = 128 * 1024;
@@ -228,4 +236,75 @@ BOOST_AUTO_TEST_CASE(damaged_and_foreign_values_are_misses) {
   BOOST_REQUIRE(t.wait(b, 10s).has_value());
   BOOST_TEST((b[0].code == errc::corrupted));
   redisFree(raw);
+}
+
+// Was: with no password configured against a server that requires one, the first large SET was
+// answered by closing the connection: connection_lost/ECONNRESET, the server's reason lost.
+BOOST_AUTO_TEST_CASE(missing_password_surfaces_noauth) {
+  testing::redis_server server({"--requirepass", "s3cret"});
+  redis_tier<> t(config(server.port()));
+  pages a(1, 0, 4);
+  storage_batch b;
+  BOOST_REQUIRE(t.put(a.writes, b).has_value());
+  BOOST_REQUIRE(t.wait(b, 10s).has_value());
+  BOOST_TEST_MESSAGE("no password: " << b[0].message() << ", server said: " << t.last_error());
+  for (std::size_t i = 0; i < 4; ++i) BOOST_TEST(b[i] == make_error(errc::connection_lost, EACCES));
+  BOOST_TEST(std::string(t.last_error()).starts_with("NOAUTH"));
+}
+
+// Was: a value over the server's proto-max-bulk-len looked like a network fault (the server
+// closes the connection). Now it is refused before a byte is sent, and said so; the connection
+// stays up for what fits.
+BOOST_AUTO_TEST_CASE(value_over_proto_max_bulk_len_is_reported) {
+  testing::redis_server server({"--proto-max-bulk-len", "1mb"});
+  constexpr std::size_t big = 2 << 20;  // 2 MiB pages: over 1 MiB
+  redis_tier_config c = config(server.port());
+  c.page_bytes = big;
+  redis_tier<> t(c);
+  testing::page_buffer buf(2, big);
+  const auto w = testing::page_writes(buf, 1, 0, 2);
+  storage_batch b;
+  BOOST_REQUIRE(t.put(w, b).has_value());
+  BOOST_REQUIRE(t.wait(b, 10s).has_value());
+  BOOST_TEST_MESSAGE("2 MiB value, 1 MiB limit: " << b[0].message() << ", " << t.last_error());
+  BOOST_TEST(b[0] == make_error(errc::invalid_argument, EMSGSIZE));
+  BOOST_TEST(b[1] == make_error(errc::invalid_argument, EMSGSIZE));
+  BOOST_TEST(std::string(t.last_error()).find("proto-max-bulk-len (1048576)") != std::string::npos);
+  const std::vector<page_address> where = {w[0].where};
+  BOOST_REQUIRE(t.contains(where, b).has_value());
+  BOOST_REQUIRE(t.wait(b, 10s).has_value());
+  BOOST_TEST(b[0] == make_error(errc::not_found));  // the connection is fine
+  BOOST_TEST(t.reconnects() == 0u);
+}
+
+// Redis down: writes and reads fail at once as values (no wait for a timeout), again and again,
+// and the tier serves again once the server is back.
+BOOST_AUTO_TEST_CASE(server_down_fails_fast) {
+  testing::redis_server server;
+  redis_tier<> t(config(server.port()));
+  server.stop(SIGKILL);
+  pages a(1, 0, 16);
+  storage_batch b;
+  const auto start = std::chrono::steady_clock::now();
+  for (int round = 0; round < 50; ++round) {
+    BOOST_REQUIRE(t.put(a.writes, b).has_value());
+    BOOST_REQUIRE(t.wait(b, 10s).has_value());
+    BOOST_TEST(b.count(errc::connection_lost) == 16u);
+    BOOST_REQUIRE(t.get(a.reads, b).has_value());
+    BOOST_REQUIRE(t.wait(b, 10s).has_value());
+    BOOST_TEST(b.count(errc::connection_lost) == 16u);
+  }
+  const auto took = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - start);
+  BOOST_TEST_MESSAGE("1600 requests with Redis down: " << took.count() << " ms");
+  BOOST_TEST(took.count() < 1000);
+  server.start();
+  bool back = false;
+  for (int i = 0; i < 100 && !back; ++i) {
+    std::this_thread::sleep_for(10ms);
+    a.refill();
+    BOOST_REQUIRE(t.put(a.writes, b).has_value());
+    BOOST_REQUIRE(t.wait(b, 10s).has_value());
+    back = b.all_ok();
+  }
+  BOOST_TEST(back);
 }
