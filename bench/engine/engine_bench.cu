@@ -216,7 +216,9 @@ int main(int argc, char** argv) {
     for (std::size_t i = 0; i < pages; ++i) pairs[i] = {std::uint32_t(i), std::uint32_t(i)};
     kvtier::transfer::gpu::copier cp;
     cudaStream_t copy_stream;
-    check(cudaStreamCreateWithFlags(&copy_stream, cudaStreamNonBlocking), "stream");
+    int lowest = 0, highest = 0;  // the loads' relayout kernels go ahead of compute blocks waiting for SMs
+    check(cudaDeviceGetStreamPriorityRange(&lowest, &highest), "priorities");
+    check(cudaStreamCreateWithPriority(&copy_stream, cudaStreamNonBlocking, highest), "stream");
     must(cp.backup(pool.view, host_view, pairs, kvtier::transfer::layer_range::all(),
                    {copy_stream, 0, {}, kvtier::transfer::gpu::strategy::kernel}), "backup");
     check(cudaStreamSynchronize(copy_stream), "backup sync");

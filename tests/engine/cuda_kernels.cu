@@ -109,17 +109,19 @@ BOOST_AUTO_TEST_CASE_TEMPLATE(embedding_and_swiglu_match_reference, T, storage_t
     for (int i = 0; i < dim; ++i) want[r * dim + i] = table[std::size_t(tok[r]) * dim + i];
   BOOST_TEST(rel_error(to_host(x), want) == 0.0);
 
-  const auto gu = through<T>(random_floats(std::size_t(rows) * 2 * hidden, 4.0f));
-  auto dgu = to_device<T>(gu);
-  auto out = poisoned<T>(std::size_t(rows) * hidden);
-  swiglu(dgu.data(), out.data(), rows, hidden, nullptr);
-  std::vector<double> w2(std::size_t(rows) * hidden);
-  for (int r = 0; r < rows; ++r)
-    for (int c = 0; c < hidden; ++c) {
-      const double g = gu[r * 2 * hidden + c], u = gu[r * 2 * hidden + hidden + c];
-      w2[r * hidden + c] = g / (1 + std::exp(-g)) * u;
-    }
-  BOOST_TEST(rel_error(to_host(out), w2) < tolerance<T>);
+  for (const int h : {hidden, 77}) {  // even (bf16 pairs) and odd (element by element) widths
+    const auto gu = through<T>(random_floats(std::size_t(rows) * 2 * h, 4.0f));
+    auto dgu = to_device<T>(gu);
+    auto out = poisoned<T>(std::size_t(rows) * h);
+    swiglu(dgu.data(), out.data(), rows, h, nullptr);
+    std::vector<double> w2(std::size_t(rows) * h);
+    for (int r = 0; r < rows; ++r)
+      for (int c = 0; c < h; ++c) {
+        const double g = gu[r * 2 * h + c], u = gu[r * 2 * h + h + c];
+        w2[r * h + c] = g / (1 + std::exp(-g)) * u;
+      }
+    BOOST_TEST(rel_error(to_host(out), w2) < tolerance<T>, "hidden " << h);
+  }
 }
 
 // One layer of a paged pool on the device: K plane then V plane, `slots` pages of P tokens each.

@@ -50,6 +50,12 @@ __device__ __forceinline__ void mma_bf16(float (&d)[4], const unsigned (&a)[4], 
       : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
+// 2^x on the special-function unit, denormals flushed (exp2(-inf) = 0 for masked scores).
+__device__ __forceinline__ float fast_exp2(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
+  return y;
+}
 __device__ __forceinline__ unsigned pack_bf16(float lo, float hi) {
   const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
   return *reinterpret_cast<const unsigned*>(&v);
@@ -166,7 +172,7 @@ __global__ void __launch_bounds__(fa_threads, 2)
         mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
         const float mn = fmaxf(m_run[r], mx[r] * scale_log2);  // running max in scaled log2 units
         const float base = mn == -INFINITY ? 0.f : mn;  // a row with nothing visible yet stays at zero
-        corr[r] = exp2f(m_run[r] - base);
+        corr[r] = fast_exp2(m_run[r] - base);
         m_run[r] = mn;
         mx[r] = base;
       }
@@ -178,7 +184,7 @@ __global__ void __launch_bounds__(fa_threads, 2)
 #pragma unroll
           for (int e = 0; e < 4; ++e) {
             const int r = mt * 2 + e / 2;
-            const float p = exp2f(fmaf(s[mt][nt][e], scale_log2, -mx[r]));
+            const float p = fast_exp2(fmaf(s[mt][nt][e], scale_log2, -mx[r]));
             s[mt][nt][e] = p;
             rs[r] += p;
           }

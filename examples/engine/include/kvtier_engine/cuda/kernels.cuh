@@ -7,6 +7,7 @@
 #include <cub/block/block_scan.cuh>
 
 #include <cstdint>
+#include <type_traits>
 
 #include "kvtier_engine/cuda/common.cuh"
 #include "kvtier_engine/cuda/paged_kv.cuh"
@@ -73,13 +74,24 @@ __global__ void rope_store_kernel(const T* qkv, T* q_out, paged_kv_layer<T> kv, 
 }
 
 template <class T>
-__global__ void swiglu_kernel(const T* gate_up, T* out, int hidden, std::size_t n) {
-  // gate_up (row, 2, hidden) → out (row, hidden) = silu(gate) * up
-  for (std::size_t i = blockIdx.x * std::size_t(blockDim.x) + threadIdx.x; i < n; i += std::size_t(gridDim.x) * blockDim.x) {
-    const std::size_t row = i / hidden, c = i % hidden;
-    const float g = to_float(gate_up[row * 2 * hidden + c]), u = to_float(gate_up[row * 2 * hidden + hidden + c]);
-    out[i] = from_float<T>(g / (1.0f + expf(-g)) * u);
+__global__ void swiglu_kernel(const T* gate_up, T* out, int hidden) {
+  // gate_up (row, 2, hidden) → out (row, hidden) = silu(gate) * up; block row blockIdx.y, two columns a thread
+  const std::size_t row = blockIdx.y;
+  const int c = 2 * (blockIdx.x * blockDim.x + threadIdx.x);
+  if (c >= hidden) return;
+  const T* g = gate_up + row * 2 * hidden;
+  const T* u = g + hidden;
+  T* o = out + row * hidden;
+  auto silu_mul = [](float gv, float uv) { return gv / (1.0f + expf(-gv)) * uv; };
+  if constexpr (std::is_same_v<T, __nv_bfloat16>) {
+    if (c + 1 < hidden && hidden % 2 == 0) {  // 4-byte pairs: rows start on even elements
+      const float2 gv = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(g + c));
+      const float2 uv = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(u + c));
+      *reinterpret_cast<__nv_bfloat162*>(o + c) = __floats2bfloat162_rn(silu_mul(gv.x, uv.x), silu_mul(gv.y, uv.y));
+      return;
+    }
   }
+  for (int i = c; i < min(c + 2, hidden); ++i) o[i] = from_float<T>(silu_mul(to_float(g[i]), to_float(u[i])));
 }
 
 struct arg_max {
@@ -206,9 +218,9 @@ void rope_store(const T* qkv, T* q_out, const paged_kv_layer<T>& kv, const std::
 }
 template <class T>
 void swiglu(const T* gate_up, T* out, int rows, int hidden, cudaStream_t s) {
-  const std::size_t n = std::size_t(rows) * hidden;
-  if (n == 0) return;
-  detail::swiglu_kernel<T><<<std::min<std::size_t>((n + 255) / 256, 132 * 16), 256, 0, s>>>(gate_up, out, hidden, n);
+  if (rows == 0 || hidden == 0) return;
+  const dim3 grid(grid_for((hidden + 1) / 2, 256), rows);
+  detail::swiglu_kernel<T><<<grid, 256, 0, s>>>(gate_up, out, hidden);
   check_launch("swiglu");
 }
 inline void argmax(const float* logits, int rows, int vocab, std::int32_t* out, cudaStream_t s) {
