@@ -51,7 +51,8 @@ def main():
         ax[0].set_xlabel("prompt tokens")
         ax[0].set_ylabel("prefill ms (llama3-8b, H200)")
         ax[0].legend()
-        names = [k for k in eng if k.startswith(("TTFT (a)", "TTFT (b)", "TTFT (c) prefix", "I/O floor", "suffix"))]
+        names = [k for k in eng if k.startswith(("TTFT (a)", "TTFT (b)", "TTFT (c) prefix", "I/O floor", "suffix"))
+                 and eng[k][1] == "ms"]
         ax[1].barh(names, [eng[k][0] for k in names])
         ax[1].set_xscale("log")
         ax[1].set_xlabel("ms")
