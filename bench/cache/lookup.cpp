@@ -73,7 +73,7 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "warm-up failed\n");
     return 1;
   }
-  cache.release(l);
+  (void)cache.release(l);
   cache.drain();
   transfer::cpu_stream stream;
 
@@ -82,17 +82,17 @@ int main(int argc, char** argv) {
   figs.push_back(measure("lookup+release", reps, [&] {
     (void)cache.lookup(namespace_id{1}, tokens, l);
     cached = l.cached_pages();
-    cache.release(l);
+    (void)cache.release(l);
   }));
   figs.push_back(measure("lookup+load(plan)+release", reps, [&] {
     (void)cache.lookup(namespace_id{1}, tokens, l);
     (void)cache.load(l, stream);
     cached = l.cached_pages();
-    cache.release(l);
+    (void)cache.release(l);
   }));
   figs.push_back(measure("cold lookup (miss)", reps, [&] {
     (void)cache.lookup(namespace_id{1}, other, l);
-    cache.release(l);
+    (void)cache.release(l);
   }));
   if (cached != pages) {
     std::fprintf(stderr, "expected %zu cached pages, got %zu\n", pages, cached);

@@ -23,7 +23,7 @@ int main() {
   cache.prefetch(lease);                                 // slow tier → host, in the background
   (void)cache.load(lease, stream);                       // scheduled: host → device, layer by layer
   for (std::size_t layer = 0; layer < shape.layers(); ++layer) {
-    cache.wait_layer(lease, layer);                      // just before attention of this layer
+    (void)cache.wait_layer(lease, layer);                // just before attention of this layer
     // ... attention over lease.device_slots() (the cached prefix) ...
   }
   const std::size_t first = lease.cached_pages(), whole = prompt.size() / 16;
@@ -31,13 +31,13 @@ int main() {
   (void)cache.allocate(fresh);                           // slots for the KV the engine computes
   // ... prefill tokens [lease.cached_tokens(), prompt.size()) into `fresh` ...
   (void)cache.commit(lease, prompt, fresh);              // whole new pages enter the index
-  cache.release(lease);                                  // unlock
+  (void)cache.release(lease);                            // unlock
   cache.poll();                                          // once per scheduler step: completions
   // [lifecycle]
   std::printf("cached %zu of %zu tokens; %zu pages on the device, %zu to compute next time\n", lease.cached_tokens(),
               prompt.size(), cache.index().pages_in(tier_id::device), prompt.size() % 16);
   (void)cache.lookup(namespace_id{1}, prompt, lease);
   std::printf("second lookup: %zu tokens cached, %zu to compute\n", lease.cached_tokens(), lease.tokens_to_compute());
-  cache.release(lease);
+  (void)cache.release(lease);
   return lease.cached_tokens() == 992 ? 0 : 1;
 }

@@ -2,12 +2,19 @@
 // tiny shape so that every page can be checked.
 #include <boost/test/unit_test.hpp>
 
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
 #include <chrono>
+#include <csignal>
 #include <memory>
+#include <string>
 #include <thread>
 #include <vector>
 
 #include "kvtier/cache.hpp"
+#include "kvtier/testing/faulty_tier.hpp"
 #include "kvtier/testing/simulated_engine.hpp"
 
 using namespace kvtier;
@@ -108,7 +115,7 @@ void push_down_with_other_traffic(Cache& c, typename Cache::lease_type& l, const
     const auto other = tokens(32, k);
     BOOST_TEST_REQUIRE(c.lookup(namespace_id{1}, other, l).has_value());
     prefill_and_commit(c, l, other, gen, 1);
-    c.release(l);
+    BOOST_TEST(c.release(l).has_value());
     c.drain();
   }
 }
@@ -138,7 +145,7 @@ BOOST_AUTO_TEST_CASE(lookup_commit_lookup) {
   BOOST_TEST((c.lookup(namespace_id{1}, t, l).code() == errc::invalid_argument));  // still active
   prefill_and_commit(c, l, t, gen, 1);
   BOOST_TEST(l.cached_pages() == 7u);
-  c.release(l);
+  BOOST_TEST(c.release(l).has_value());
   BOOST_TEST(!l.active());
 
   BOOST_TEST_REQUIRE(c.lookup(namespace_id{1}, t, l).has_value());
@@ -146,18 +153,18 @@ BOOST_AUTO_TEST_CASE(lookup_commit_lookup) {
   BOOST_TEST(l.cached_pages() == 7u);
   BOOST_TEST(l.tokens_to_compute() == 2u);
   BOOST_TEST(check_lease(c, l, t, gen, 1) == 0u);
-  c.release(l);
+  BOOST_TEST(c.release(l).has_value());
 
   // Another namespace never sees these pages; a longer prompt with the same prefix does.
   BOOST_TEST_REQUIRE(c.lookup(namespace_id{2}, t, l).has_value());
   BOOST_TEST(l.cached_pages() == 0u);
-  c.release(l);
+  BOOST_TEST(c.release(l).has_value());
   auto longer = t;
   longer.resize(60, token_id{5});
   BOOST_TEST_REQUIRE(c.lookup(namespace_id{1}, longer, l).has_value());
   BOOST_TEST(l.cached_pages() == 7u);
   BOOST_TEST(l.tokens_to_compute() == 60u - 28u);
-  c.release(l);
+  BOOST_TEST(c.release(l).has_value());
   BOOST_TEST(c.stats().lookups == 4u);
 }
 
@@ -176,7 +183,7 @@ BOOST_AUTO_TEST_CASE(misuse_is_an_error_value) {
   BOOST_TEST(c.load(l, s).has_value());
   BOOST_TEST((c.load(l, s).code() == errc::invalid_argument));  // twice
   BOOST_TEST(c.free(slots).has_value());
-  c.release(l);
+  BOOST_TEST(c.release(l).has_value());
   BOOST_CHECK_THROW(plain_cache(config<plain_cache>(0, 8)), config_error);
 }
 
@@ -191,7 +198,7 @@ BOOST_AUTO_TEST_CASE(locked_pages_are_never_evicted) {
   std::vector<device_slot> one(1);
   BOOST_TEST((c.allocate(one).code() == errc::capacity_exhausted));
   BOOST_TEST(c.stats().device_full == 1u);
-  c.release(l);
+  BOOST_TEST(c.release(l).has_value());
   BOOST_TEST_REQUIRE(c.allocate(one).has_value());  // now a victim (with a host copy) goes
   BOOST_TEST(c.stats().evicted[0] == 1u);
   BOOST_TEST(c.stats().dropped[0] == 0u);
@@ -202,12 +209,12 @@ BOOST_AUTO_TEST_CASE(locked_pages_are_never_evicted) {
   BOOST_TEST(l.device_pages() == 3u);
   BOOST_TEST(l.host_pages() == 1u);
   BOOST_TEST_REQUIRE(c.load(l, s).has_value());
-  for (std::size_t layer = 0; layer < shape.layers(); ++layer) c.wait_layer(l, layer);
+  for (std::size_t layer = 0; layer < shape.layers(); ++layer) BOOST_TEST(c.wait_layer(l, layer).has_value());
   BOOST_TEST(c.layer_ready(l, 1));
   BOOST_TEST(l.cached_pages() == 4u);
   BOOST_TEST(check_lease(c, l, t, gen, 1) == 0u);
   BOOST_TEST(c.stats().pages_loaded == 1u);
-  c.release(l);
+  BOOST_TEST(c.release(l).has_value());
 }
 
 BOOST_AUTO_TEST_CASE(write_through_backs_up_on_commit_write_back_on_eviction) {
@@ -218,7 +225,7 @@ BOOST_AUTO_TEST_CASE(write_through_backs_up_on_commit_write_back_on_eviction) {
     plain_cache::lease_type l;
     BOOST_TEST_REQUIRE(c.lookup(namespace_id{1}, t, l).has_value());
     prefill_and_commit(c, l, t, gen, 1);
-    c.release(l);
+    BOOST_TEST(c.release(l).has_value());
     c.drain();
     BOOST_TEST(c.index().pages_in(tier_id::host) == 8u);
     BOOST_TEST(c.stats().pages_backed_up == 8u);
@@ -230,7 +237,7 @@ BOOST_AUTO_TEST_CASE(write_through_backs_up_on_commit_write_back_on_eviction) {
     wb::lease_type l;
     BOOST_TEST_REQUIRE(c.lookup(namespace_id{1}, t, l).has_value());
     prefill_and_commit(c, l, t, gen, 1);
-    c.release(l);
+    BOOST_TEST(c.release(l).has_value());
     c.drain();
     BOOST_TEST(c.index().pages_in(tier_id::host) == 0u);  // nothing copied yet
     std::vector<device_slot> s(3);
@@ -243,10 +250,10 @@ BOOST_AUTO_TEST_CASE(write_through_backs_up_on_commit_write_back_on_eviction) {
     BOOST_TEST_REQUIRE(c.lookup(namespace_id{1}, t, l).has_value());
     BOOST_TEST(l.host_pages() >= 3u);
     BOOST_TEST_REQUIRE(c.load(l, st).has_value());
-    for (std::size_t layer = 0; layer < shape.layers(); ++layer) c.wait_layer(l, layer);
+    for (std::size_t layer = 0; layer < shape.layers(); ++layer) BOOST_TEST(c.wait_layer(l, layer).has_value());
     BOOST_TEST(l.cached_pages() == 8u);
     BOOST_TEST(check_lease(c, l, t, gen, 1) == 0u);
-    c.release(l);
+    BOOST_TEST(c.release(l).has_value());
   }
 }
 
@@ -261,10 +268,10 @@ BOOST_AUTO_TEST_CASE(selective_write_through_waits_for_the_nth_hit_and_drops_col
   sel::lease_type l;
   BOOST_TEST_REQUIRE(c.lookup(namespace_id{1}, t, l).has_value());
   prefill_and_commit(c, l, t, gen, 1);
-  c.release(l);
+  BOOST_TEST(c.release(l).has_value());
   for (int hit = 1; hit <= 3; ++hit) {
     BOOST_TEST_REQUIRE(c.lookup(namespace_id{1}, t, l).has_value());
-    c.release(l);
+    BOOST_TEST(c.release(l).has_value());
     c.poll();
     c.drain();
     BOOST_TEST(c.index().pages_in(tier_id::host) == (hit < 3 ? 0u : 4u));
@@ -273,7 +280,7 @@ BOOST_AUTO_TEST_CASE(selective_write_through_waits_for_the_nth_hit_and_drops_col
   const auto cold = tokens(16, 2);
   BOOST_TEST_REQUIRE(c.lookup(namespace_id{1}, cold, l).has_value());
   prefill_and_commit(c, l, cold, gen, 1);
-  c.release(l);
+  BOOST_TEST(c.release(l).has_value());
   std::vector<device_slot> s(8);
   BOOST_TEST_REQUIRE(c.allocate(s).has_value());
   BOOST_TEST(c.stats().dropped[0] == 4u);
@@ -281,10 +288,10 @@ BOOST_AUTO_TEST_CASE(selective_write_through_waits_for_the_nth_hit_and_drops_col
   BOOST_TEST(c.free(s).has_value());
   BOOST_TEST_REQUIRE(c.lookup(namespace_id{1}, cold, l).has_value());
   BOOST_TEST(l.pages().size() == 0u);  // gone from the hierarchy
-  c.release(l);
+  BOOST_TEST(c.release(l).has_value());
   BOOST_TEST_REQUIRE(c.lookup(namespace_id{1}, t, l).has_value());
   BOOST_TEST(l.host_pages() == 4u);  // the hot pages survived below
-  c.release(l);
+  BOOST_TEST(c.release(l).has_value());
 }
 
 // Pushes a prefix down to a slow tier (device and host both full of other pages), then reads it
@@ -304,7 +311,7 @@ struct prefetch_case {
                              memory_tier_config{shape, shape.bytes_per_page(P), 1000, false}, 30ms)) {
     BOOST_TEST_REQUIRE(c.lookup(namespace_id{1}, t, l).has_value());
     prefill_and_commit(c, l, t, gen, 1);
-    c.release(l);
+    BOOST_TEST(c.release(l).has_value());
     c.drain();  // backed up to host, then written to the slow tier
     push_down_with_other_traffic(c, l, gen);  // other traffic pushes it out of device and host
     BOOST_TEST_REQUIRE(c.lookup(namespace_id{1}, t, l).has_value());
@@ -321,11 +328,11 @@ BOOST_AUTO_TEST_CASE(prefetch_wait_serves_everything) {
   prefetch_case<prefetch_wait> k;
   BOOST_TEST(k.c.prefetch(k.l) == 8u);
   BOOST_TEST_REQUIRE(k.c.load(k.l, k.stream).has_value());
-  for (std::size_t layer = 0; layer < shape.layers(); ++layer) k.c.wait_layer(k.l, layer);
+  for (std::size_t layer = 0; layer < shape.layers(); ++layer) BOOST_TEST(k.c.wait_layer(k.l, layer).has_value());
   BOOST_TEST(k.l.cached_pages() == 8u);
   BOOST_TEST(check_lease(k.c, k.l, k.t, k.gen, 1) == 0u);
   BOOST_TEST(k.c.stats().prefetch_arrived == 8u);
-  k.c.release(k.l);
+  BOOST_TEST(k.c.release(k.l).has_value());
 }
 
 BOOST_AUTO_TEST_CASE(prefetch_best_effort_gives_up_when_scheduled) {
@@ -337,11 +344,11 @@ BOOST_AUTO_TEST_CASE(prefetch_best_effort_gives_up_when_scheduled) {
   BOOST_TEST(k.l.cached_pages() == 0u);
   BOOST_TEST(k.l.tokens_to_compute() == 32u);
   BOOST_TEST(k.c.stats().prefetch_abandoned == 8u);
-  k.c.release(k.l);
+  BOOST_TEST(k.c.release(k.l).has_value());
   k.c.drain();  // the abandoned pages still land on host, for the next request
   BOOST_TEST_REQUIRE(k.c.lookup(namespace_id{1}, k.t, k.l).has_value());
   BOOST_TEST(k.l.host_pages() == 8u);
-  k.c.release(k.l);
+  BOOST_TEST(k.c.release(k.l).has_value());
 }
 
 BOOST_AUTO_TEST_CASE(prefetch_timeout_waits_in_proportion) {
@@ -349,15 +356,15 @@ BOOST_AUTO_TEST_CASE(prefetch_timeout_waits_in_proportion) {
   slow_enough.c.prefetch(slow_enough.l);
   BOOST_TEST_REQUIRE(slow_enough.c.load(slow_enough.l, slow_enough.stream).has_value());
   BOOST_TEST(slow_enough.l.cached_pages() == 0u);
-  slow_enough.c.release(slow_enough.l);
+  BOOST_TEST(slow_enough.c.release(slow_enough.l).has_value());
 
   prefetch_case<prefetch_timeout> patient(prefetch_timeout{1ms, 10ms, 2s});  // 81 ms for 8 pages
   patient.c.prefetch(patient.l);
   BOOST_TEST_REQUIRE(patient.c.load(patient.l, patient.stream).has_value());
-  for (std::size_t layer = 0; layer < shape.layers(); ++layer) patient.c.wait_layer(patient.l, layer);
+  for (std::size_t layer = 0; layer < shape.layers(); ++layer) BOOST_TEST(patient.c.wait_layer(patient.l, layer).has_value());
   BOOST_TEST(patient.l.cached_pages() == 8u);
   BOOST_TEST(check_lease(patient.c, patient.l, patient.t, patient.gen, 1) == 0u);
-  patient.c.release(patient.l);
+  BOOST_TEST(patient.c.release(patient.l).has_value());
 }
 
 BOOST_AUTO_TEST_CASE(a_corrupted_slow_page_is_a_miss_never_data) {
@@ -370,7 +377,7 @@ BOOST_AUTO_TEST_CASE(a_corrupted_slow_page_is_a_miss_never_data) {
   BOOST_TEST_REQUIRE(c.lookup(namespace_id{1}, t, l).has_value());
   prefill_and_commit(c, l, t, gen, 1);
   std::vector<page_id> pages(l.pages().begin(), l.pages().end());
-  c.release(l);
+  BOOST_TEST(c.release(l).has_value());
   c.drain();
   push_down_with_other_traffic(c, l, gen);
   // Flip one payload bit of page 5 in the slow tier.
@@ -381,11 +388,11 @@ BOOST_AUTO_TEST_CASE(a_corrupted_slow_page_is_a_miss_never_data) {
   c.prefetch(l);
   transfer::cpu_stream s;
   BOOST_TEST_REQUIRE(c.load(l, s).has_value());
-  for (std::size_t layer = 0; layer < shape.layers(); ++layer) c.wait_layer(l, layer);
+  for (std::size_t layer = 0; layer < shape.layers(); ++layer) BOOST_TEST(c.wait_layer(l, layer).has_value());
   BOOST_TEST(l.cached_pages() == 5u);  // pages 0-4; page 5 was a miss, so the rest is computed
   BOOST_TEST(check_lease(c, l, t, gen, 1) == 0u);
   BOOST_TEST(c.stats().prefetch_missed == 1u);
-  c.release(l);
+  BOOST_TEST(c.release(l).has_value());
 }
 
 BOOST_AUTO_TEST_CASE(two_requests_computing_the_same_pages) {
@@ -400,15 +407,15 @@ BOOST_AUTO_TEST_CASE(two_requests_computing_the_same_pages) {
   BOOST_TEST(c.device_pool().used() == 10u);
   std::vector<device_slot> bs(b.device_slots().begin(), b.device_slots().end());
   BOOST_TEST(check_lease(c, b, t, gen, 1) == 0u);
-  c.release(a);
-  c.release(b);
+  BOOST_TEST(c.release(a).has_value());
+  BOOST_TEST(c.release(b).has_value());
   BOOST_TEST(c.device_pool().used() == 5u);  // the duplicates went back
   for (device_slot s : bs) BOOST_TEST(!c.device_pool().is_allocated(s));
   BOOST_TEST(c.audit());
   BOOST_TEST_REQUIRE(c.lookup(namespace_id{1}, t, a).has_value());
   BOOST_TEST(a.cached_pages() == 5u);
   BOOST_TEST(check_lease(c, a, t, gen, 1) == 0u);
-  c.release(a);
+  BOOST_TEST(c.release(a).has_value());
 }
 
 BOOST_AUTO_TEST_CASE(commit_after_prefill_then_after_decode) {
@@ -425,7 +432,7 @@ BOOST_AUTO_TEST_CASE(commit_after_prefill_then_after_decode) {
   BOOST_TEST(l.cached_pages() == 5u);
   BOOST_TEST(l.tokens_to_compute() == 1u);
   BOOST_TEST(check_lease(c, l, t, gen, 1) == 0u);
-  c.release(l);
+  BOOST_TEST(c.release(l).has_value());
   std::vector<device_slot> all(30);
   BOOST_TEST_REQUIRE(c.allocate(all).has_value());  // 3 of the 5 pages evicted: the locks are gone
   BOOST_TEST(c.stats().evicted[0] == 3u);
@@ -443,21 +450,279 @@ BOOST_AUTO_TEST_CASE(look_ahead_protects_a_queued_prompt) {
   la::lease_type l;
   BOOST_TEST_REQUIRE(c.lookup(namespace_id{1}, queued, l).has_value());  // the older prefix
   prefill_and_commit(c, l, queued, gen, 1);
-  c.release(l);
+  BOOST_TEST(c.release(l).has_value());
   BOOST_TEST_REQUIRE(c.lookup(namespace_id{1}, other, l).has_value());
   prefill_and_commit(c, l, other, gen, 1);
-  c.release(l);
+  BOOST_TEST(c.release(l).has_value());
   c.drain();
   c.expect(namespace_id{1}, queued);  // a queued request will need it: evict the other one first
   std::vector<device_slot> s(4);
   BOOST_TEST_REQUIRE(c.allocate(s).has_value());
   BOOST_TEST_REQUIRE(c.lookup(namespace_id{1}, queued, l).has_value());
   BOOST_TEST(l.device_pages() == 4u);  // under plain LRU these would have gone
-  c.release(l);
+  BOOST_TEST(c.release(l).has_value());
   BOOST_TEST_REQUIRE(c.lookup(namespace_id{1}, other, l).has_value());
   BOOST_TEST(l.device_pages() == 0u);
   BOOST_TEST(l.host_pages() == 4u);
-  c.release(l);
+  BOOST_TEST(c.release(l).has_value());
   c.unexpect(namespace_id{1}, queued);
   BOOST_TEST(c.free(s).has_value());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Misuse and slow-tier faults (issue 9): each is an error value, checked in every build, or a
+// clear abort; never wrong KV, never a stopped engine.
+
+BOOST_AUTO_TEST_CASE(commit_rejects_repeated_slots) {
+  plain_cache c(config<plain_cache>(8, 8));
+  const reference_kv gen(shape);
+  const auto t = tokens(12);  // 3 pages
+  plain_cache::lease_type l;
+  BOOST_TEST_REQUIRE(c.lookup(namespace_id{1}, t, l).has_value());
+  std::vector<device_slot> s(3);
+  BOOST_TEST_REQUIRE(c.allocate(s).has_value());
+  const std::vector<device_slot> repeated{s[0], s[1], s[0]};
+  BOOST_TEST((c.commit(l, t, repeated).code() == errc::invalid_argument));
+  BOOST_TEST(c.index().pages() == 0u);  // nothing entered the index
+  BOOST_TEST(c.audit());
+  // The engine's slots are still its own: a correct commit goes through and serves right KV.
+  const auto hashes = gen.prefix_hashes(1, t);
+  for (std::size_t i = 0; i < 3; ++i) host_device_access::write_rows(c, s[i], 0, P, gen, hashes, i * P);
+  BOOST_TEST_REQUIRE(c.commit(l, t, s).has_value());
+  BOOST_TEST(c.release(l).has_value());
+  BOOST_TEST_REQUIRE(c.lookup(namespace_id{1}, t, l).has_value());
+  BOOST_TEST(l.cached_pages() == 3u);
+  BOOST_TEST(check_lease(c, l, t, gen, 1) == 0u);
+  BOOST_TEST(c.release(l).has_value());
+}
+
+BOOST_AUTO_TEST_CASE(commit_rejects_slots_of_another_lease) {
+  plain_cache c(config<plain_cache>(16, 16));
+  const reference_kv gen(shape);
+  const auto a = tokens(16, 1), b = tokens(16, 2);
+  plain_cache::lease_type la, lb;
+  BOOST_TEST_REQUIRE(c.lookup(namespace_id{1}, a, la).has_value());
+  prefill_and_commit(c, la, a, gen, 1);
+  const std::vector<device_slot> theirs(la.device_slots().begin(), la.device_slots().end());
+  BOOST_TEST_REQUIRE(c.lookup(namespace_id{1}, b, lb).has_value());
+  BOOST_TEST((c.commit(lb, b, theirs).code() == errc::invalid_argument));
+  // Slots never handed out by allocate() are refused too.
+  std::vector<device_slot> mine(4);
+  BOOST_TEST_REQUIRE(c.allocate(mine).has_value());
+  std::vector<device_slot> stranger = mine;
+  stranger[3] = device_slot{15};  // not allocated
+  if (std::find(mine.begin(), mine.end(), stranger[3]) == mine.end())
+    BOOST_TEST((c.commit(lb, b, stranger).code() == errc::invalid_argument));
+  BOOST_TEST(c.free(mine).has_value());
+  BOOST_TEST(c.release(lb).has_value());
+  BOOST_TEST(check_lease(c, la, a, gen, 1) == 0u);  // a's pages keep their KV
+  BOOST_TEST(c.release(la).has_value());
+  BOOST_TEST_REQUIRE(c.lookup(namespace_id{1}, a, la).has_value());
+  BOOST_TEST(la.cached_pages() == 4u);
+  BOOST_TEST(check_lease(c, la, a, gen, 1) == 0u);
+  BOOST_TEST(c.release(la).has_value());
+  BOOST_TEST(c.audit());
+}
+
+BOOST_AUTO_TEST_CASE(free_rejects_indexed_slots) {
+  plain_cache c(config<plain_cache>(8, 8));
+  const reference_kv gen(shape);
+  const auto a = tokens(16, 1), b = tokens(16, 2);
+  plain_cache::lease_type l;
+  BOOST_TEST_REQUIRE(c.lookup(namespace_id{1}, a, l).has_value());
+  prefill_and_commit(c, l, a, gen, 1);
+  const std::vector<device_slot> held(l.device_slots().begin(), l.device_slots().end());
+  BOOST_TEST((c.free(held).code() == errc::invalid_argument));  // the lease holds them, the index maps them
+  BOOST_TEST(c.release(l).has_value());
+  BOOST_TEST((c.free(held).code() == errc::invalid_argument));  // the index still maps them
+  BOOST_TEST((c.free(std::vector<device_slot>{device_slot{7}}).code() == errc::invalid_argument));  // never handed out
+  // Other traffic reuses whatever is free; a's pages keep their KV.
+  BOOST_TEST_REQUIRE(c.lookup(namespace_id{1}, b, l).has_value());
+  prefill_and_commit(c, l, b, gen, 1);
+  BOOST_TEST(c.release(l).has_value());
+  BOOST_TEST_REQUIRE(c.lookup(namespace_id{1}, a, l).has_value());
+  BOOST_TEST(l.cached_pages() == 4u);
+  BOOST_TEST(check_lease(c, l, a, gen, 1) == 0u);
+  BOOST_TEST(c.release(l).has_value());
+  BOOST_TEST(c.audit());
+}
+
+BOOST_AUTO_TEST_CASE(commit_rejects_tokens_of_another_prompt) {
+  plain_cache c(config<plain_cache>(16, 16));
+  const reference_kv gen(shape);
+  const auto a = tokens(8, 1), x = tokens(12, 9);
+  plain_cache::lease_type l;
+  BOOST_TEST_REQUIRE(c.lookup(namespace_id{1}, a, l).has_value());
+  prefill_and_commit(c, l, a, gen, 1);
+  BOOST_TEST(c.release(l).has_value());
+  BOOST_TEST_REQUIRE(c.lookup(namespace_id{1}, a, l).has_value());
+  BOOST_TEST_REQUIRE(l.cached_pages() == 2u);
+  std::vector<device_slot> one(1);
+  BOOST_TEST_REQUIRE(c.allocate(one).has_value());
+  BOOST_TEST((c.commit(l, x, one).code() == errc::invalid_argument));  // x does not start with a
+  BOOST_TEST(c.audit());
+  BOOST_TEST(c.free(one).has_value());
+  BOOST_TEST(c.release(l).has_value());
+  BOOST_TEST_REQUIRE(c.lookup(namespace_id{1}, x, l).has_value());
+  BOOST_TEST(l.cached_pages() == 0u);  // nothing of x was mapped to a's slots
+  BOOST_TEST(c.release(l).has_value());
+  BOOST_TEST(c.audit());
+}
+
+BOOST_AUTO_TEST_CASE(wait_layer_out_of_range_is_an_error) {
+  plain_cache c(config<plain_cache>(8, 8));
+  const reference_kv gen(shape);
+  const auto t = tokens(8);
+  plain_cache::lease_type l;
+  BOOST_TEST((c.wait_layer(l, 0).code() == errc::invalid_argument));  // not looked up
+  BOOST_TEST_REQUIRE(c.lookup(namespace_id{1}, t, l).has_value());
+  transfer::cpu_stream s;
+  BOOST_TEST_REQUIRE(c.load(l, s).has_value());
+  BOOST_TEST(c.wait_layer(l, shape.layers() - 1).has_value());
+  BOOST_TEST((c.wait_layer(l, shape.layers()).code() == errc::invalid_argument));
+  BOOST_TEST((c.wait_layer(l, 1000).code() == errc::invalid_argument));
+  BOOST_TEST(!c.layer_ready(l, 1000));
+  BOOST_TEST(c.release(l).has_value());
+}
+
+BOOST_AUTO_TEST_CASE(foreign_lease_is_an_error) {
+  plain_cache one(config<plain_cache>(8, 8)), other(config<plain_cache>(8, 8));
+  const reference_kv gen(shape);
+  const auto t = tokens(8);
+  plain_cache::lease_type l;
+  BOOST_TEST_REQUIRE(one.lookup(namespace_id{1}, t, l).has_value());
+  prefill_and_commit(one, l, t, gen, 1);
+  const page_id p = l.pages().empty() ? page_id{} : l.pages()[0];
+  transfer::cpu_stream s;
+  BOOST_TEST((other.release(l).code() == errc::invalid_argument));
+  BOOST_TEST((other.load(l, s).code() == errc::invalid_argument));
+  BOOST_TEST((other.wait_layer(l, 0).code() == errc::invalid_argument));
+  BOOST_TEST((other.commit(l, t, {}).code() == errc::invalid_argument));
+  BOOST_TEST(other.prefetch(l) == 0u);
+  BOOST_TEST(l.active());  // still one's lease, its pages still locked there
+  plain_cache::lease_type again;
+  BOOST_TEST_REQUIRE(one.lookup(namespace_id{1}, t, again).has_value());
+  BOOST_TEST(again.cached_pages() == 2u);
+  BOOST_TEST(one.index().info(again.pages()[0])->locks == 2u);  // l's lock and again's
+  (void)p;
+  BOOST_TEST(one.release(again).has_value());
+  BOOST_TEST(one.release(l).has_value());
+  BOOST_TEST(one.index().info(again.pages()[0])->locks == 0u);
+}
+
+BOOST_AUTO_TEST_CASE(second_thread_aborts_with_a_message) {
+  int err[2];
+  BOOST_TEST_REQUIRE(::pipe(err) == 0);
+  const pid_t child = ::fork();
+  BOOST_TEST_REQUIRE(child >= 0);
+  if (child == 0) {
+    std::signal(SIGABRT, SIG_DFL);  // Boost.Test's handler would report it as a failure of the child
+    ::dup2(err[1], 2);
+    plain_cache c(config<plain_cache>(8, 8));
+    const auto t = tokens(8);
+    plain_cache::lease_type l;
+    std::thread other([&] { (void)c.lookup(namespace_id{1}, t, l); });
+    other.join();
+    ::_exit(0);  // not reached: the lookup aborts
+  }
+  ::close(err[1]);
+  std::string said;
+  char buf[512];
+  for (ssize_t n; (n = ::read(err[0], buf, sizeof buf)) > 0;) said.append(buf, std::size_t(n));
+  ::close(err[0]);
+  int status = 0;
+  BOOST_TEST_REQUIRE(::waitpid(child, &status, 0) == child);
+  BOOST_TEST(WIFSIGNALED(status));
+  BOOST_TEST((WIFSIGNALED(status) && WTERMSIG(status) == SIGABRT));
+  BOOST_TEST(said.find("does not own the cache") != std::string::npos, said);
+}
+
+BOOST_AUTO_TEST_CASE(adopt_thread_hands_a_cache_over) {
+  plain_cache c(config<plain_cache>(8, 8));
+  const reference_kv gen(shape);
+  const auto t = tokens(8);
+  plain_cache::lease_type l;
+  std::thread next([&] {
+    c.adopt_thread();
+    BOOST_TEST(c.lookup(namespace_id{1}, t, l).has_value());
+    BOOST_TEST(c.release(l).has_value());
+  });
+  next.join();
+  c.adopt_thread();  // and back
+  BOOST_TEST(c.lookup(namespace_id{1}, t, l).has_value());
+  BOOST_TEST(c.release(l).has_value());
+}
+
+namespace {
+template <class C>
+struct faulty_template : faulty_tier<C> {
+  using faulty_tier<C>::faulty_tier;
+};
+// Device → host write-through, host → slow write-back: the defaults, over one faulty slow tier.
+using faulty_cache = cache_builder<page_size<P>, device_memory<>, host_memory<>, slow_tiers<slow_tier<faulty_template>>,
+                                   auto_choice, write_policies<>, prefetch_best_effort>::cache_type;
+std::unique_ptr<faulty_template<identity_codec>> make_faulty(std::shared_ptr<fault_switch> f, std::size_t page_bytes) {
+  return std::make_unique<faulty_template<identity_codec>>(memory_tier_config{shape, page_bytes, 1000, false}, std::move(f));
+}
+// Distinct 2-page prompts through the cache; returns the allocations refused.
+std::size_t traffic(faulty_cache& c, const reference_kv& gen, int first, int n, std::chrono::nanoseconds* slowest = nullptr) {
+  std::size_t refused = 0;
+  faulty_cache::lease_type l;
+  for (int k = first; k < first + n; ++k) {
+    const auto t = tokens(8, k);
+    const auto t0 = std::chrono::steady_clock::now();
+    BOOST_TEST_REQUIRE(c.lookup(namespace_id{1}, t, l).has_value());
+    std::vector<device_slot> s(2 - l.cached_pages());
+    if (c.allocate(s)) {
+      const auto hashes = gen.prefix_hashes(1, t);
+      for (std::size_t i = 0; i < s.size(); ++i) host_device_access::write_rows(c, s[i], 0, P, gen, hashes, (l.cached_pages() + i) * P);
+      BOOST_TEST(c.commit(l, t, s).has_value());
+    } else {
+      ++refused;
+    }
+    BOOST_TEST(c.release(l).has_value());
+    c.poll();
+    const auto took = std::chrono::steady_clock::now() - t0;
+    if (slowest && took > *slowest) *slowest = took;
+  }
+  return refused;
+}
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(failing_slow_tier_never_pins_host_pages) {
+  auto f = std::make_shared<fault_switch>();
+  faulty_cache c(config<faulty_cache>(4, 4), make_faulty(f, shape.bytes_per_page(P)));
+  const reference_kv gen(shape);
+  f->set(tier_fault::failing);  // down, full or killed: every write fails
+  BOOST_TEST(traffic(c, gen, 1, 60) == 0u);  // eviction goes on: no allocation is refused
+  c.drain();
+  BOOST_TEST(c.stats().write_failures > 0u);
+  BOOST_TEST(c.stats().device_full == 0u);
+  BOOST_TEST(c.audit());
+  f->set(tier_fault::healthy);  // it recovers: written-back pages come back from it
+  BOOST_TEST(traffic(c, gen, 100, 20) == 0u);
+  c.drain();
+  BOOST_TEST(c.stats().pages_written[std::size_t(tier_id::disk)] > 0u);
+}
+
+BOOST_AUTO_TEST_CASE(stalled_slow_tier_never_blocks_the_scheduler) {
+  auto f = std::make_shared<fault_switch>();
+  faulty_cache c(config<faulty_cache>(4, 4), make_faulty(f, shape.bytes_per_page(P)));
+  const reference_kv gen(shape);
+  f->set(tier_fault::stalled);  // a stopped Redis: batches are accepted and never answered
+  std::chrono::nanoseconds slowest{0};
+  BOOST_TEST(traffic(c, gen, 1, 60, &slowest) == 0u);
+  BOOST_TEST(f->batches.load() > 0u);  // write-back did reach the stalled tier
+  BOOST_TEST(std::chrono::duration_cast<std::chrono::milliseconds>(slowest).count() < 200, "slowest request took "
+             << std::chrono::duration_cast<std::chrono::milliseconds>(slowest).count() << " ms");
+  BOOST_TEST(c.stats().write_back_skipped > 0u);  // the bound on bytes in flight held
+  f->set(tier_fault::healthy);  // it resumes: the held writes land
+  c.drain();
+  BOOST_TEST(c.audit());
+}
+
+BOOST_AUTO_TEST_CASE(slow_tier_of_another_page_size_is_rejected) {
+  auto f = std::make_shared<fault_switch>();
+  BOOST_CHECK_THROW(faulty_cache(config<faulty_cache>(4, 4), make_faulty(f, 2 * shape.bytes_per_page(P))), config_error);
+  BOOST_CHECK_NO_THROW(faulty_cache(config<faulty_cache>(4, 4), make_faulty(f, shape.bytes_per_page(P))));
 }

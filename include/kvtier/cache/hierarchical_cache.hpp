@@ -6,15 +6,23 @@
 // threads, tickets, retries), the backup path (device → host copies) and the eviction cascade.
 //
 // Threads: one scheduler thread calls every member (lookup, prefetch, load, commit, release,
-// allocate, poll). kvtier's own threads do the slow work: one I/O thread per slow tier and a
-// backup copy stream (a thread in CPU mode, a CUDA stream on a GPU). They never touch the index;
-// their completions surface in poll(), which the scheduler calls once per step. Nothing the
-// scheduler calls waits on I/O, except where a policy says so (prefetch_wait/timeout in load(), a
-// write-back eviction that must copy a victim down before its slot can be reused).
+// allocate, poll): the thread that built the cache, or the one that called adopt_thread(). A call
+// from another thread aborts with a message (misuse must not become corruption). kvtier's own
+// threads do the slow work: one I/O thread per slow tier and a backup copy stream (a thread in CPU
+// mode, a CUDA stream on a GPU). They never touch the index; their completions surface in poll(),
+// which the scheduler calls once per step. Nothing the scheduler calls waits on slow-tier I/O,
+// except where the prefetch policy says so (prefetch_wait/timeout in load()); a device eviction
+// waits for its victims' device → host copies (memory copies).
+//
+// Misuse is an error value, checked in every build: a lease of another cache, slots the engine
+// does not hold (repeated, committed, a lease's), tokens that do not extend the leased prompt, a
+// layer out of range. The checks cost O(pages), next to copies of megabytes.
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <span>
+#include <thread>
 #include <utility>
 
 #include "kvtier/cache/detail/cache_paths.hpp"
@@ -64,7 +72,9 @@ class hierarchical_cache<cache_parts<PageSize, DevicePool, HostPool, HostLayout,
   using base::cfg_, base::index_, base::device_, base::host_, base::host_view_, base::device_view_, base::slot_of_,
       base::device_hits_, base::host_hits_, base::load_event_, base::slow_, base::backups_, base::pending_loads_,
       base::put_queue_, base::stats_, base::to_load_, base::pairs_, base::path_, base::new_pages_;
-  using base::ready_slow_tier, base::slow_tier_of, base::set_slot_of, base::make_room_device, base::make_room_host,
+  using slot_use = detail::slot_use;
+  using base::slot_use_, base::owner_;
+  using base::check_thread, base::ready_slow_tier, base::slow_tier_of, base::set_slot_of, base::make_room_device, base::make_room_host,
       base::allocate_host_slot, base::start_queued_backups, base::start_queued_puts, base::poll_loads,
       base::poll_backups, base::poll_slow, base::await_fetches;
 
@@ -89,14 +99,20 @@ class hierarchical_cache<cache_parts<PageSize, DevicePool, HostPool, HostLayout,
   hierarchical_cache(const hierarchical_cache&) = delete;
   hierarchical_cache& operator=(const hierarchical_cache&) = delete;
 
+  // Makes the calling thread the cache's scheduler thread (after the previous one has stopped
+  // calling it, with the hand-over synchronised by the caller).
+  void adopt_thread() noexcept { owner_ = std::this_thread::get_id(); }
+
   // ------------------------------------------------------------------------ lifecycle
   // The longest cached prefix of `tokens` in `ns`, locked until release(). Never waits.
   // Reuse one lease object: no allocation once its vectors have grown.
   // `priority` is the request's retention priority (priority_lru keeps higher ones longer).
   result<void> lookup(namespace_id ns, std::span<const token_id> tokens, lease_type& l, std::uint8_t priority = 0) {
+    check_thread();
     if (l.active()) return make_error(errc::invalid_argument);  // release it first
     const std::size_t P = cfg_.pages.tokens();
     l.reset(ns, tokens.size(), P);
+    l.owner_ = this;
     l.priority_ = priority;
     index_.match(ns, tokens, l.match_, match_options{true, true, priority});
     const std::size_t n = l.match_.size();
@@ -135,8 +151,10 @@ class hierarchical_cache<cache_parts<PageSize, DevicePool, HostPool, HostLayout,
 
   // Starts slow tier → host reads for the lease's storage pages, on the I/O threads. Returns the
   // number of pages requested. Pages another lease is already fetching are not asked for twice.
+  // An inactive lease, one of another cache or a second call starts nothing (0).
   std::size_t prefetch(lease_type& l) {
-    if (!l.active() || l.prefetched_) return 0;
+    check_thread();
+    if (!owns(l) || l.prefetched_) return 0;
     l.prefetched_ = true;
     std::array<std::vector<page_read>, slow_tier_count> reads;
     std::array<typename slow_set::page_slots, slow_tier_count> pages;
@@ -145,7 +163,8 @@ class hierarchical_cache<cache_parts<PageSize, DevicePool, HostPool, HostLayout,
       if (l.match_.sources[i] != page_source::storage) continue;
       const page_id p = l.match_.pages[i];
       const page_info inf = *index_.info(p);
-      if (inf.residency.tiers.has(tier_id::host)) continue;  // arrived or already coming
+      // Arrived or already coming; or on the device since lookup (a read would pin that copy).
+      if (inf.residency.tiers.has(tier_id::host) || inf.residency.tiers.has(tier_id::device)) continue;
       const int t = ready_slow_tier(inf.residency);
       if (t < 0) continue;
       const result<host_slot> hs = allocate_host_slot();
@@ -168,10 +187,12 @@ class hierarchical_cache<cache_parts<PageSize, DevicePool, HostPool, HostLayout,
   // The request is scheduled: waits for its prefetches as the prefetch policy allows, fixes the
   // usable prefix, gives its host pages device slots (evicting as needed) and queues the
   // host → device copies on `stream` layer by layer. wait_layer(l, i) / layer_ready(l, i) then
-  // say when layer i's KV is in place. Errors: invalid_argument for an inactive lease or a second
-  // load; the prefix is shortened (never an error) when pages are missing or the device is full.
+  // say when layer i's KV is in place. Errors: invalid_argument for an inactive lease, one of
+  // another cache, or a second load; the prefix is shortened (never an error) when pages are
+  // missing or the device is full.
   result<void> load(lease_type& l, stream_type& stream) {
-    if (!l.active() || l.loaded_) return make_error(errc::invalid_argument);
+    check_thread();
+    if (!owns(l) || l.loaded_) return make_error(errc::invalid_argument);
     l.loaded_ = true;
     l.stream_ = &stream;
     if (!l.fetch_tickets_.empty()) await_fetches(l);
@@ -187,7 +208,7 @@ class hierarchical_cache<cache_parts<PageSize, DevicePool, HostPool, HostLayout,
       } else if (r.tiers.has(tier_id::device)) {  // another lease is loading it: wait for that copy
         l.slots_[usable] = r.device;
         l.waits_.push_back(load_event_[r.device.value()]);
-      } else if (r.ready(tier_id::host)) {
+      } else if (r.ready(tier_id::host) && r.in_flight.empty()) {  // (a write in flight would pin it on the device)
         to_load_.push_back(usable);
       } else {
         break;  // not fetched (best effort, a miss) or lost: compute from here
@@ -208,6 +229,7 @@ class hierarchical_cache<cache_parts<PageSize, DevicePool, HostPool, HostLayout,
       const page_id p = l.match_.pages[i];
       pairs_.push_back(transfer::page_pair{index_.info(p)->residency.host.value(), ds->value()});
       (void)index_.place_copy(p, *ds, true);
+      slot_use_.set(*ds, slot_use::indexed);
       set_slot_of(p, *ds);
       device_hits_[ds->value()] = 0;
       l.slots_[i] = *ds;
@@ -220,6 +242,7 @@ class hierarchical_cache<cache_parts<PageSize, DevicePool, HostPool, HostLayout,
         for (std::size_t k = 0; k < loading.size(); ++k) {
           (void)index_.remove_tier(loading[k], tier_id::device);
           slot_of_[loading[k].value()] = device_slot{};
+          slot_use_.set(device_slot{pairs_[k].dst}, slot_use::free);
           (void)device_.free(device_slot{pairs_[k].dst});
         }
         l.layer_events_.clear();
@@ -241,21 +264,30 @@ class hierarchical_cache<cache_parts<PageSize, DevicePool, HostPool, HostLayout,
   // The scheduler's look-ahead hook (with a look_ahead<P> eviction policy): the cached prefix of a
   // queued prompt is evicted after everything else until unexpect() with the same prompt.
   void expect(namespace_id ns, std::span<const token_id> tokens) requires look_ahead_policy<Eviction> {
+    check_thread();
     index_.expect(ns, tokens);
   }
   void unexpect(namespace_id ns, std::span<const token_id> tokens) requires look_ahead_policy<Eviction> {
+    check_thread();
     index_.unexpect(ns, tokens);
   }
 
-  // Layer i of the lease's KV is on the device (true at once for pages that were there already).
+  // Layer i of the lease's KV is on the device (true at once for pages that were there already;
+  // false for a layer out of range or a lease that is not this cache's).
   bool layer_ready(const lease_type& l, std::size_t layer) const noexcept {
+    if (!owns(l) || layer >= cfg_.shape.layers()) return false;
     for (const auto& [s, e] : l.waits_)
       if (!Copy::query(*s, e)) return false;
     return l.layer_events_.empty() || Copy::query(*l.stream_, l.layer_events_[layer]);
   }
-  void wait_layer(const lease_type& l, std::size_t layer) const {
+  // Waits until layer i is on the device. invalid_argument for a layer out of range or a lease
+  // that is not an active lease of this cache.
+  result<void> wait_layer(const lease_type& l, std::size_t layer) const {
+    check_thread();
+    if (!owns(l) || layer >= cfg_.shape.layers()) return make_error(errc::invalid_argument);
     for (const auto& [s, e] : l.waits_) Copy::synchronize(*s, e);
     if (!l.layer_events_.empty()) Copy::synchronize(*l.stream_, l.layer_events_[layer]);
+    return {};
   }
   // The per-layer events (empty when nothing was loaded), for engines that wait on them directly.
   std::span<const event_type> layer_events(const lease_type& l) const noexcept { return l.layer_events_; }
@@ -263,43 +295,66 @@ class hierarchical_cache<cache_parts<PageSize, DevicePool, HostPool, HostLayout,
   // Device slots for KV the engine computes, evicting (and backing up, by policy) as needed.
   // All or nothing: capacity_exhausted when every device page is locked or in flight.
   result<void> allocate(std::span<device_slot> out) {
+    check_thread();
     (void)make_room_device(out.size());
     const result<void> r = device_.allocate(out);
     if (!r) stats_.device_full++;
     for (device_slot s : out)
-      if (r) device_hits_[s.value()] = 0;
+      if (r) device_hits_[s.value()] = 0, slot_use_.set(s, slot_use::engine);
     return r;
   }
-  // Gives back slots the engine holds that never entered the index (a partial last page).
-  result<void> free(std::span<const device_slot> slots) { return device_.free(slots); }
+  // Gives back slots the engine holds that never entered the index (a partial last page). All or
+  // nothing: invalid_argument when a slot is not the engine's (committed, a lease's, free, repeated).
+  result<void> free(std::span<const device_slot> slots) {
+    check_thread();
+    if (!slot_use_.all_engine(slots)) return make_error(errc::invalid_argument);
+    slot_use_.set(slots, slot_use::free);
+    return device_.free(slots);
+  }
 
   // After prefill (or decode): `tokens` is the whole sequence so far, starting with the lease's
   // prompt; `slots` hold the KV of its whole pages past cached_pages(), in order. Those pages
   // enter the index on the device, locked by the lease. A page another request committed first
   // keeps its copy; the engine's duplicate slot stays the lease's (device_slots() is unchanged)
   // and is freed at release().
-  // Write-through policies queue their backups here. invalid_argument if the counts disagree.
+  // Write-through policies queue their backups here. invalid_argument (and nothing changes) if
+  // the counts disagree, a slot is not one allocate() handed out and nothing committed since (or
+  // appears twice), `tokens` do not start with the lease's prefix, or the lease is not this cache's.
   result<void> commit(lease_type& l, std::span<const token_id> tokens, std::span<const device_slot> slots) {
-    if (!l.active()) return make_error(errc::invalid_argument);
+    check_thread();
+    if (!owns(l)) return make_error(errc::invalid_argument);
     const std::size_t full = cfg_.pages.full_pages(tokens.size());
     const std::size_t u = l.cached_pages_;
     if (full < u || slots.size() != full - u) return make_error(errc::invalid_argument);
-    for (device_slot s : slots)
-      if (!device_.is_allocated(s)) return make_error(errc::invalid_argument);
+    if (!l.starts(index_, tokens)) return make_error(errc::invalid_argument);
+    if (!slot_use_.all_engine(slots)) return make_error(errc::invalid_argument);
     path_.clear();
     (void)index_.insert(l.ns_, tokens, [&](std::size_t i) {
       return on_device(i >= u ? slots[i - u] : l.slots_[i]);
     }, insert_options{false, l.priority_}, &path_);
     l.slots_.resize(full);
+    // A page of the held prefix that lost every copy while leased (its writes below failed) was
+    // given the lease's duplicate by insert: that slot is now the page's copy.
+    for (std::size_t i = 0; i < u; ++i) {
+      const device_slot d = l.slots_[i];
+      if (slot_use_[d] != slot_use::lease_private || index_.info(path_[i])->residency.device != d) continue;
+      std::erase(l.private_, d);
+      slot_use_.set(d, slot_use::indexed);
+      set_slot_of(path_[i], d);
+    }
     for (std::size_t i = u; i < full; ++i) {
       const page_id p = path_[i];
       const page_residency r = index_.info(p)->residency;
       const device_slot mine = slots[i - u];
       l.slots_[i] = mine;
-      if (r.tiers.has(tier_id::device) && r.device != mine) {
-        l.private_.push_back(mine);  // a duplicate of a page already on the device
+      // A duplicate of a page already on the device, or of one being written below (a device copy
+      // joining it would be pinned until the write lands): the lease keeps its slot until release.
+      if ((r.tiers.has(tier_id::device) && r.device != mine) || (!r.tiers.has(tier_id::device) && !r.in_flight.empty())) {
+        l.private_.push_back(mine);
+        slot_use_.set(mine, slot_use::lease_private);
         continue;
       }
+      slot_use_.set(mine, slot_use::indexed);
       if (!r.tiers.has(tier_id::device)) (void)index_.place_copy(p, mine, false);  // held below only: joins it
       set_slot_of(p, mine);
       new_pages_.push_back(p);
@@ -312,6 +367,7 @@ class hierarchical_cache<cache_parts<PageSize, DevicePool, HostPool, HostLayout,
     }
     l.cached_pages_ = full;
     l.prompt_tokens_ = tokens.size();
+    l.prefix_.assign(path_.begin(), path_.begin() + std::ptrdiff_t(full));
     if (cfg_.write_to_host.backup_on_insert()) backups_.queue(new_pages_);
     new_pages_.clear();
     start_queued_backups();
@@ -319,17 +375,23 @@ class hierarchical_cache<cache_parts<PageSize, DevicePool, HostPool, HostLayout,
   }
 
   // Unlocks the lease's pages. Copies it started keep running; their pages stay in flight.
-  void release(lease_type& l) {
-    if (!l.active()) return;
+  // Releasing an inactive lease does nothing; a lease of another cache is invalid_argument.
+  result<void> release(lease_type& l) {
+    check_thread();
+    if (!l.active()) return {};
+    if (l.owner_ != this) return make_error(errc::invalid_argument);
     if (l.match_.locked && !l.match_.pages.empty()) (void)index_.unlock(l.match_.pages);
     if (!l.locked_.empty()) (void)index_.unlock(l.locked_);
+    slot_use_.set(l.private_, slot_use::free);
     if (!l.private_.empty()) (void)device_.free(l.private_);
     l.active_ = false;
+    return {};
   }
 
   // Collects finished copies and slow-tier batches, marks their pages ready, starts the backups
   // policies asked for. Call once per scheduler step; never waits.
   void poll() {
+    check_thread();
     poll_loads();
     poll_backups();
     poll_slow();
@@ -339,6 +401,7 @@ class hierarchical_cache<cache_parts<PageSize, DevicePool, HostPool, HostLayout,
 
   // Waits until every copy and slow-tier batch started so far has finished (tests, shutdown).
   void drain() {
+    check_thread();
     for (int round = 0; round < 1000; ++round) {
       for (auto& l : pending_loads_) Copy::synchronize(*l.stream, l.done);
       (void)backups_.settle();
@@ -348,18 +411,8 @@ class hierarchical_cache<cache_parts<PageSize, DevicePool, HostPool, HostLayout,
     }
   }
 
-  // Checks the cache's own bookkeeping against the index: every page's device slot as lookup
-  // sees it, and every indexed slot allocated in its pool. For tests; O(pages).
-  bool audit() const {
-    for (std::size_t p = 0; p < slot_of_.size(); ++p) {
-      const page_id id{std::uint32_t(p)};
-      if (!index_.contains(id)) continue;
-      const page_residency r = index_.info(id)->residency;
-      if (r.tiers.has(tier_id::device) && (slot_of_[p] != r.device || !device_.is_allocated(r.device))) return false;
-      if (r.tiers.has(tier_id::host) && !host_.is_allocated(r.host)) return false;
-    }
-    return true;
-  }
+  // Checks the cache's own bookkeeping against the index (tests; O(pages)).
+  using base::audit;
 
   // ------------------------------------------------------------------------ observers
   const cache_stats& stats() const noexcept { return stats_; }
@@ -374,6 +427,8 @@ class hierarchical_cache<cache_parts<PageSize, DevicePool, HostPool, HostLayout,
   static constexpr tier_id slow_tier_id(std::size_t i) noexcept { return slow_set::id(i); }
 
  private:
+  bool owns(const lease_type& l) const noexcept { return l.active() && l.owner_ == this; }
+
   void note_device_hit(page_id p, device_slot d) {
     if constexpr (write_policy_counts_hits<WriteToHost>) {
       std::uint32_t& h = device_hits_[d.value()];

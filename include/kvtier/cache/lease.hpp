@@ -6,6 +6,7 @@
 //                       (once load()'s per-layer events have passed);
 //  - tokens_to_compute(): prompt tokens after that prefix.
 // A lease is move-only and belongs to the thread that calls the cache.
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <span>
@@ -63,6 +64,18 @@ class cache_lease {
   template <class, class, class, class, class, class, class, class, class, class...>
   friend class detail::cache_paths;
 
+  // Whether `tokens` start with the pages of the lease's usable prefix, page by page.
+  template <class Index>
+  bool starts(const Index& index, std::span<const token_id> tokens) const {
+    const std::span<const page_id> held = prefix_.empty() ? std::span<const page_id>(match_.pages) : std::span<const page_id>(prefix_);
+    if (held.size() < cached_pages_ || tokens.size() < cached_pages_ * page_tokens_) return false;
+    for (std::size_t i = 0; i < cached_pages_; ++i) {
+      const std::span<const token_id> want = index.tokens_of(held[i]);
+      if (!std::equal(want.begin(), want.end(), tokens.begin() + std::ptrdiff_t(i * page_tokens_))) return false;
+    }
+    return true;
+  }
+
   void reset(namespace_id ns, std::size_t prompt_tokens, std::size_t page_tokens) {
     ns_ = ns;
     prompt_tokens_ = prompt_tokens;
@@ -76,6 +89,7 @@ class cache_lease {
     stream_ = nullptr;
     waits_.clear();
     fetch_tickets_.clear();
+    prefix_.clear();
     prefetched_ = loaded_ = false;
     active_ = true;
   }
@@ -87,6 +101,8 @@ class cache_lease {
   std::vector<page_id> locked_;         // pages committed through this lease (locked by it)
   std::vector<device_slot> private_;    // engine slots duplicating indexed pages: freed at release
   std::vector<device_slot> slots_;      // device slot per page of the usable prefix
+  std::vector<page_id> prefix_;         // after a commit: the page of each prompt page (match_ before)
+  const void* owner_ = nullptr;         // the cache that looked it up
   std::size_t cached_pages_ = 0;
   std::vector<event_type> layer_events_;  // one per layer, from load()
   stream_type* stream_ = nullptr;       // where load() queued this lease's copies

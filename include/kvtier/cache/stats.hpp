@@ -30,7 +30,8 @@ struct cache_stats {
   std::array<std::uint64_t, tier_count> dropped{};        // of those, pages with no copy below
   std::uint64_t prefetch_requested = 0, prefetch_arrived = 0, prefetch_missed = 0, prefetch_abandoned = 0;
   std::uint64_t prefetch_retried = 0;      // reads a faster slow tier missed, asked of the next one
-  std::uint64_t write_failures = 0;        // slow-tier puts that failed (page stays above)
+  std::uint64_t write_failures = 0;        // slow-tier puts that failed (a written-back page is then lost: a future miss)
+  std::uint64_t write_back_skipped = 0;    // host victims dropped unwritten: the slow tiers held a host pool's worth of writes
   std::uint64_t device_full = 0;           // allocations refused: every device page locked or in flight
   std::uint64_t host_full = 0;
 

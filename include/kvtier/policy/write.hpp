@@ -16,9 +16,11 @@ namespace kvtier {
 // Opt-in tag: a write policy declares `using kvtier_write_policy = write_policy_tag;`.
 struct write_policy_tag {};
 
-// What to do with a victim that has no copy in the tier below.
+// What to do with a victim that has no copy in the tier below. A backup that cannot happen (the
+// tier below is full, down or failing) never keeps the victim: it is dropped all the same (a future
+// miss), so trouble below a tier never pins its pages nor stops eviction (docs/reliability.md).
 enum class on_evict : std::uint8_t {
-  backup,  // copy it down first, then free the slot
+  backup,  // copy it down first (without waiting on slow-tier I/O), then free the slot
   drop,    // free the slot; the page is lost from the hierarchy below this tier
 };
 

@@ -9,13 +9,17 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <cstdio>
+#include <cstdlib>
 #include <memory>
 #include <span>
+#include <thread>
 #include <utility>
 #include <vector>
 
 #include "kvtier/cache/detail/backup_path.hpp"
 #include "kvtier/cache/detail/make_room.hpp"
+#include "kvtier/cache/detail/slot_owners.hpp"
 #include "kvtier/cache/detail/slow_tier_set.hpp"
 #include "kvtier/cache/lease.hpp"
 #include "kvtier/cache/parts.hpp"
@@ -75,9 +79,16 @@ class cache_paths {
         device_hits_(cfg_.device_pages, 0),
         host_hits_(cfg_.host_pages, 0),
         load_event_(cfg_.device_pages),
+        slot_use_(cfg_.device_pages),
         slow_(std::move(slow)...) {
     if (host_.slot_bytes() != cfg_.shape.bytes_per_page(cfg_.pages.tokens()))
       throw config_error("kvtier: the host pool's slots are not one page of the cache's shape");
+    slow_.for_each([&](auto, const auto& tier) {
+      if constexpr (requires { tier.page_bytes(); })
+        if (tier.page_bytes() != host_.slot_bytes())
+          throw config_error("kvtier: a slow tier's page_bytes is not the cache's page (shape.bytes_per_page(page tokens)); "
+                             "build the tier with the cache's page size");
+    });
   }
   cache_paths(const cache_paths&) = delete;
   cache_paths& operator=(const cache_paths&) = delete;
@@ -88,7 +99,39 @@ class cache_paths {
     backups_.stop();  // drains the backup copies
   }
 
+  // Checks the cache's own bookkeeping against the index: every page's device slot as lookup
+  // sees it, held by that page alone and allocated in its pool, and every host slot allocated.
+  bool audit() const {
+    std::vector<std::uint8_t> mapped(slot_use_.size(), 0);
+    std::size_t seen = 0;
+    for (std::size_t p = 0; seen < index_.pages() && p < UINT32_MAX; ++p) {
+      const page_id id{std::uint32_t(p)};
+      if (!index_.contains(id)) continue;
+      ++seen;
+      const page_residency r = index_.info(id)->residency;
+      if (r.tiers.has(tier_id::device)) {
+        if (!slot_use_.holds(r.device) || p >= slot_of_.size() || slot_of_[p] != r.device) return false;
+        if (!device_.is_allocated(r.device)) return false;
+        if (slot_use_[r.device] != slot_use::indexed || ++mapped[r.device.value()] > 1) return false;
+      }
+      if (r.tiers.has(tier_id::host) && !host_.is_allocated(r.host)) return false;
+    }
+    return true;
+  }
+
  protected:
+  // Misuse the cache cannot answer with an error value (a call from a second thread): stop with a
+  // message rather than corrupt the index.
+  [[noreturn]] static void misuse(const char* what) noexcept {
+    std::fprintf(stderr, "kvtier: hierarchical_cache misuse: %s\n", what);
+    std::abort();
+  }
+  void check_thread() const noexcept {
+    if (std::this_thread::get_id() != owner_)
+      misuse("called from a thread that does not own the cache (one scheduler thread calls every member; "
+             "hand the cache over with adopt_thread() from the new thread once the old one has stopped calling it)");
+  }
+
   struct pending_load {
     stream_type* stream;
     event_type done;
@@ -131,8 +174,9 @@ class cache_paths {
         (void)c.backups_.settle();
         c.poll_backups();
       }
-      void release(const victim& v, bool) {
+      void release(const victim& v) {
         (void)c.device_.free(v.residency.device);
+        c.slot_use_.set(v.residency.device, slot_use::free);
         c.slot_of_[v.page.value()] = device_slot{};
         c.count_eviction(v, tier_id::device);
       }
@@ -141,19 +185,13 @@ class cache_paths {
     return make_room(index_, tier_id::device, n, cfg_.write_to_host.victim_without_copy() == on_evict::drop, o, victims_);
   }
   // Host victims with no copy below are written to the slow tiers (by policy; dropped when there
-  // is no slow tier) before they are dropped.
+  // is no slow tier) without waiting: write_back copies them out of the host pool first.
   bool make_room_host(std::size_t n) {
     struct ops {
       cache_paths& c;
       std::size_t available() const { return c.host_.available(); }
-      void copy_down(std::span<const page_id> victims) {
-        std::vector<std::pair<std::size_t, std::uint64_t>> tickets;
-        c.start_puts(victims, &tickets);
-        for (auto [t, ticket] : tickets)
-          (void)c.slow_.wait_for(t, ticket, std::chrono::steady_clock::now() + std::chrono::seconds(10));
-        c.poll_slow();
-      }
-      void release(const victim& v, bool) {
+      void copy_down(std::span<const page_id> victims) { c.write_back(victims); }
+      void release(const victim& v) {
         (void)c.host_.free(v.residency.host);
         c.count_eviction(v, tier_id::host);
       }
@@ -165,6 +203,54 @@ class cache_paths {
   void count_eviction(const victim& v, tier_id t) {
     stats_.evicted[std::size_t(t)]++;
     if (!has_other_copy(v.residency, t)) stats_.dropped[std::size_t(t)]++;
+  }
+
+  // Write-back of host victims that no slow tier holds, never waiting on I/O: each page's bytes
+  // are copied out of its host slot into the batch's own buffer, its slow-tier copies are marked
+  // in flight (which keeps the page in the index) and its host slot is freed at once. A write
+  // that fails later leaves the page with no copy: a future miss. While the slow tiers hold as
+  // many bytes in flight as the host pool (stalled or slow), further victims are dropped unwritten
+  // (write_back_skipped): memory stays bounded and eviction never stops.
+  void write_back(std::span<const page_id> victims) {
+    if constexpr (slow_tier_count > 0) {
+      const std::size_t bytes = host_.slot_bytes();
+      const std::size_t limit = host_.capacity() * bytes;
+      std::array<std::vector<page_write>, slow_tier_count> writes;
+      std::array<typename slow_set::page_slots, slow_tier_count> who;
+      std::array<std::vector<std::byte>, slow_tier_count> payload;
+      std::size_t held = slow_.payload_bytes();
+      for (const page_id p : victims) {
+        const page_info inf = *index_.info(p);
+        // A page also on the device loses nothing with its host copy (the device's is backed up
+        // again when it goes), and a write in flight would pin its device copy.
+        if (!inf.residency.ready(tier_id::host) || has_copy_below(inf.residency, tier_id::host) ||
+            inf.residency.tiers.has(tier_id::device))
+          continue;
+        if (held + slow_tier_count * bytes > limit) {
+          stats_.write_back_skipped++;
+          continue;  // dropped by make_room: a future miss
+        }
+        const std::span<std::byte> src = host_.host_span(inf.residency.host);
+        for (std::size_t t = 0; t < slow_tier_count; ++t) {
+          payload[t].insert(payload[t].end(), src.begin(), src.end());
+          writes[t].push_back(page_write{{inf.ns, inf.key}, tokens_fingerprint(index_.tokens_of(p)), {}});
+          who[t].push_back({p, host_slot{}});
+          (void)index_.place_copy(p, slow_set::id(t), true);
+          held += bytes;
+        }
+        (void)index_.remove_tier(p, tier_id::host);
+        (void)host_.free(inf.residency.host);
+        stats_.evicted[std::size_t(tier_id::host)]++;
+      }
+      for (std::size_t t = 0; t < slow_tier_count; ++t) {
+        if (writes[t].empty()) continue;
+        for (std::size_t k = 0; k < writes[t].size(); ++k)
+          writes[t][k].payload = std::span<const std::byte>(payload[t].data() + k * bytes, bytes);
+        (void)slow_.submit_put(t, std::move(writes[t]), std::move(who[t]), std::move(payload[t]));
+      }
+    } else {
+      (void)victims;
+    }
   }
   bool settle_backups() {
     if (!backups_.settle()) return false;
@@ -337,6 +423,8 @@ class cache_paths {
   std::vector<std::uint32_t> device_hits_;  // per device slot: hits since the page arrived
   std::vector<std::uint32_t> host_hits_;
   std::vector<std::pair<stream_type*, event_type>> load_event_;  // per device slot: the load filling it
+  slot_owners slot_use_;                    // per device slot: who holds it
+  std::thread::id owner_ = std::this_thread::get_id();  // the scheduler thread
   // Declared after the pools they read and write, so they stop first.
   slow_set slow_;
   backup_path<Copy> backups_;

@@ -2,7 +2,10 @@
 // The eviction cascade, once for every tier that has a pool (device, host): frees slots of `tier`
 // until `n` are available. The next victims are looked at first without dropping anything; those
 // with no copy below are copied down (by policy), and then victims are dropped in the index's
-// order (leaves first). Locked and in-flight pages are never offered.
+// order (leaves first). Locked and in-flight pages are never offered. A victim whose copy down
+// did not happen (the tier below is full or failing) is dropped all the same, a future miss:
+// a page is never pinned by trouble below it, so the cache never refuses work while a page of
+// `tier` is evictable.
 #include <algorithm>
 #include <cstddef>
 #include <span>
@@ -29,14 +32,14 @@ constexpr bool has_other_copy(const page_residency& r, tier_id t) noexcept {
 //   available() -> size_t               free slots now
 //   copy_down(span<const page_id>)       start copies of victims with no copy below (may wait for
 //                                        memory copies; never for slow-tier I/O)
-//   release(const victim&, bool below)   frees the victim's slot (its index entry is dropped)
+//   release(const victim&)               frees the victim's slot (its index entry is dropped)
 //   settle() -> bool                     lets copies in flight that hold slots land; false if none
 // drop_all: the policy drops victims without a copy below instead of copying them down.
 template <class Tier>
 concept room_ops = requires(Tier& t, std::span<const page_id> victims, const victim& v) {
   { t.available() } -> std::convertible_to<std::size_t>;
   t.copy_down(victims);
-  t.release(v, true);
+  t.release(v);
   { t.settle() } -> std::convertible_to<bool>;
 };
 
@@ -51,9 +54,7 @@ bool make_room(Index& index, tier_id tier, std::size_t n, bool drop_all, Tier& o
       if (!victims.empty()) ops.copy_down(std::span<const page_id>(victims));
     }
     const std::size_t dropped = index.evict(tier, need, [&](const victim& v) {
-      const bool below = has_copy_below(v.residency, tier);
-      if (!below && !drop_all) return false;  // its copy down did not happen: keep it
-      ops.release(v, below);
+      ops.release(v);
       return true;
     });
     if (dropped == 0 && !ops.settle()) break;  // nothing more will free up

@@ -99,7 +99,8 @@ simulated_engine_report run_simulated_engine(Cache& cache, Next&& next, const re
     seq.insert(seq.end(), req.reply.begin(), req.reply.end());
     const std::vector<std::uint64_t> hashes = gen.prefix_hashes(req.name_space, seq);
     const std::size_t cached = lease.cached_pages();
-    for (std::size_t layer = 0; layer < gen.shape().layers(); ++layer) cache.wait_layer(lease, layer);
+    for (std::size_t layer = 0; layer < gen.shape().layers(); ++layer)
+      if (!cache.wait_layer(lease, layer)) ++rep.errors;
     if (verify)
       for (std::size_t i = 0; i < cached; ++i) {
         rep.rows_mismatched += Access::check_page(cache, lease.device_slots()[i], gen, hashes, i * P);
@@ -110,7 +111,7 @@ simulated_engine_report run_simulated_engine(Cache& cache, Next&& next, const re
     slots.resize(covering - cached);
     if (!cache.allocate(slots)) {
       ++rep.device_full;
-      cache.release(lease);
+      if (!cache.release(lease)) ++rep.errors;
       cache.poll();
       continue;
     }
@@ -122,7 +123,7 @@ simulated_engine_report run_simulated_engine(Cache& cache, Next&& next, const re
     const std::size_t whole = seq.size() / P;
     if (!cache.commit(lease, seq, std::span<const device_slot>(slots.data(), whole - cached))) ++rep.errors;
     if (whole < covering) (void)cache.free(std::span<const device_slot>(slots.data() + (whole - cached), 1));
-    cache.release(lease);
+    if (!cache.release(lease)) ++rep.errors;
     cache.poll();
     if (rep.requests % 97 == 0 && !cache.audit()) ++rep.errors;  // bookkeeping agrees with the index
   }
