@@ -11,6 +11,9 @@
 //           (as redis-benchmark's three clients do).
 // Figures are medians of `reps` alternating runs; ratios are medians of side-by-side ratios. Like
 // redis-benchmark's SET (one key per master, rewritten), the timed kvtier SETs rewrite keys that exist.
+// redis-benchmark runs twice: as is (one key per master: a hot value in the server's cache), and
+// with -r <pages> (random keys over as many keys as kvtier uses: the same memory footprint);
+// the ratios are against the first, the "-r" columns show the second.
 #include <algorithm>
 #include <random>
 #include <vector>
@@ -27,6 +30,7 @@ struct point {
   const char* mode;
   std::size_t page, pipeline, n;
   double kv_set, kv_get, rb_set, rb_get;  // pages/s, medians
+  double rr_set, rr_get;                  // redis-benchmark -r <pages>, medians
   double set_ratio, get_ratio;            // medians of side-by-side ratios
   double get_ratio_min, get_ratio_max;
 };
@@ -60,8 +64,8 @@ int main(int argc, char** argv) {
   const int port = cluster.port(0);
   std::printf("redis_cluster_tier vs redis-benchmark --cluster: %zu masters on 127.0.0.1 (first :%d), no replicas\n",
               masters, port);
-  std::printf("%9s %4s %-6s | %10s %10s %7s | %10s %10s %7s %11s | %9s\n", "page", "pipe", "kvtier", "kv SET/s", "rb SET/s",
-              "ratio", "kv GET/s", "rb GET/s", "ratio", "(min-max)", "kv GET GB/s");
+  std::printf("%9s %4s %-6s | %9s %9s %6s %9s | %9s %9s %6s %11s %9s | %8s\n", "page", "pipe", "kvtier", "kv SET/s", "rb SET/s",
+              "ratio", "rb -r SET", "kv GET/s", "rb GET/s", "ratio", "(min-max)", "rb -r GET", "kv GB/s");
   std::vector<point> results;
   for (std::size_t page : pages) {
     const std::size_t n = std::max<std::size_t>(96, (mib << 20) / page);
@@ -122,7 +126,7 @@ int main(int argc, char** argv) {
         return double(n) / bench::seconds_since(start);
       };
       (void)batch_pass(true);  // create the keys; the timed passes overwrite them, as redis-benchmark does
-      std::vector<double> bs, bg, ws, wg, rs, rg;
+      std::vector<double> bs, bg, ws, wg, rs, rg, rrs, rrg;
       for (std::size_t rep = 0; rep < reps; ++rep) {
         const bool kv_first = rep % 2 == 0;  // the machine is shared: alternate who goes first
         auto kv = [&] {
@@ -138,6 +142,12 @@ int main(int argc, char** argv) {
                                            " --csv 2>/dev/null");
         rs.push_back(rps_of(out, "SET"));
         rg.push_back(rps_of(out, "GET"));
+        const std::string keyed = bench::run("redis-benchmark --cluster -p " + std::to_string(port) + " -c " +
+                                             std::to_string(masters) + " -t set,get -n " + std::to_string(n) + " -r " +
+                                             std::to_string(n) + " -d " + std::to_string(page + page_header_bytes) +
+                                             " -P " + std::to_string(pipe) + " --csv 2>/dev/null");
+        rrs.push_back(rps_of(keyed, "SET"));
+        rrg.push_back(rps_of(keyed, "GET"));
         if (!kv_first) kv();
       }
       auto make = [&](const char* mode, const std::vector<double>& ks, const std::vector<double>& kg) {
@@ -146,13 +156,13 @@ int main(int argc, char** argv) {
           sr.push_back(rs[i] > 0 ? ks[i] / rs[i] : 0);
           gr.push_back(rg[i] > 0 ? kg[i] / rg[i] : 0);
         }
-        return point{mode, page, pipe, n, median(ks), median(kg), median(rs), median(rg), median(sr), median(gr),
+        return point{mode, page, pipe, n, median(ks), median(kg), median(rs), median(rg), median(rrs), median(rrg), median(sr), median(gr),
                      *std::min_element(gr.begin(), gr.end()), *std::max_element(gr.begin(), gr.end())};
       };
       for (const point& p : {make("batch", bs, bg), make("window", ws, wg)}) {
-        std::printf("%6zu KiB %4zu %-6s | %10.0f %10.0f %6.0f%% | %10.0f %10.0f %6.0f%% (%3.0f-%3.0f%%) | %9.2f\n", page >> 10,
-                    pipe, p.mode, p.kv_set, p.rb_set, 100 * p.set_ratio, p.kv_get, p.rb_get, 100 * p.get_ratio,
-                    100 * p.get_ratio_min, 100 * p.get_ratio_max, p.kv_get * double(page) / 1e9);
+        std::printf("%6zu KiB %4zu %-6s | %9.0f %9.0f %5.0f%% %9.0f | %9.0f %9.0f %5.0f%% (%3.0f-%3.0f%%) %9.0f | %8.2f\n",
+                    page >> 10, pipe, p.mode, p.kv_set, p.rb_set, 100 * p.set_ratio, p.rr_set, p.kv_get, p.rb_get,
+                    100 * p.get_ratio, 100 * p.get_ratio_min, 100 * p.get_ratio_max, p.rr_get, p.kv_get * double(page) / 1e9);
         results.push_back(p);
       }
       std::fflush(stdout);
@@ -161,11 +171,13 @@ int main(int argc, char** argv) {
   }
   std::ofstream out(csv);
   out << "kvtier_mode,page_bytes,value_bytes,masters,pipeline_per_master,pages,kvtier_set_per_s,redis_benchmark_set_per_s,set_ratio,"
-         "kvtier_get_per_s,redis_benchmark_get_per_s,get_ratio,get_ratio_min,get_ratio_max,kvtier_get_gbps\n";
+         "kvtier_get_per_s,redis_benchmark_get_per_s,get_ratio,get_ratio_min,get_ratio_max,kvtier_get_gbps,"
+         "redis_benchmark_r_set_per_s,redis_benchmark_r_get_per_s\n";
   for (const point& p : results)
     out << p.mode << ',' << p.page << ',' << p.page + page_header_bytes << ',' << masters << ',' << p.pipeline << ',' << p.n << ','
         << p.kv_set << ',' << p.rb_set << ',' << p.set_ratio << ',' << p.kv_get << ',' << p.rb_get << ',' << p.get_ratio
-        << ',' << p.get_ratio_min << ',' << p.get_ratio_max << ',' << p.kv_get * double(p.page) / 1e9 << '\n';
+        << ',' << p.get_ratio_min << ',' << p.get_ratio_max << ',' << p.kv_get * double(p.page) / 1e9 << ',' << p.rr_set
+        << ',' << p.rr_get << '\n';
   std::printf("pages/s, medians of %zu alternating runs; ratio = median of kvtier/redis-benchmark side by side;\n"
               "GB/s = 1e9 bytes/s of page payload; CSV: %s\n", reps, csv.c_str());
   return 0;
