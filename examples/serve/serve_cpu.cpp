@@ -1,0 +1,104 @@
+// kvtier-serve on the CPU: stories260K (models/stories260K) on the fp32 reference backend, kvtier's
+// host-backed device pool. See docs/serving.md.
+#include <cstdio>
+#include <exception>
+#include <string>
+#include <thread>
+
+#include "driver.hpp"
+#include "kvtier/cache.hpp"
+#include "kvtier_engine/cpu/cpu_backend.hpp"
+#include "kvtier_engine/model_files.hpp"
+#ifdef KVTIER_SERVE_FILE
+#  include "kvtier/storage/file_tier.hpp"
+#endif
+
+namespace kvtier_serve {
+
+struct cpu_traits {
+  static constexpr std::size_t page_tokens = 16;
+#ifdef KVTIER_SERVE_FILE
+  static constexpr bool has_file_tier = true;
+#else
+  static constexpr bool has_file_tier = false;
+#endif
+  using pages = kvtier::page_size<page_tokens>;
+  using device_only_cache = kvtier::cache_builder<pages, kvtier::device_memory<>, kvtier::host_memory<>, kvtier::slow_tiers<>,
+                                                  kvtier::auto_choice, kvtier::write_policies<no_backup, kvtier::auto_choice>>::cache_type;
+  using host_cache = kvtier::cache_builder<pages>::cache_type;
+
+  model_weights w;
+  model_config m;
+  backend_options bo;
+
+  explicit cpu_traits(const options& o) {
+    if (!o.shape.empty()) {
+      m = shapes::by_name(o.shape);
+      w = model_weights::synthetic(m, o.seed);
+    } else {
+      const model_files f = model_files::in(o.model_dir.empty() ? std::string(KVTIER_ENGINE_MODELS_DIR "/stories260K") : o.model_dir);
+      w = model_weights::load_llama2c(f.checkpoint.string(), f.name);
+      m = w.config();
+    }
+    if (o.context) m.seq_len = o.context;  // RoPE has no length limit; the model was trained at its own
+    bo = backend_options{precision::fp32, o.threads, 0};
+  }
+  const model_config& config() const { return m; }
+  std::string backend_name() const { return "cpu-fp32"; }
+  std::string device_name() const { return "CPU, " + std::to_string(std::thread::hardware_concurrency()) + " hardware threads"; }
+  kvtier::dtype kv_type() const { return kvtier::dtype::fp32; }
+
+  kvtier::result<run_result> run(cache_mode mode, const options& o, const workload& wl) {
+    switch (mode) {
+      case cache_mode::none: return serve_once<cpu_backend, device_only_cache>(m, w, precision::fp32, bo, o, false, 1, wl);
+      case cache_mode::device: return serve_once<cpu_backend, device_only_cache>(m, w, precision::fp32, bo, o, true, 1, wl);
+      case cache_mode::host: return serve_once<cpu_backend, host_cache>(m, w, precision::fp32, bo, o, true, o.host_pages, wl);
+      case cache_mode::file: {
+#ifdef KVTIER_SERVE_FILE
+        using file_cache = kvtier::cache_builder<pages, kvtier::device_memory<>, kvtier::host_memory<>,
+                                                 kvtier::slow_tiers<kvtier::slow_tier<kvtier::file_tier>>>::cache_type;
+        scratch_dir dir(o.dir);
+        const kvtier::kv_shape shape = m.kv_shape(kvtier::dtype::fp32);
+        kvtier::file_tier_config fc{dir.path, shape, shape.bytes_per_page(page_tokens), o.disk_pages, 256, 32, true, false};
+        return serve_once<cpu_backend, file_cache>(m, w, precision::fp32, bo, o, true, o.host_pages, wl,
+                                                   std::make_unique<kvtier::file_tier<>>(fc));
+#else
+        break;
+#endif
+      }
+    }
+    return kvtier::make_error(kvtier::errc::invalid_argument);
+  }
+  std::vector<copy_measurement> copy_bandwidth(const options&) const {
+    return serving::copy_bandwidth<host_cache>(m.kv_shape(kvtier::dtype::fp32), page_tokens, {1, 16, 256});
+  }
+};
+
+}  // namespace kvtier_serve
+
+int main(int argc, char** argv) {
+  try {
+    kvtier_serve::options defaults;
+    // CPU defaults sized for stories260K: documents of 512-1536 tokens in a 2,048-token context.
+    defaults.context = 2048;
+    defaults.longdoc.documents = 8;
+    defaults.longdoc.questions = 4;
+    defaults.longdoc.doc_min = 512;
+    defaults.longdoc.doc_max = 1536;
+    defaults.longdoc.question_tokens = 16;
+    defaults.longdoc.answer_tokens = 16;
+    defaults.longdoc.rate = 20;
+    defaults.chat.rate = 4;
+    defaults.trace.path = KVTIER_SERVE_DEFAULT_TRACE;
+    defaults.trace.max_output = 16;
+    defaults.device_pages = 256;
+    defaults.host_pages = 1024;
+    defaults.disk_pages = 4096;
+    const kvtier_serve::options o = kvtier_serve::parse(argc, argv, defaults);
+    kvtier_serve::cpu_traits traits(o);
+    return kvtier_serve::run_all(o, traits);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "kvtier-serve: %s\n", e.what());
+    return 2;
+  }
+}

@@ -1,0 +1,237 @@
+// Serving through every cache mode (issue 12's CI test): a few dozen stories260K requests — long-
+// document questions and multi-turn chat sessions — served with continuous batching by the same
+// engine with no prefix caching, device-only caching, kvtier device+host, and device+host+file.
+// Checks that the metrics add up (every request served once, token counts consistent, hits within
+// the prompt, bytes moved consistent with the pages loaded and fetched) and that greedy tokens
+// are identical across modes.
+#include <boost/test/unit_test.hpp>
+
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "kvtier/cache.hpp"
+#include "kvtier/testing/temp_dir.hpp"
+#include "kvtier_engine/cpu/cpu_backend.hpp"
+#include "kvtier_engine/engine.hpp"
+#include "kvtier_engine/model_files.hpp"
+#include "kvtier_engine/serving/metrics.hpp"
+#include "kvtier_engine/serving/modes.hpp"
+#include "kvtier_engine/serving/server.hpp"
+#include "kvtier_engine/serving/workloads.hpp"
+#ifdef KVTIER_TEST_FILE_TIER
+#  include "kvtier/storage/file_tier.hpp"
+#endif
+
+using namespace kvtier_engine;
+using namespace kvtier_engine::serving;
+
+namespace {
+
+constexpr std::size_t P = 16;
+using pages = kvtier::page_size<P>;
+using device_only_cache = kvtier::cache_builder<pages, kvtier::device_memory<>, kvtier::host_memory<>, kvtier::slow_tiers<>,
+                                                kvtier::auto_choice, kvtier::write_policies<no_backup, kvtier::auto_choice>>::cache_type;
+using host_cache = kvtier::cache_builder<pages>::cache_type;
+
+struct stories {
+  model_files files = model_files::in(KVTIER_ENGINE_MODELS_DIR "/stories260K");
+  model_weights w = model_weights::load_llama2c(files.checkpoint.string(), files.name);
+  model_config m = [this] {
+    model_config c = w.config();
+    c.seq_len = 1024;
+    return c;
+  }();
+};
+const stories& model() {
+  static const stories s;
+  return s;
+}
+
+constexpr std::size_t device_pages = 64, host_pages = 32, disk_pages = 1024;
+
+server_options options_for(bool caching) {
+  server_options so;
+  so.token_budget = 128;
+  so.chunk_tokens = 64;
+  so.max_batch = 2;  // two requests of at most 27 pages each fit the 64-page device with room to evict
+  so.caching = caching;
+  return so;
+}
+
+template <class Cache, class Policy = fcfs, class... Slow>
+run_result serve(const workload& wl, bool caching, std::size_t host, std::unique_ptr<Slow>... slow) {
+  const stories& s = model();
+  const auto cfg = engine<cpu_backend, Cache>::cache_config(s.w, precision::fp32, device_pages, host);
+  auto srv = std::make_unique<server<cpu_backend, Cache, Policy>>(s.m, s.w, cfg, backend_options{}, options_for(caching), Policy{},
+                                                                  std::move(slow)...);
+  auto r = srv->run(wl);
+  BOOST_TEST_REQUIRE(r.has_value(), "the run failed: " << (r ? "" : kvtier::to_string(r.code())));
+  BOOST_TEST(srv->cache().audit());
+  return std::move(*r);
+}
+
+// Long-document questions and chat sessions in one workload: ids 0..L-1 long-document, then chat.
+workload mixed() {
+  const std::size_t vocab = model().m.vocab;
+  longdoc_options l;
+  l.documents = 6;
+  l.questions = 4;
+  l.doc_min = 192;
+  l.doc_max = 384;
+  l.question_tokens = 12;
+  l.answer_tokens = 8;
+  l.requests = 24;
+  l.rate = 400;
+  l.zipf = 0.3;
+  l.seed = 3;
+  workload w = longdoc_workload(l, vocab);
+  chat_options c;
+  c.sessions = 4;
+  c.turns = 4;
+  c.system_tokens = 40;
+  c.user_min = 8;
+  c.user_max = 24;
+  c.reply_tokens = 12;
+  c.rate = 200;
+  c.think_s = 0.002;
+  c.seed = 5;
+  const workload chat = chat_workload(c, vocab);
+  const std::size_t base = w.requests.size();
+  const double t_end = w.requests.back().arrival_s;
+  for (request_spec r : chat.requests) {
+    r.id += base;
+    if (r.parent != no_parent) r.parent += base;
+    else r.arrival_s += t_end / 2;  // sessions start while documents are still asked about
+    r.session += 1000;
+    r.ns = kvtier::namespace_id{2};
+    w.requests.push_back(std::move(r));
+  }
+  w.name = "mixed";
+  return w;
+}
+
+// The metrics add up, whatever the mode.
+void check_accounting(const workload& w, const run_result& r, cache_mode mode) {
+  BOOST_TEST_CONTEXT("mode " << to_string(mode)) {
+    BOOST_TEST_REQUIRE(r.records.size() == w.requests.size());
+    std::size_t loaded = 0;
+    std::uint64_t hit_slow = 0;
+    for (const auto& spec : w.requests) {
+      const request_record& rec = r.records[spec.id];
+      BOOST_TEST_CONTEXT("request " << spec.id) {
+        BOOST_TEST(rec.id == spec.id);  // served, once: finish_s set, exactly max_new tokens
+        BOOST_TEST(rec.output.size() == spec.max_new_tokens);
+        BOOST_TEST(rec.output_tokens == spec.max_new_tokens);
+        BOOST_TEST(rec.finish_s > 0.0);
+        BOOST_TEST(rec.arrival_s <= rec.admitted_s);
+        BOOST_TEST(rec.admitted_s <= rec.first_token_s);
+        BOOST_TEST(rec.first_token_s <= rec.finish_s);
+        // The prompt: its own tokens, or (a chat turn) the parent's prompt and reply, then its own.
+        const std::size_t expect = spec.parent == no_parent ? spec.prompt.size()
+                                                            : r.records[spec.parent].prompt_tokens + r.records[spec.parent].output_tokens + spec.prompt.size();
+        BOOST_TEST(rec.prompt_tokens == expect);
+        BOOST_TEST(rec.reused_tokens + rec.computed_tokens == rec.prompt_tokens);
+        BOOST_TEST(rec.reused_tokens % P == 0u);
+        BOOST_TEST(rec.computed_tokens >= 1u);  // the last prompt token is always computed
+        std::uint64_t hits = 0;
+        for (auto h : rec.hit_tokens) hits += h;
+        BOOST_TEST(hits <= (rec.prompt_tokens - 1) / P * P);  // whole pages of the looked-up prompt
+        BOOST_TEST(rec.reused_tokens <= hits);
+        BOOST_TEST(rec.loaded_pages * P <= rec.hit_tokens[1] + rec.hit_tokens[2] + rec.hit_tokens[3]);
+        if (mode == cache_mode::none) BOOST_TEST(hits == 0u);
+        if (mode != cache_mode::file) BOOST_TEST(rec.hit_tokens[2] + rec.hit_tokens[3] == 0u);
+        if (mode == cache_mode::none || mode == cache_mode::device) BOOST_TEST(rec.hit_tokens[1] == 0u);
+        loaded += rec.loaded_pages;
+        hit_slow += rec.hit_tokens[2];
+      }
+    }
+    const run_counters& c = r.counters;
+    BOOST_TEST(c.pages_loaded == loaded);  // every host → device page belongs to one request's load
+    BOOST_TEST(c.bytes_loaded == c.pages_loaded * c.page_bytes);
+    BOOST_TEST(c.bytes_backed_up == c.pages_backed_up * c.page_bytes);
+    BOOST_TEST(c.bytes_fetched[2] == c.pages_fetched[2] * c.page_bytes);
+    if (c.deferred_admissions == 0) BOOST_TEST(c.pages_fetched[2] * P <= hit_slow);  // a page is fetched for a disk hit only
+    if (mode == cache_mode::none || mode == cache_mode::device) {
+      BOOST_TEST(c.bytes_loaded == 0u);
+      BOOST_TEST(c.bytes_backed_up == 0u);
+    }
+    if (mode != cache_mode::file) BOOST_TEST(c.bytes_written[2] + c.bytes_fetched[2] == 0u);
+    BOOST_TEST(c.steps > 0u);
+    BOOST_TEST(c.stall_steps <= c.steps);
+    BOOST_TEST(c.load_wait_s <= c.step_s);
+    BOOST_TEST(c.duration_s > 0.0);
+    const summary s = summarize(r.records, c);
+    BOOST_TEST(s.requests == w.requests.size());
+    BOOST_TEST(s.ttft_p50 <= s.ttft_p90);
+    BOOST_TEST(s.ttft_p90 <= s.ttft_p99);
+    BOOST_TEST(s.req_per_s > 0.0);
+  }
+}
+
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(every_mode_serves_the_same_tokens) {
+  const workload w = mixed();
+  BOOST_TEST_REQUIRE(w.requests.size() == 40u);
+  std::map<cache_mode, run_result> runs;
+  runs[cache_mode::none] = serve<device_only_cache>(w, false, 1);
+  runs[cache_mode::device] = serve<device_only_cache>(w, true, 1);
+  runs[cache_mode::host] = serve<host_cache>(w, true, host_pages);
+#ifdef KVTIER_TEST_FILE_TIER
+  kvtier::testing::temp_dir dir;
+  const kvtier::kv_shape shape = model().m.kv_shape(kvtier::dtype::fp32);
+  kvtier::file_tier_config fc{dir.path, shape, shape.bytes_per_page(P), disk_pages, 64, 32, true, false};
+  using file_cache = kvtier::cache_builder<pages, kvtier::device_memory<>, kvtier::host_memory<>,
+                                           kvtier::slow_tiers<kvtier::slow_tier<kvtier::file_tier>>>::cache_type;
+  runs[cache_mode::file] = serve<file_cache>(w, true, host_pages, std::make_unique<kvtier::file_tier<>>(fc));
+#else
+  BOOST_TEST_MESSAGE("no liburing: the file-tier mode is not run");
+#endif
+  for (const auto& [mode, r] : runs) {
+    check_accounting(w, r, mode);
+    const summary s = summarize(r.records, r.counters);
+    BOOST_TEST_MESSAGE(to_string(mode) << ": reused " << s.reused_tokens << " of " << s.prompt_tokens << " prompt tokens; hits device "
+                                       << s.hit_tokens[0] << ", host " << s.hit_tokens[1] << ", file " << s.hit_tokens[2] << "; pages loaded "
+                                       << r.counters.pages_loaded << ", fetched " << r.counters.pages_fetched[2] << ", written " << r.counters.bytes_written[2] / r.counters.page_bytes << "; TTFT p50 "
+                                       << s.ttft_p50 << " s, " << r.counters.steps << " steps, " << r.counters.stall_steps << " stalled");
+  }
+
+  // Greedy tokens do not depend on where the prefix came from.
+  for (const auto& [mode, r] : runs)
+    for (std::size_t i = 0; i < w.requests.size(); ++i)
+      BOOST_TEST(r.records[i].output == runs[cache_mode::none].records[i].output,
+                 "request " << i << " differs in mode " << to_string(mode));
+
+  // Each mode does what it is for: caching reuses prefixes; host and file serve what the device lost.
+  auto reused = [&](cache_mode m) {
+    std::size_t n = 0;
+    for (const auto& rec : runs[m].records) n += rec.reused_tokens;
+    return n;
+  };
+  auto hit = [&](cache_mode m, std::size_t tier) {
+    std::uint64_t n = 0;
+    for (const auto& rec : runs[m].records) n += rec.hit_tokens[tier];
+    return n;
+  };
+  BOOST_TEST(reused(cache_mode::none) == 0u);
+  BOOST_TEST(reused(cache_mode::device) > 0u);
+  BOOST_TEST(hit(cache_mode::host, 1) > 0u);
+  BOOST_TEST(reused(cache_mode::host) > reused(cache_mode::device));
+  BOOST_TEST(runs[cache_mode::host].counters.pages_loaded > 0u);
+#ifdef KVTIER_TEST_FILE_TIER
+  BOOST_TEST(hit(cache_mode::file, 2) > 0u);
+  BOOST_TEST(runs[cache_mode::file].counters.bytes_written[2] > 0u);
+  BOOST_TEST(runs[cache_mode::file].counters.bytes_fetched[2] > 0u);
+#endif
+}
+
+// Longest-prefix-match admits differently from FCFS, not differently computed: same tokens.
+BOOST_AUTO_TEST_CASE(longest_prefix_policy_same_tokens) {
+  const workload w = mixed();
+  const run_result a = serve<host_cache, fcfs>(w, true, host_pages);
+  const run_result b = serve<host_cache, longest_prefix>(w, true, host_pages);
+  check_accounting(w, b, cache_mode::host);
+  for (std::size_t i = 0; i < w.requests.size(); ++i) BOOST_TEST(a.records[i].output == b.records[i].output);
+}
