@@ -15,6 +15,7 @@
 #include <cstdint>
 #include <memory>
 #include <span>
+#include <type_traits>
 #include <string>
 #include <utility>
 #include <vector>
@@ -111,12 +112,12 @@ class engine {
       for (std::size_t t = 0; t < kvtier::tier_count; ++t) r.hit_tokens[t] = cache_.stats().hit_tokens[t] - before[t];
       if (cache_.prefetch(lease_) > 0 && o.settle_slow_reads) {
         cache_.drain();
-        cache_.release(lease_);
+        (void)cache_.release(lease_);
         if (auto e = cache_.lookup(ns, prompt.first(N - 1), lease_); !e) return e.err();
         cache_.prefetch(lease_);
       }
       if (auto e = cache_.load(lease_, stream_); !e) {
-        cache_.release(lease_);
+        (void)cache_.release(lease_);
         return e.err();
       }
       cached_pages = lease_.cached_pages();
@@ -136,14 +137,15 @@ class engine {
 
     // ---- prefill [start, N) in page-aligned chunks; layer l of the cached prefix is waited for
     //      just before the backend reads it (kvtier loads it meanwhile)
-    const layer_hook wait = o.caching && cached_pages > 0 ? layer_hook([&](std::size_t l) { cache_.wait_layer(lease_, l); })
+    bool load_failed = false;
+    const layer_hook wait = o.caching && cached_pages > 0 ? layer_hook([&](std::size_t l) { load_failed |= !wait_layer(l); })
                                                           : layer_hook{};
     for (std::size_t s = start; s < N; s += chunk_) {
       const std::size_t n = std::min(chunk_, N - s);
       const prefill_chunk c{prompt.subspan(s, n), s, std::span(table_).first((s + n + P - 1) / P)};
-      if (auto e = backend_.prefill(c, logits_, s == start ? wait : layer_hook{}); !e) {
+      if (auto e = backend_.prefill(c, logits_, s == start ? wait : layer_hook{}); !e || load_failed) {
         finish(o.caching, o.caching ? lease_.cached_pages() : 0);
-        return e.err();
+        return e ? kvtier::make_error(kvtier::errc::io_error) : e.err();  // a failed load: the prefix is not there
       }
     }
     std::size_t committed = cached_pages;
@@ -201,8 +203,17 @@ class engine {
   void finish(bool caching, std::size_t committed) {
     if (table_.size() > committed) (void)cache_.free(std::span(table_).subspan(committed));
     table_.clear();
-    if (caching) cache_.release(lease_);
+    if (caching) (void)cache_.release(lease_);  // nothing to do about a failure here: the lease is gone either way
     cache_.poll();
+  }
+  // Waits for layer l of the lease's loaded prefix; false when the cache reports its copy failed.
+  bool wait_layer(std::size_t l) {
+    if constexpr (std::is_void_v<decltype(cache_.wait_layer(lease_, l))>) {
+      cache_.wait_layer(lease_, l);
+      return true;
+    } else {
+      return cache_.wait_layer(lease_, l).has_value();
+    }
   }
 
   model_config cfg_;
