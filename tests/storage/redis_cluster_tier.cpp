@@ -5,6 +5,7 @@
 #include <boost/test/unit_test.hpp>
 
 #include <signal.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -198,6 +199,24 @@ BOOST_AUTO_TEST_CASE(batches_route_across_every_slot) {
   BOOST_TEST(t.cluster_stats().moved == 0u);
   BOOST_TEST(t.stats().hits == 4096u);
 
+  // Another process (another engine) writes pages through its own tier: this one reads them.
+  const pid_t child = ::fork();
+  BOOST_REQUIRE(child >= 0);
+  if (child == 0) {  // _Exit: no destructor of the parent's cluster runs here
+    redis_cluster_tier<> other(config(cluster));
+    pages shared(7, 0, 256);
+    storage_batch b;
+    std::_Exit(other.put(shared.writes, b) && other.wait(b, 20s) && b.all_ok() ? 0 : 1);
+  }
+  int status = 0;
+  ::waitpid(child, &status, 0);
+  BOOST_REQUIRE(WIFEXITED(status));
+  BOOST_REQUIRE(WEXITSTATUS(status) == 0);
+  pages shared(7, 0, 256);
+  const auto from_other = get_all(t, shared);
+  BOOST_TEST(from_other.served == 256u);
+  BOOST_TEST(from_other.wrong == 0u);
+
   // Every one of the 16384 slots in one batch (1 KiB pages: one page whose key hashes to each slot).
   constexpr std::size_t small = 1024;
   redis_cluster_tier_config cfg = config(cluster, "kvc-small");
@@ -228,13 +247,14 @@ BOOST_AUTO_TEST_CASE(batches_route_across_every_slot) {
   for (std::size_t s = 0; s < detail::cluster_slots; ++s) every.check(all[s], buf[s], 9, id_of_slot[s]);
   BOOST_TEST(every.served == detail::cluster_slots);
   BOOST_TEST(every.wrong == 0u);
-  // Each master holds one small page per slot it owns, plus the 4096 pages above that it serves.
+  // Each master holds one small page per slot it owns, plus the pages above that it serves.
   for (std::size_t m : cluster.masters()) {
     std::size_t owned = 0, big = 0;
     for (const auto& n : cluster.nodes_seen_by(m))
       if (n.myself)
         for (auto [lo, hi] : n.ranges) owned += std::size_t(hi - lo + 1);
-    for (const auto& wr : a.writes) big += t.node_for_slot(t.slot_of(wr.where))->port == cluster.port(m);
+    for (const auto* set : {&a.writes, &shared.writes})
+      for (const auto& wr : *set) big += t.node_for_slot(t.slot_of(wr.where))->port == cluster.port(m);
     test::reply_ptr keys = cluster.command(m, {"DBSIZE"});
     BOOST_REQUIRE(keys);
     BOOST_TEST(std::size_t(keys->integer) == owned + big);
