@@ -32,7 +32,7 @@ def main():
         pair(f"prefill attention kernel {n}, 1 layer (TFLOP/s) vs torch SDPA", f"flash_prefill kernel {n} TFLOP/s",
              f"torch SDPA kernel {n} TFLOP/s", "TFLOP/s")
     for k, (v, u, note) in eng.items():
-        if k.startswith(("decode", "TTFT", "I/O floor", "suffix", "ceiling")):
+        if k.startswith(("decode", "TTFT", "I/O floor", "suffix", "ceiling", "file tier")):
             lines.append(f"| {k} | {v:.3f} {u} | | {note} |")
     table = "\n".join(lines)
     print(table)
@@ -51,7 +51,7 @@ def main():
         ax[0].set_xlabel("prompt tokens")
         ax[0].set_ylabel("prefill ms (llama3-8b, H200)")
         ax[0].legend()
-        names = [k for k in eng if k.startswith(("TTFT (a)", "TTFT (b)", "TTFT (c) prefix", "I/O floor", "suffix"))
+        names = [k for k in eng if k.startswith(("TTFT (a)", "TTFT (b)", "TTFT (c) prefix", "TTFT (d)", "I/O floor", "suffix"))
                  and eng[k][1] == "ms"]
         ax[1].barh(names, [eng[k][0] for k in names])
         ax[1].set_xscale("log")
