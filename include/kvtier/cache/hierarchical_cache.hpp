@@ -1,22 +1,16 @@
 #pragma once
 // hierarchical_cache: the prefix index, the device and host pools, the copy strategy, zero to two
 // slow tiers and the write, prefetch and eviction policies, composed into the one object an engine
-// calls. Build the type with cache_builder (builder.hpp); see docs/cache.md for the lifecycle.
-// This class orchestrates; its parts live in cache/detail/: the slow-tier set (tiers, I/O
-// threads, tickets, retries), the backup path (device → host copies) and the eviction cascade.
+// calls (build the type with cache_builder; docs/cache.md). It orchestrates parts of cache/detail/:
+// the slow-tier set, the backup path, the eviction cascade, the device slots' owners.
 //
-// Threads: one scheduler thread calls every member (lookup, prefetch, load, commit, release,
-// allocate, poll): the thread that built the cache, or the one that called adopt_thread(). A call
-// from another thread aborts with a message (misuse must not become corruption). kvtier's own
-// threads do the slow work: one I/O thread per slow tier and a backup copy stream (a thread in CPU
-// mode, a CUDA stream on a GPU). They never touch the index; their completions surface in poll(),
-// which the scheduler calls once per step. Nothing the scheduler calls waits on slow-tier I/O,
-// except where the prefetch policy says so (prefetch_wait/timeout in load()); a device eviction
-// waits for its victims' device → host copies (memory copies).
-//
-// Misuse is an error value, checked in every build: a lease of another cache, slots the engine
-// does not hold (repeated, committed, a lease's), tokens that do not extend the leased prompt, a
-// layer out of range. The checks cost O(pages), next to copies of megabytes.
+// Threads: one scheduler thread calls every member: the one that built the cache or called
+// adopt_thread(); a call from another thread aborts with a message. kvtier's own threads (one I/O
+// thread per slow tier, a backup copy stream) never touch the index; their completions surface in
+// poll(). Nothing the scheduler calls waits on slow-tier I/O, except where the prefetch policy says
+// so (load()); a device eviction waits for its victims' device → host copies (memory copies).
+// Misuse is an error value, checked in every build (a lease of another cache, slots the engine does
+// not hold, tokens that do not extend the leased prompt, a layer out of range): O(pages) checks.
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
