@@ -79,19 +79,19 @@ struct cpu_traits {
 int main(int argc, char** argv) {
   try {
     kvtier_serve::options defaults;
-    // CPU defaults sized for stories260K: documents of 512-1536 tokens in a 2,048-token context.
-    defaults.context = 2048;
+    // CPU defaults sized for stories260K on two cores: documents of 256-768 tokens, a 1,024-token context.
+    defaults.context = 1024;
     defaults.longdoc.documents = 8;
-    defaults.longdoc.questions = 4;
-    defaults.longdoc.doc_min = 512;
-    defaults.longdoc.doc_max = 1536;
+    defaults.longdoc.questions = 3;
+    defaults.longdoc.doc_min = 256;
+    defaults.longdoc.doc_max = 768;
     defaults.longdoc.question_tokens = 16;
     defaults.longdoc.answer_tokens = 16;
-    defaults.longdoc.rate = 20;
+    defaults.longdoc.rate = 2;
     defaults.chat.rate = 4;
     defaults.trace.path = KVTIER_SERVE_DEFAULT_TRACE;
     defaults.trace.max_output = 16;
-    defaults.device_pages = 256;
+    defaults.device_pages = 128;    // 3 documents; the 8 need ~2.5x that
     defaults.host_pages = 1024;
     defaults.disk_pages = 4096;
     const kvtier_serve::options o = kvtier_serve::parse(argc, argv, defaults);
