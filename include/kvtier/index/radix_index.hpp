@@ -206,7 +206,22 @@ class radix_index {
     return tokens.data() + i * pages_.tokens();
   }
   bool same_tokens(std::uint32_t p, const token_id* q) const noexcept {
-    return std::memcmp(store_.tokens(p), q, pages_.tokens() * sizeof(token_id)) == 0;
+    if constexpr (PageSize != dynamic_extent && PageSize % 4 == 0 && PageSize <= 128) {
+      // A static page: 16-byte lanes xor-ed and or-ed, no call.
+      using lane = std::uint64_t __attribute__((vector_size(16)));
+      const auto* a = reinterpret_cast<const unsigned char*>(store_.tokens(p));
+      const auto* b = reinterpret_cast<const unsigned char*>(q);
+      lane diff{0, 0};
+      for (std::size_t k = 0; k < PageSize * sizeof(token_id); k += 16) {
+        lane x, y;
+        std::memcpy(&x, a + k, 16);
+        std::memcpy(&y, b + k, 16);
+        diff |= x ^ y;
+      }
+      return (diff[0] | diff[1]) == 0;
+    } else {
+      return std::memcmp(store_.tokens(p), q, pages_.tokens() * sizeof(token_id)) == 0;
+    }
   }
   std::uint32_t page_at(const node& n, std::size_t j) const noexcept { return lists_[n.begin + j]; }
   std::uint64_t edge_of(std::uint32_t parent, const token_id* first_page) const noexcept {

@@ -41,6 +41,7 @@ class page_store {
   token_id* tokens(std::uint32_t p) noexcept { return tokens_.data() + std::size_t(p) * ps_.tokens(); }
   const token_id* tokens(std::uint32_t p) const noexcept { return tokens_.data() + std::size_t(p) * ps_.tokens(); }
   page_state& state(std::uint32_t p) noexcept { return state_[p]; }
+  const page_state* states() const noexcept { return state_.data(); }
   const page_state& state(std::uint32_t p) const noexcept { return state_[p]; }
   device_slot& device(std::uint32_t p) noexcept { return device_[p]; }
   host_slot& host(std::uint32_t p) noexcept { return host_[p]; }
@@ -90,14 +91,10 @@ class page_store {
   std::uint32_t alloc(std::uint32_t node, const page_residency& r) {
     std::size_t w = lowest_free_word_;
     while (w < free_.size() && free_[w] == 0) ++w;
+    if (w == free_.size()) w = add_free_ids();
     lowest_free_word_ = w;
-    std::uint32_t p;
-    if (w < free_.size()) {
-      p = std::uint32_t(w * 64 + std::size_t(std::countr_zero(free_[w])));
-      free_[w] &= free_[w] - 1;
-    } else {
-      p = fresh();
-    }
+    const std::uint32_t p = std::uint32_t(w * 64 + std::size_t(std::countr_zero(free_[w])));
+    free_[w] &= free_[w] - 1;
     state_[p] = page_state{r.tiers.bits, std::uint8_t(r.in_flight.bits & r.tiers.bits), 0};
     device_[p] = r.tiers.has(tier_id::device) ? r.device : device_slot{};
     host_[p] = r.tiers.has(tier_id::host) ? r.host : host_slot{};
@@ -151,18 +148,22 @@ class page_store {
   std::size_t token_bytes() const noexcept { return tokens_.memory_bytes(); }
 
  private:
-  // A page id above every one in use: the arrays grow by one page.
-  [[gnu::noinline]] std::uint32_t fresh() {
-    if (owner_.size() >= page_limit) throw std::length_error("kvtier: radix_index page count above 2^32-2");
-    const std::uint32_t p = std::uint32_t(owner_.size());
-    if (p == owner_.capacity()) reserve(std::size_t(p) + p / 4 + 64);  // 25% steps: mremap, no copy
-    (void)tokens_.extend(ps_.tokens());
-    (void)state_.extend(1);
-    (void)device_.extend(1);
-    (void)host_.extend(1);
-    (void)owner_.extend(1);
-    if (p % 64 == 0) free_.push_back(0);
-    return p;
+  // Every id in use: the arrays grow to the next multiple of 64 pages, the new ids all free (one
+  // bitmap word). Returns that word.
+  [[gnu::noinline]] std::size_t add_free_ids() {
+    const std::size_t n = owner_.size(), k = 64 - n % 64;
+    if (n + k > page_limit) throw std::length_error("kvtier: radix_index page count above 2^32-2");
+    if (n + k > owner_.capacity()) reserve(n + k + (n + k) / 4 + 64);  // 25% steps: mremap, no copy
+    (void)tokens_.extend(k * ps_.tokens());
+    (void)state_.extend(k);
+    (void)device_.extend(k);
+    (void)host_.extend(k);
+    std::uint32_t* o = owner_.extend(k);
+    for (std::size_t i = 0; i < k; ++i) o[i] = none;
+    const std::size_t w = n / 64;
+    if (free_.size() == w) free_.push_back(0);
+    free_[w] |= ~std::uint64_t{0} << (n % 64);
+    return w;
   }
   void resize_all(std::size_t n) {
     tokens_.resize(n * ps_.tokens());

@@ -51,19 +51,24 @@ template <bool Dry, class Take>
 std::size_t radix_index<Policy, PageSize>::drain_node(std::uint32_t n, std::size_t ti, std::size_t budget,
                                                       Take& take, bool& refused) {
   const std::uint8_t bit = std::uint8_t(1u << ti);
+  // No array grows during a pass (take() must not insert), so their addresses hold: kept in
+  // locals, which the byte-wide state stores cannot alias.
+  node* const nodes = nodes_.data();
+  const std::uint32_t* const lists = lists_.data();
+  const detail::page_state* const states = store_.states();
   std::size_t taken = 0;
-  std::uint32_t j = std::min(nodes_[n].count, nodes_[n].tier_end[ti]);
-  nodes_[n].tier_end[ti] = nodes_[n].count;  // trivially true; a gain of the tier during the pass resets it
-  std::uint32_t top = none;                  // the highest position that still holds the tier after this pass
-  while (taken < budget && nodes_[n].alive) {
-    j = std::min(j, nodes_[n].count);  // trimming may have shortened the node
+  std::uint32_t j = std::min(nodes[n].count, nodes[n].tier_end[ti]);
+  nodes[n].tier_end[ti] = nodes[n].count;  // trivially true; a gain of the tier during the pass resets it
+  std::uint32_t top = none;                // the highest position that still holds the tier after this pass
+  while (taken < budget && nodes[n].alive) {
+    const node& x = nodes[n];
+    j = std::min(j, x.count);  // trimming may have shortened the node
     if (j == 0) break;
     --j;
-    const node& x = nodes_[n];
-    const std::uint32_t p = lists_[x.begin + j];
-    const detail::page_state s = store_.state(p);
+    const std::uint32_t p = lists[x.begin + j];
+    const detail::page_state s = states[p];
     if (!(s.tiers & bit)) continue;
-    const bool below = j + 1 < x.count ? (store_.state(lists_[x.begin + j + 1]).tiers & bit) != 0
+    const bool below = j + 1 < x.count ? (states[lists[x.begin + j + 1]].tiers & bit) != 0
                                        : x.children_holding[ti] > 0;
     if (below || s.locks != 0 || s.in_flight != 0) {
       if (top == none) top = j;
