@@ -346,29 +346,12 @@ class redis_tier {
   bool read_some() noexcept {
     std::span<std::byte> direct;
     if (in_bulk_ && reader_.buffered() == 0 && bulk_got_ >= page_header_bytes) direct = bulk_target();
-    ssize_t got;
-    if (direct.size() >= 4096) {
-      got = ::recv(conn_.fd(), direct.data(), direct.size(), 0);
-      if (got > 0) {
-        reader_.bulk_arrived(std::size_t(got));
-        bulk_got_ += std::size_t(got);
-      }
-    } else {
-      const std::span<char> room = reader_.space();
-      if (room.empty()) return protocol_error("a reply line longer than the read buffer");
-      got = ::recv(conn_.fd(), room.data(), room.size(), 0);
-      if (got > 0) reader_.filled(std::size_t(got));
-    }
-    if (got == 0) {
-      drop_connection(make_error(errc::connection_lost, ECONNRESET));
-      return false;
-    }
-    if (got < 0) {
-      if (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK) return true;
-      drop_connection(make_error(errc::connection_lost, errno));
-      return false;
-    }
-    return true;
+    if (direct.size() < 4096) direct = {};  // small reads go through the reader's buffer
+    const result<std::size_t> got = conn_.receive(reader_, direct);
+    if (!got && got.err().sys_errno == EPROTO) return protocol_error("a reply line longer than the read buffer");
+    if (!got) drop_connection(got.err());
+    else if (!direct.empty()) bulk_got_ += *got;
+    return got.has_value();
   }
 
   // Completes replies already buffered, then reads the socket (waiting up to `timeout`) while

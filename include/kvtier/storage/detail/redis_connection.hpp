@@ -3,8 +3,9 @@
 // redis_connection: one TCP connection to a Redis server. hiredis connects; the handshake (AUTH or
 // PING, then CONFIG GET proto-max-bulk-len, pipelined: one round trip, bounded by the connect
 // timeout) says whether the server will serve us and the largest value it accepts. After that the
-// socket is used directly (sendmsg, recv): see redis_tier. When the server refuses us, the reason
-// in its own words (NOAUTH ..., WRONGPASS ...) is kept in last_error().
+// socket is used directly: send_all (sendmsg) and receive (recv into a resp_reader, or in place).
+// When the server refuses us, the reason in its own words (NOAUTH ..., WRONGPASS ...) is kept in
+// last_error().
 #include <hiredis/hiredis.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -18,11 +19,13 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <span>
 #include <string>
 #include <string_view>
 
 #include "kvtier/core/error.hpp"
 #include "kvtier/storage/detail/redis_reply.hpp"
+#include "kvtier/storage/detail/resp_reader.hpp"
 
 namespace kvtier::detail {
 
@@ -81,6 +84,27 @@ class redis_connection {
   void note(std::string_view why) noexcept {
     last_error_len_ = std::min(why.size(), sizeof last_error_);
     std::memcpy(last_error_, why.data(), last_error_len_);
+  }
+
+  // Receives what the socket holds: into `direct` when given (a value's bytes, with nothing
+  // buffered in the reader: see resp_reader::bulk_arrived), else into the reader's buffer. The
+  // bytes received (0: none yet), or an error: the peer closed (connection_lost, ECONNRESET), the
+  // socket failed, or a line fills the reader's whole buffer (io_error, EPROTO).
+  result<std::size_t> receive(resp_reader& reader, std::span<std::byte> direct) noexcept {
+    ssize_t got;
+    if (!direct.empty()) {
+      got = ::recv(fd(), direct.data(), direct.size(), 0);
+      if (got > 0) reader.bulk_arrived(std::size_t(got));
+    } else {
+      const std::span<char> room = reader.space();
+      if (room.empty()) return make_error(errc::io_error, EPROTO);
+      got = ::recv(fd(), room.data(), room.size(), 0);
+      if (got > 0) reader.filled(std::size_t(got));
+    }
+    if (got > 0) return std::size_t(got);
+    if (got == 0) return make_error(errc::connection_lost, ECONNRESET);
+    if (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK) return std::size_t(0);
+    return make_error(errc::connection_lost, errno);
   }
 
   // Writes every byte of iov (blocking, bounded by the socket's send timeout). iov is consumed.
