@@ -256,6 +256,7 @@ inline int run_synthetic(const options& o) {
 
 inline int chat_main(int argc, char** argv) {
   using namespace kvtier_engine::chat;
+  std::setvbuf(stdout, nullptr, _IOLBF, 0);  // rows appear as they are measured, between progress lines
   options o;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];

@@ -3,9 +3,9 @@
 // through kvtier's lifecycle:
 //   lookup (the cached prefix, locked) → prefetch (slow tier → host) → load (host → device, layer by
 //   layer) → allocate (device slots for the rest) → prefill of the uncached suffix in chunks that
-//   start on page boundaries, waiting for each cached layer just before it is read → commit (whole
-//   pages enter the index) → decode steps, committing each page as it fills → free the partial page
-//   → release.
+//   start on page boundaries, waiting for each cached layer just before it is read → the first token
+//   (TTFT) → commit (whole pages enter the index) → decode steps, committing each page as it fills →
+//   free the partial page → release.
 // The KV lives in the cache's device pool only; the block table is lease.device_slots() followed by
 // the slots allocate() gave. With caching off the same code runs without lookup or commit (slots
 // are allocated and freed), which is what the exactness tests compare against.
@@ -148,6 +148,13 @@ class engine {
         return e ? kvtier::make_error(kvtier::errc::io_error) : e.err();  // a failed load: the prefix is not there
       }
     }
+    sampler smp(o.sample);
+    kvtier::token_id tok = smp.next(logits_);
+    r.tokens.push_back(tok);
+    const auto t1 = clock::now();
+    r.ttft_s = std::chrono::duration<double>(t1 - t0).count();
+
+    // ---- the prompt's whole pages enter the index (after the first token is out: bookkeeping)
     std::size_t committed = cached_pages;
     seq_.assign(prompt.begin(), prompt.end());
     if (o.caching) {
@@ -158,12 +165,6 @@ class engine {
       }
       committed = full;
     }
-
-    sampler smp(o.sample);
-    kvtier::token_id tok = smp.next(logits_);
-    r.tokens.push_back(tok);
-    const auto t1 = clock::now();
-    r.ttft_s = std::chrono::duration<double>(t1 - t0).count();
 
     // ---- decode: each step writes its token's KV at position seq.size(); full pages are committed
     while (r.tokens.size() < o.max_new_tokens && !(o.stop_at_bos && tok == bos_token)) {

@@ -125,6 +125,15 @@ class model_weights {
     }
   }
 
+  // For converters (e.g. a Hugging Face checkpoint's rotate-half layout): the tensors in place, and
+  // the RoPE convention they are meant for.
+  std::span<float> mutable_tensor(tensor_kind kind) noexcept { return tensors_[std::size_t(kind)]; }
+  void set_rope(rope_style r, float theta) {
+    config_.rope = r;
+    config_.rope_theta = theta;
+    config_.validate();
+  }
+
   // Every layer's slice of `kind` back to back; `layer(kind, l)` is one (rows, cols) row-major matrix.
   std::span<const float> tensor(tensor_kind kind) const noexcept { return tensors_[std::size_t(kind)]; }
   std::span<const float> layer(tensor_kind kind, std::size_t l) const noexcept {
