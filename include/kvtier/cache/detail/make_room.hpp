@@ -52,8 +52,9 @@ bool make_room(Index& index, tier_id tier, std::size_t n, bool drop_all, Tier& o
       index.collect_victims(tier, need, victims);
       std::erase_if(victims, [&](page_id p) { return has_copy_below(index.info(p)->residency, tier); });
       if (!victims.empty()) ops.copy_down(std::span<const page_id>(victims));
+      if (ops.available() >= n) break;  // copying down freed the slots (a write-back owns its bytes)
     }
-    const std::size_t dropped = index.evict(tier, need, [&](const victim& v) {
+    const std::size_t dropped = index.evict(tier, n - ops.available(), [&](const victim& v) {
       ops.release(v);
       return true;
     });
