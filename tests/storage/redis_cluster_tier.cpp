@@ -8,6 +8,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdio>
 #include <set>
@@ -160,6 +161,24 @@ BOOST_AUTO_TEST_CASE(batches_route_across_every_slot) {
   BOOST_TEST_MESSAGE("cluster of " << cluster.size() << " nodes up in "
                      << std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() << " s");
   redis_cluster_tier<> t(config(cluster));
+  // CLUSTER SHARDS and CLUSTER SLOTS (the older servers' command) give the same slot map.
+  auto slot_ports = [](const std::vector<detail::cluster_shard>& shards) {
+    std::vector<int> port(detail::cluster_slots, 0);
+    for (const auto& sh : shards)
+      for (auto [lo, hi] : sh.ranges)
+        for (std::uint32_t x = lo; x <= hi; ++x) port[x] = sh.master.port;
+    return port;
+  };
+  test::reply_ptr shards_reply = cluster.command(0, {"CLUSTER", "SHARDS"});
+  test::reply_ptr slots_reply = cluster.command(0, {"CLUSTER", "SLOTS"});
+  const auto by_shards = detail::parse_cluster_shards(shards_reply.get(), "127.0.0.1");
+  const auto by_slots = detail::parse_cluster_slots(slots_reply.get(), "127.0.0.1");
+  BOOST_REQUIRE(by_shards.has_value());
+  BOOST_REQUIRE(by_slots.has_value());
+  BOOST_TEST(by_shards->size() == 3u);  // shards with slots (routing uses masters only)
+  const auto owner = slot_ports(*by_shards);
+  BOOST_TEST((owner == slot_ports(*by_slots)));
+  BOOST_TEST(std::count(owner.begin(), owner.end(), 0) == 0);
   // Tier keys hash like CLUSTER KEYSLOT says.
   for (std::size_t i = 0; i < 20; ++i) {
     const page_address a = test::address_of(1, i);
