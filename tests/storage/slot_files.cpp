@@ -74,6 +74,7 @@ BOOST_AUTO_TEST_CASE(another_layout_is_refused) {
   { slot_files f(config(dir.path, 8192)); }
   const std::string what = error_of(config(dir.path, 12288));
   BOOST_TEST(what.find("holds another layout") != std::string::npos, what);
+  BOOST_TEST(error_of(config(dir.path, 8192)).empty());  // the refused opener let the directory go
 }
 
 BOOST_AUTO_TEST_CASE(the_directory_is_locked_while_open) {

@@ -63,10 +63,15 @@ class slot_files {
       throw config_error("kvtier: file_tier directory " + dir.string() + " is in use by another file_tier (" +
                          lock.string() + " is locked" + why(e) + "); give each tier its own directory");
     }
-    probe();
-    check_layout();
-    fds_.assign(files(), -1);
-    allocated_.assign(files(), false);
+    try {
+      probe();
+      check_layout();
+      fds_.assign(files(), -1);
+      allocated_.assign(files(), false);
+    } catch (...) {  // no destructor runs: let the directory go
+      ::close(lock_fd_);
+      throw;
+    }
   }
   slot_files(const slot_files&) = delete;
   slot_files& operator=(const slot_files&) = delete;
