@@ -377,6 +377,7 @@ int run_all(const options& o, Traits& traits) {
   cost_model_info info{m.name, traits.backend_name(), traits.device_name(), "all modes", Traits::page_tokens,
                        std::size_t(m.kv_shape(traits.kv_type()).bytes_per_page(Traits::page_tokens))};
   const auto copies = traits.copy_bandwidth(o);
+  info.file_tier = traits.file_bandwidth(o);
   write_cost_model_json(o.out + "/cost_model.json", info, all_samples, copies);
   const linear_fit pf = fit_prefill(all_samples.prefill), df = fit_decode(all_samples.decode);
   std::printf("cost model: prefill t = %.3g + %.3g*n + %.3g*n*(s+n/2) s (R2 %.3f, %zu chunks); decode t = %.3g + %.3g*B + %.3g*C s "
@@ -385,6 +386,10 @@ int run_all(const options& o, Traits& traits) {
   for (const auto& c : copies)
     std::printf("            copies of %zu pages (%zu B): load h2d %.2f GB/s, backup d2h %.2f GB/s\n", c.pages, c.bytes,
                 c.load_s > 0 ? double(c.bytes) / c.load_s / 1e9 : 0.0, c.backup_s > 0 ? double(c.bytes) / c.backup_s / 1e9 : 0.0);
+  for (const auto& c : info.file_tier)
+    std::printf("            file tier, %zu pages (%zu B) in one batch: write %.2f GB/s, read %.2f GB/s%s\n", c.pages, c.bytes,
+                c.write_s > 0 ? double(c.bytes) / c.write_s / 1e9 : 0.0, c.read_s > 0 ? double(c.bytes) / c.read_s / 1e9 : 0.0,
+                c.ok ? "" : " (FAILED: some put or get did not succeed)");
   std::printf("wrote %s/{summary.csv, requests.csv, cost_model.json%s}\n", o.out.c_str(), points.size() > 1 ? ", sweep.csv, sweep.svg" : "");
   return rc;
 }

@@ -69,6 +69,19 @@ struct cuda_traits {
     }
     return kvtier::make_error(kvtier::errc::invalid_argument);
   }
+  // The file tier's put and get bandwidth on a scratch tier of its own (256 pages, one batch each way).
+  std::vector<slow_tier_measurement> file_bandwidth(const options& o) const {
+#ifdef KVTIER_SERVE_FILE
+    scratch_dir dir(o.dir);
+    const kvtier::kv_shape shape = m.kv_shape(kvtier::dtype::bf16);
+    const std::size_t page_bytes = shape.bytes_per_page(page_tokens);
+    kvtier::file_tier<> tier(kvtier::file_tier_config{dir.path, shape, page_bytes, 256, 256, 32, true, true});
+    return {slow_tier_bandwidth(tier, page_bytes, 256, kvtier::namespace_id{0xca1})};
+#else
+    (void)o;
+    return {};
+#endif
+  }
   std::vector<copy_measurement> copy_bandwidth(const options&) const {
     return serving::copy_bandwidth<host_cache>(m.kv_shape(kvtier::dtype::bf16), page_tokens, {1, 16, 256});
   }

@@ -20,6 +20,9 @@
 #include "kvtier/core/error.hpp"
 #include "kvtier/core/page_size.hpp"
 #include "kvtier/layout/page_first.hpp"
+#include "kvtier/storage/batch.hpp"
+#include "kvtier/storage/concepts.hpp"
+#include "kvtier/storage/request.hpp"
 #include "kvtier/transfer/views.hpp"
 
 namespace kvtier_engine::serving {
@@ -156,11 +159,46 @@ std::vector<copy_measurement> copy_bandwidth(const kvtier::kv_shape& shape, std:
   return out;
 }
 
+// A slow tier's write and read bandwidth: `pages` pages of `page_bytes` put in one batch, then read
+// back in one batch (distinct keys in namespace `ns`), each timed to its last completion.
+struct slow_tier_measurement {
+  std::size_t pages = 0, bytes = 0;
+  double write_s = 0, read_s = 0;
+  bool ok = false;  // every put and get succeeded
+};
+template <kvtier::storage_backend Backend>
+slow_tier_measurement slow_tier_bandwidth(Backend& b, std::size_t page_bytes, std::size_t pages, kvtier::namespace_id ns) {
+  slow_tier_measurement m{pages, pages * page_bytes};
+  std::vector<std::byte> src(pages * page_bytes), dst(pages * page_bytes);
+  for (std::size_t i = 0; i < src.size(); ++i) src[i] = std::byte(i * 2654435761u >> 13);
+  std::vector<kvtier::page_write> writes;
+  std::vector<kvtier::page_read> reads;
+  for (std::size_t i = 0; i < pages; ++i) {
+    const kvtier::page_address a{ns, kvtier::page_key{0x5e7e5e7eull, i + 1}};
+    writes.push_back({a, i, std::span<const std::byte>(src).subspan(i * page_bytes, page_bytes)});
+    reads.push_back({a, i, std::span<std::byte>(dst).subspan(i * page_bytes, page_bytes)});
+  }
+  using clock = std::chrono::steady_clock;
+  kvtier::storage_batch wb, rb;
+  const auto t0 = clock::now();
+  if (!b.put(writes, wb) || !b.wait(wb, std::chrono::minutes(2))) return m;
+  const auto t1 = clock::now();
+  if (!b.get(reads, rb) || !b.wait(rb, std::chrono::minutes(2))) return m;
+  const auto t2 = clock::now();
+  m.write_s = std::chrono::duration<double>(t1 - t0).count();
+  m.read_s = std::chrono::duration<double>(t2 - t1).count();
+  m.ok = true;
+  for (const auto& e : wb.status()) m.ok &= e.code == kvtier::errc::ok;
+  for (const auto& e : rb.status()) m.ok &= e.code == kvtier::errc::ok;
+  m.ok &= src == dst;
+  return m;
+}
+
 // Everything the JSON holds besides the fits.
 struct cost_model_info {
   std::string model, backend, device, mode;
   std::size_t page_tokens = 0, page_bytes = 0;
-  double file_write_bytes_per_s = 0, file_read_bytes_per_s = 0;  // 0: not measured
+  std::vector<slow_tier_measurement> file_tier;  // empty: not measured (no file tier in this build)
 };
 
 inline void write_cost_model_json(const std::string& path, const cost_model_info& info, const cost_samples& s,
@@ -194,8 +232,15 @@ inline void write_cost_model_json(const std::string& path, const cost_model_info
                  i ? "," : "", c.pages, c.bytes, c.load_s, c.load_s > 0 ? double(c.bytes) / c.load_s : 0.0, c.backup_s,
                  c.backup_s > 0 ? double(c.bytes) / c.backup_s : 0.0);
   }
-  std::fprintf(f, "\n  ],\n  \"file_tier\": {\"write_bytes_per_s\": %.4e, \"read_bytes_per_s\": %.4e}\n}\n",
-               info.file_write_bytes_per_s, info.file_read_bytes_per_s);
+  std::fprintf(f, "\n  ],\n  \"file_tier\": [");
+  for (std::size_t i = 0; i < info.file_tier.size(); ++i) {
+    const auto& c = info.file_tier[i];
+    std::fprintf(f, "%s\n    {\"pages\": %zu, \"bytes\": %zu, \"ok\": %s, \"write_s\": %.6e, \"write_bytes_per_s\": %.4e, "
+                    "\"read_s\": %.6e, \"read_bytes_per_s\": %.4e}",
+                 i ? "," : "", c.pages, c.bytes, c.ok ? "true" : "false", c.write_s, c.write_s > 0 ? double(c.bytes) / c.write_s : 0.0,
+                 c.read_s, c.read_s > 0 ? double(c.bytes) / c.read_s : 0.0);
+  }
+  std::fprintf(f, "\n  ]\n}\n");
   std::fclose(f);
 }
 
