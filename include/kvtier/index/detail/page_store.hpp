@@ -114,10 +114,10 @@ class page_store {
   std::size_t live() const noexcept { return live_; }
   std::size_t high_water() const noexcept { return owner_.size(); }
 
-  // Gives back the storage above the highest live page once a quarter of it or more is unused.
+  // Gives back the storage above the highest live page once it exceeds that page by a quarter.
   void trim() {
     std::size_t n = owner_.size();
-    if (n <= live_ + live_ / 4 + 1024) return;
+    if (n <= live_ + live_ / 8 + 64) return;
     while (n > 0 && owner_[n - 1] == none) {
       const std::size_t w = (n - 1) / 64;
       if (n % 64 == 0 && free_[w] == ~std::uint64_t{0}) n -= 64;  // a whole free word at once
@@ -128,7 +128,7 @@ class page_store {
     free_.resize((n + 63) / 64);
     if (n % 64) free_.back() &= (std::uint64_t{1} << (n % 64)) - 1;
     lowest_free_word_ = std::min(lowest_free_word_, free_.size());
-    if (owner_.capacity() > n + n / 2 + 4096) shrink_all();
+    if (owner_.capacity() > n + n / 4 + 256) shrink_all();
   }
 
   void reserve(std::size_t n) {

@@ -139,7 +139,7 @@ insert_result radix_index<Policy, PageSize>::insert(namespace_id ns, std::span<c
     if (path) path->clear();
     return r;
   }
-  if (list_garbage_ > 4096 && list_garbage_ * 4 > lists_.size()) compact_lists();
+  if (list_garbage_ > 256 && list_garbage_ * 4 > lists_.size()) compact_lists();
   const bool keep_path = options.lock || path;
   path_scratch_.clear();
   const access_info access{++clock_, options.priority};

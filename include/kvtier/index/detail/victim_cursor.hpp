@@ -150,13 +150,13 @@ std::size_t radix_index<Policy, PageSize>::collect_victims(tier_id tier, std::si
 template <eviction_policy Policy, std::size_t PageSize>
 void radix_index<Policy, PageSize>::push_heap_entry(tier_id t, std::uint32_t n) {
   auto& heap = heaps_[std::size_t(t)];
-  if (!dry_pass_ && heap.size() > 2 * live_nodes_ + 1024) {
+  if (!dry_pass_ && heap.size() > 2 * live_nodes_ + 256) {
     // Too many stale entries: rebuild from the live nodes.
     heap.clear();
     for (std::uint32_t i = 0; i < nodes_.size(); ++i)
       if (nodes_[i].alive && nodes_[i].held[std::size_t(t)] > 0) heap.push_back({policy_.key(nodes_[i].state), i});
     std::make_heap(heap.begin(), heap.end(), std::greater<>{});
-    if (heap.capacity() > 4 * heap.size() + 4096) heap.shrink_to_fit();  // the tree shrank
+    if (heap.capacity() > 2 * heap.size() + 256) heap.shrink_to_fit();  // the tree shrank
     return;
   }
   heap.push_back({policy_.key(nodes_[n].state), n});
