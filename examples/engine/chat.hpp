@@ -116,9 +116,8 @@ int stories_chat(Engine& e, const tokenizer& tok, const options& o, bool have_fi
   std::printf("\n== stories260K: one conversation; before each turn other users' traffic pushes its history one tier down\n");
   std::printf("   capacities: device %zu pages, host %zu pages%s%s (16-token pages)\n", device_pages, host_pages,
               have_file ? (", file tier " + std::to_string(disk_pages) + " pages").c_str() : "", have_redis ? ", Redis" : "");
-  std::printf("\n%-5s %-11s %7s %7s %9s %9s %9s  %s\n", "turn", "history in", "prompt", "reused", "TTFT off", "TTFT on",
-              "speed-up", "same tokens");
-  std::vector<std::string> replies;
+  std::vector<std::string> replies, rows;
+  progress bar("stories260K chat", turns);
   for (std::size_t k = 0; k < turns; ++k) {
     // Push the history below the tiers above the target: each push is more traffic than those tiers hold.
     const std::size_t push = target[k] <= 1 ? 0
@@ -147,13 +146,19 @@ int stories_chat(Engine& e, const tokenizer& tok, const options& o, bool have_fi
     int where = 0;
     for (int t = 0; t < 4; ++t)
       if (parts[t] > 0 && (where == 0 || parts[t] > parts[where - 1])) where = t + 1;
-    std::printf("%-5zu %-11s %7zu %7zu %7.2fms %7.2fms %8.1fx  %s\n", k + 1, tier_name(where), p.size(), on->reused_tokens,
-                off->ttft_s * 1e3, on->ttft_s * 1e3, off->ttft_s / on->ttft_s, same ? "yes" : "NO");
+    char row[160];
+    std::snprintf(row, sizeof row, "%-5zu %-11s %7zu %7zu %7.2fms %7.2fms %8.1fx  %s", k + 1, tier_name(where), p.size(),
+                  on->reused_tokens, off->ttft_s * 1e3, on->ttft_s * 1e3, off->ttft_s / on->ttft_s, same ? "yes" : "NO");
+    rows.push_back(row);
+    bar.step(k + 1);
     conv.answer(on->tokens);
     std::string reply = tok.decode(on->tokens, p.back());
     for (char& c : reply) c = c == '\n' ? ' ' : c;
     replies.push_back(user[k] + "  >>" + reply);
   }
+  std::printf("\n%-5s %-11s %7s %7s %9s %9s %9s  %s\n", "turn", "history in", "prompt", "reused", "TTFT off", "TTFT on",
+              "speed-up", "same tokens");
+  for (const auto& r : rows) std::printf("%s\n", r.c_str());
   std::printf("\nThe conversation (user text, then >> the model's reply):\n");
   for (const auto& r : replies) std::printf("  %s\n", r.c_str());
   const auto& st = e.cache().stats();
