@@ -340,6 +340,8 @@ int run_all(const options& o, Traits& traits) {
       std::fflush(stdout);
       write_summary_csv(sum_csv, s);
       write_request_csv(req_csv, s.mode, shown, r->records);
+      std::fflush(sum_csv);  // a run stopped early keeps every finished (mode, point)
+      std::fflush(req_csv);
       all_samples.prefill.insert(all_samples.prefill.end(), r->samples.prefill.begin(), r->samples.prefill.end());
       all_samples.decode.insert(all_samples.decode.end(), r->samples.decode.begin(), r->samples.decode.end());
       runs.push_back(mode_run{mode, shown, s, std::move(*r)});
