@@ -9,7 +9,8 @@
 //
 // Layers (storage/detail/): slot_files (the directory: files, layout, lock, preallocation),
 // slot_directory (which slot holds which page: index, LRU, pins, recovery), uring_queue (the
-// ring), verify_read (the check of a page read back). This file schedules the I/O between them.
+// ring), io_ops and file_work (requests in flight and waiting), verify_read (the check of a page
+// read back). This file schedules the I/O between them.
 #include <sys/uio.h>
 
 #include <algorithm>
