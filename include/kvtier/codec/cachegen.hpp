@@ -362,6 +362,7 @@ class cachegen_codec {
   }
 
   const cachegen_profile* profile() const noexcept { return p_.get(); }
+  bool configured() const noexcept { return p_ != nullptr; }
   const kv_page_geometry& geometry() const noexcept { return g_; }
   // The first 8 bytes of this codec's compressed and raw pages (decoders check them).
   std::uint64_t page_tag() const noexcept { return tag(); }

@@ -31,6 +31,33 @@ struct kv_page_geometry {
   }
 };
 
+// The codec a slow tier of `page_bytes`-byte pages of shape `s` uses when it is given none: a codec
+// built from its page geometry (int8, fp8) is built for those pages; any other is default-built.
+template <class C>
+C default_tier_codec(const kv_shape& s, std::size_t page_bytes) {
+  if constexpr (std::is_constructible_v<C, kv_page_geometry>) {
+    const std::size_t per_token = s.bytes_per_token();
+    if (page_bytes == 0 || page_bytes % per_token != 0)
+      throw config_error("kvtier: a KV codec needs a tier whose page_bytes is a whole number of tokens of its shape");
+    return C(kv_page_geometry{s, page_bytes / per_token});
+  } else {
+    return C{};
+  }
+}
+// Checks a codec given to a slow tier: configured (a cachegen codec has its profile) and built for
+// the tier's pages. Throws config_error; returns the codec.
+template <class C>
+C checked_tier_codec(C c, const kv_shape& s, std::size_t page_bytes) {
+  if constexpr (requires { c.configured(); })
+    if (!c.configured())
+      throw config_error("kvtier: a slow tier's codec is not configured: build it with its page geometry (and profile) "
+                         "and pass it to the tier's constructor");
+  if constexpr (requires { c.geometry(); })
+    if (!(c.geometry().shape == s) || c.geometry().page_bytes() != page_bytes)
+      throw config_error("kvtier: a slow tier's codec was built for pages of another shape or size than the tier's");
+  return c;
+}
+
 namespace detail {
 
 KVTIER_HOST_DEVICE inline float bf16_bits_to_float(std::uint16_t b) noexcept {

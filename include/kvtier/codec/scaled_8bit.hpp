@@ -85,6 +85,7 @@ class scaled_8bit_codec {
   explicit scaled_8bit_codec(kv_page_geometry g) : g_(g), configured_(true) { g_.check(); }
 
   const kv_page_geometry& geometry() const noexcept { return g_; }
+  bool configured() const noexcept { return configured_; }
 
   std::size_t max_encoded_bytes(std::size_t n) const noexcept {
     if (!configured_ || n != g_.page_bytes()) return 8 + n;  // never smaller than what decode checks

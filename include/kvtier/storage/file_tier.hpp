@@ -28,6 +28,7 @@
 
 #include "kvtier/codec/concepts.hpp"
 #include "kvtier/codec/identity.hpp"
+#include "kvtier/codec/kv_page.hpp"
 #include "kvtier/core/error.hpp"
 #include "kvtier/storage/batch.hpp"
 #include "kvtier/storage/concepts.hpp"
@@ -54,8 +55,11 @@ class file_tier {
   // Throws config_error for a bad configuration or an unusable directory: one that cannot be
   // written (EACCES, EROFS), is in use by another tier, or is laid out for another page size.
   // Scans existing slot files: their intact pages are recovered.
-  explicit file_tier(file_tier_config cfg)
+  explicit file_tier(file_tier_config cfg) : file_tier(cfg, default_tier_codec<Codec>(cfg.shape, cfg.page_bytes)) {}
+  // With a codec built for this tier's pages (a cachegen codec and its profile, say).
+  file_tier(file_tier_config cfg, Codec codec)
       : cfg_(validated(std::move(cfg))),
+        codec_(checked_tier_codec(std::move(codec), cfg_.shape, cfg_.page_bytes)),
         max_payload_(codec_.max_encoded_bytes(cfg_.page_bytes)),
         slot_bytes_(detail::direct_io_alignment + detail::align_up(max_payload_, detail::direct_io_alignment)),
         files_({cfg_.directory, slot_bytes_, cfg_.capacity_pages, cfg_.pages_per_file, cfg_.use_direct}),

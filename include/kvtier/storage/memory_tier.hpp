@@ -14,6 +14,7 @@
 
 #include "kvtier/codec/concepts.hpp"
 #include "kvtier/codec/identity.hpp"
+#include "kvtier/codec/kv_page.hpp"
 #include "kvtier/core/error.hpp"
 #include "kvtier/core/kv_shape.hpp"
 #include "kvtier/storage/batch.hpp"
@@ -38,8 +39,11 @@ class memory_tier {
   using kvtier_storage_backend = storage_backend_tag;
   using codec_type = Codec;
 
-  explicit memory_tier(memory_tier_config cfg) : cfg_(cfg) {
+  explicit memory_tier(memory_tier_config cfg) : memory_tier(cfg, default_tier_codec<Codec>(cfg.shape, cfg.page_bytes)) {}
+  // With a codec built for this tier's pages (a cachegen codec and its profile, say).
+  memory_tier(memory_tier_config cfg, Codec codec) : cfg_(cfg) {
     if (cfg_.page_bytes == 0) throw config_error("kvtier: memory_tier with page_bytes 0");
+    codec_ = checked_tier_codec(std::move(codec), cfg_.shape, cfg_.page_bytes);
     if (cfg_.capacity_pages == 0) throw config_error("kvtier: memory_tier with capacity_pages 0");
   }
 

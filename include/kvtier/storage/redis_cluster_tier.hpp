@@ -27,6 +27,7 @@
 
 #include "kvtier/codec/concepts.hpp"
 #include "kvtier/codec/identity.hpp"
+#include "kvtier/codec/kv_page.hpp"
 #include "kvtier/storage/concepts.hpp"
 #include "kvtier/storage/detail/cluster_connection.hpp"
 #include "kvtier/storage/detail/cluster_hash_slot.hpp"
@@ -44,8 +45,12 @@ class redis_cluster_tier {
   using clock = std::chrono::steady_clock;
 
   // Throws config_error for a bad configuration only; an unreachable cluster is a run-time event.
-  explicit redis_cluster_tier(redis_cluster_tier_config cfg) : cfg_(std::move(cfg)) {
+  explicit redis_cluster_tier(redis_cluster_tier_config cfg)
+      : redis_cluster_tier(cfg, default_tier_codec<Codec>(cfg.shape, cfg.page_bytes)) {}
+  // With a codec built for this tier's pages (a cachegen codec and its profile, say).
+  redis_cluster_tier(redis_cluster_tier_config cfg, Codec codec) : cfg_(std::move(cfg)) {
     if (cfg_.page_bytes == 0) throw config_error("kvtier: redis_cluster_tier with page_bytes 0");
+    codec_ = checked_tier_codec(std::move(codec), cfg_.shape, cfg_.page_bytes);
     if (cfg_.seeds.empty()) throw config_error("kvtier: redis_cluster_tier needs at least one seed node");
     for (const auto& s : cfg_.seeds)
       if (s.host.empty() || s.port <= 0 || s.port > 65535) throw config_error("kvtier: redis_cluster_tier seed out of range");

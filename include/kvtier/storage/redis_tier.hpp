@@ -30,6 +30,7 @@
 
 #include "kvtier/codec/concepts.hpp"
 #include "kvtier/codec/identity.hpp"
+#include "kvtier/codec/kv_page.hpp"
 #include "kvtier/core/error.hpp"
 #include "kvtier/storage/batch.hpp"
 #include "kvtier/storage/concepts.hpp"
@@ -54,7 +55,10 @@ class redis_tier {
 
   // Throws config_error for a bad configuration only; an unreachable server is a run-time event
   // (requests complete with errc::connection_lost until it is back).
-  explicit redis_tier(redis_tier_config cfg) : cfg_(validated(std::move(cfg))) {
+  explicit redis_tier(redis_tier_config cfg) : redis_tier(cfg, default_tier_codec<Codec>(cfg.shape, cfg.page_bytes)) {}
+  // With a codec built for this tier's pages (a cachegen codec and its profile, say).
+  redis_tier(redis_tier_config cfg, Codec codec)
+      : cfg_(validated(std::move(cfg))), codec_(checked_tier_codec(std::move(codec), cfg_.shape, cfg_.page_bytes)) {
     max_payload_ = codec_.max_encoded_bytes(cfg_.page_bytes);
     backoff_ = cfg_.reconnect_min;
     endpoint_ = {cfg_.host, cfg_.port, cfg_.user, cfg_.password, cfg_.connect_timeout, cfg_.io_timeout};
