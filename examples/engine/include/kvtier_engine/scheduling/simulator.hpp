@@ -1,0 +1,650 @@
+#pragma once
+// simulator: a discrete-event model of serving::server's loop (same admission, same steps), with
+// time from a cost_model instead of the GPU, and kvtier's real prefix index and eviction policies
+// (sim_cache). Each step, as the server does:
+//   1. arrivals and chat follow-ups whose time passed join the queue; copies that landed are marked;
+//   2. admission while fewer than max_batch run: requests that fetched go on to load; then queued
+//      ones in the policy's order (serving's priority, or io_aware::select): lookup (locks the
+//      cached prefix), slow → host fetch (load on a later step), else load host → device on the
+//      one H2D link (layers land in order) and device slots for the rest and every decode position;
+//   3. one batch under the token budget: a decode token for each request past its prefill, then
+//      chunked prefills; a first chunk over a loading prefix waits for layer l before computing it
+//      (the stall); a finished prefill commits its pages (write-through to host);
+//   4. a finished request commits its decode pages, frees what it reserved, unlocks.
+// Scheduler-aware prefetch and eviction (CachedAttention), option prefetch_aware: queued requests'
+// slow-tier pages are fetched to host ahead of admission while the slow link is idle, and the
+// cached prefixes of the first queued requests are protected with look_ahead's expect(); because
+// expect() only marks nodes that exist when it is called, the protection is refreshed after every
+// step that committed pages (a queued request asking about a document being computed gets it).
+// Checked on the way: every read page's content is the reader's own prefix; time never goes back;
+// every request finishes once.
+#include <algorithm>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <queue>
+#include <span>
+#include <unordered_map>
+#include <vector>
+
+#include "kvtier/core/error.hpp"
+#include "kvtier_engine/scheduling/cost_model.hpp"
+#include "kvtier_engine/scheduling/policies.hpp"
+#include "kvtier_engine/scheduling/sim_cache.hpp"
+#include "kvtier_engine/serving/policy.hpp"
+#include "kvtier_engine/serving/request.hpp"
+
+namespace kvtier_engine::scheduling {
+
+struct sim_options {
+  std::size_t token_budget = 8192;  // tokens computed per step
+  std::size_t chunk_tokens = 2048;  // longest prefill chunk (whole pages)
+  std::size_t max_batch = 32;
+  std::size_t policy_window = 64;   // queued requests ranked per admission round
+  bool prefetch_aware = false;      // CachedAttention: fetch ahead, protect queued prefixes
+  std::size_t prefetch_depth = 16;  // queued requests fetched ahead and protected
+};
+
+struct sim_record {
+  std::size_t id = 0;
+  double arrival_s = 0, admitted_s = 0, first_token_s = 0, finish_s = 0;
+  std::size_t prompt_tokens = 0, output_tokens = 0, reused_tokens = 0, computed_tokens = 0;
+  std::size_t loaded_pages = 0, fetched_pages = 0;
+  double load_wait_s = 0;
+  std::uint32_t served = 0;  // times it finished (1)
+  double ttft_s() const noexcept { return first_token_s - arrival_s; }
+};
+
+struct sim_counters {
+  std::uint64_t steps = 0, stall_steps = 0;
+  double step_s = 0, load_wait_s = 0, duration_s = 0;
+  std::uint64_t pages_loaded = 0, pages_fetched = 0, pages_prefetched = 0, pages_backed_up = 0, pages_written_disk = 0;
+  std::uint64_t pages_computed = 0, duplicate_pages = 0;  // duplicate: computed, but committed meanwhile by another
+  std::uint64_t pages_read = 0, content_mismatches = 0, time_regressions = 0, deferred_admissions = 0, delay_hit_deferrals = 0;
+  bool deadlock = false;
+};
+
+struct sim_result {
+  std::vector<sim_record> records;
+  sim_counters counters;
+  double wall_s = 0;  // host seconds the simulation took
+};
+
+namespace detail {
+inline std::uint64_t mix(std::uint64_t h, std::uint64_t v) noexcept {
+  h ^= v + 0x9e3779b97f4a7c15ull + (h << 6) + (h >> 2);
+  h *= 0xbf58476d1ce4e5b9ull;
+  return h ^ (h >> 31);
+}
+template <class P>
+concept batch_selecting = requires(const P& p, std::span<const candidate> c, const batch_state& s, std::vector<std::size_t>& o) {
+  p.select(c, s, o);
+  { p.fill_bubbles() } -> std::convertible_to<bool>;
+};
+}  // namespace detail
+
+template <serving::scheduling_policy Policy>
+class simulator {
+ public:
+  simulator(cost_model cost, sim_cache_config cache, sim_options o, Policy policy)
+      : cost_(std::move(cost)), cache_(cache), o_(o), policy_(std::move(policy)) {
+    if (cache.page_tokens != cost_.page_tokens) throw kvtier::config_error("kvtier-simulate: cache and cost model page sizes differ");
+    if (o_.chunk_tokens == 0 || o_.chunk_tokens % P() != 0 || o_.token_budget < P() || o_.max_batch == 0)
+      throw kvtier::config_error("kvtier-simulate: chunk a whole number of pages, budget >= a page, max-batch >= 1");
+  }
+
+  sim_cache& cache() noexcept { return cache_; }
+
+  sim_result run(const serving::workload& w) {
+    const auto wall0 = std::chrono::steady_clock::now();
+    sim_result out;
+    out.records.resize(w.requests.size());
+    vocab_ = w.vocab ? w.vocab : 32000;
+    children_.assign(w.requests.size(), serving::no_parent);
+    for (const auto& r : w.requests)
+      if (r.parent != serving::no_parent) children_[r.parent] = r.id;
+    std::vector<std::size_t> order;
+    for (const auto& r : w.requests)
+      if (r.parent == serving::no_parent) order.push_back(r.id);
+    std::stable_sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) { return w.requests[a].arrival_s < w.requests[b].arrival_s; });
+    std::size_t next_arrival = 0, finished = 0;
+    double now = 0, first_arrival = -1, last_finish = 0, last_end = 0;
+    while (finished < w.requests.size()) {
+      while (next_arrival < order.size() && w.requests[order[next_arrival]].arrival_s <= now) {
+        const auto& r = w.requests[order[next_arrival++]];
+        enqueue(r.id, r.arrival_s, r.ns, r.prompt, r.max_new_tokens);
+      }
+      while (!follow_ups_.empty() && follow_ups_.top().arrival_s <= now) {
+        const auto& f = follow_ups_.top();
+        enqueue(f.id, f.arrival_s, w.requests[f.id].ns, f.prompt, w.requests[f.id].max_new_tokens);
+        follow_ups_.pop();
+      }
+      land(now);
+      if (now < last_end) ++out.counters.time_regressions;
+      admit(now, out);
+      double elapsed = step(now, out, w);
+      if (elapsed > 0) {
+        out.counters.steps++;
+        out.counters.step_s += elapsed;
+        now += elapsed;
+        last_end = now;
+      } else {  // nothing ran: jump to the next event
+        double next = 1e300;
+        if (next_arrival < order.size()) next = std::min(next, w.requests[order[next_arrival]].arrival_s);
+        if (!follow_ups_.empty()) next = std::min(next, follow_ups_.top().arrival_s);
+        if (!landings_.empty()) next = std::min(next, landings_.top().at);
+        for (const auto& a : active_)
+          if (a->ph == phase::fetching) next = std::min(next, a->ready_at);
+        if (next >= 1e300 || next < now) {
+          if (finished + done_.size() < w.requests.size() && done_.empty()) {
+            out.counters.deadlock = true;
+            break;
+          }
+        } else {
+          now = next;
+        }
+      }
+      for (std::size_t id : done_) {
+        ++finished;
+        const sim_record& rec = out.records[id];
+        last_finish = std::max(last_finish, rec.finish_s);
+        if (first_arrival < 0 || rec.arrival_s < first_arrival) first_arrival = rec.arrival_s;
+      }
+      done_.clear();
+    }
+    out.counters.duration_s = last_finish - std::max(0.0, first_arrival);
+    out.counters.pages_backed_up = cache_.backups();
+    out.counters.pages_written_disk = cache_.disk_writes();
+    out.wall_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - wall0).count();
+    return out;
+  }
+
+ private:
+  enum class phase : std::uint8_t { fetching, prefill, decode };
+  struct queued {
+    std::size_t id = 0;
+    double arrival_s = 0;
+    kvtier::namespace_id ns{};
+    std::vector<kvtier::token_id> prompt;
+    std::vector<std::uint64_t> hashes;  // content of each whole page of the prompt (chained)
+    std::size_t max_new = 0;
+    bool expected = false, prefetched = false;
+  };
+  struct follow_up {
+    double arrival_s;
+    std::size_t id;
+    std::vector<kvtier::token_id> prompt;
+    friend bool operator>(const follow_up& a, const follow_up& b) noexcept { return a.arrival_s > b.arrival_s; }
+  };
+  struct landing {
+    double at;
+    kvtier::page_id page;
+    kvtier::tier_id tier;
+    friend bool operator>(const landing& a, const landing& b) noexcept { return a.at > b.at; }
+  };
+  struct active_request {
+    queued q;
+    phase ph = phase::prefill;
+    kvtier::match_result m;             // the locked cached prefix
+    std::vector<kvtier::page_id> committed_path;  // pages locked by commit
+    std::vector<std::uint32_t> table;   // device slot per page (cached prefix, then reserved)
+    std::vector<bool> owned;            // table[i] belongs to the index
+    std::size_t cached = 0, next = 0, out_tokens = 0, committed = 0;
+    double ready_at = 0;                // fetching: when the slow-tier pages land
+    double load_start = 0, load_dur = 0, other_ready = 0;
+    bool load_pending = false;
+    std::uint64_t group = 0;
+  };
+
+  std::size_t P() const noexcept { return cost_.page_tokens; }
+  std::size_t pages_for(const queued& q) const noexcept { return (q.prompt.size() + q.max_new - 1 + P() - 1) / P(); }
+
+  void hash_pages(queued& q) const {
+    q.hashes.clear();
+    std::uint64_t h = detail::mix(0x5157ull, q.ns.value());
+    const std::size_t full = q.prompt.size() / P();
+    for (std::size_t i = 0; i < full; ++i) {
+      for (std::size_t k = 0; k < P(); ++k) h = detail::mix(h, std::uint32_t(q.prompt[i * P() + k].value()));
+      q.hashes.push_back(h ? h : 1);
+    }
+  }
+
+  void enqueue(std::size_t id, double arrival, kvtier::namespace_id ns, const std::vector<kvtier::token_id>& prompt, std::size_t max_new) {
+    queued q{id, arrival, ns, prompt, {}, std::max<std::size_t>(1, max_new)};
+    hash_pages(q);
+    queue_.push_back(std::move(q));
+    dirty_ = true;
+  }
+
+  std::span<const kvtier::token_id> looked_up(const queued& q) const { return std::span(q.prompt).first(q.prompt.size() - 1); }
+
+  void land(double now) {
+    while (!landings_.empty() && landings_.top().at <= now) {
+      const landing l = landings_.top();
+      landings_.pop();
+      cache_.land(l.page, l.tier);
+      in_flight_at_.erase(flight_key(l.page, l.tier));
+    }
+  }
+  static std::uint64_t flight_key(kvtier::page_id p, kvtier::tier_id t) noexcept { return (std::uint64_t(p.value()) << 2) | std::uint64_t(t); }
+
+  // Leading pages ready on device or host; the first missing page's content is the delay-hit group.
+  std::uint64_t group_of(const queued& q, const kvtier::match_result& m) const {
+    std::size_t k = 0;
+    while (k < m.sources.size() && m.sources[k] != kvtier::page_source::storage) ++k;
+    const std::size_t full = looked_up(q).size() / P();
+    return k < full ? q.hashes[k] : 0;
+  }
+
+  // Slow tier → host fetch of m's storage pages (host copies in flight); returns when they land.
+  double fetch(const kvtier::match_result& m, double now, std::size_t& pages, const queued& q, sim_counters& c) {
+    double ready = now;
+    std::size_t issued = 0;
+    for (std::size_t i = 0; i < m.size(); ++i) {
+      if (m.sources[i] != kvtier::page_source::storage) continue;
+      const kvtier::page_id p = m.pages[i];
+      const auto r = cache_.index().residency(p);
+      if (r && r->in_flight.has(kvtier::tier_id::host)) {
+        ready = std::max(ready, in_flight_at_[flight_key(p, kvtier::tier_id::host)]);
+        continue;
+      }
+      const std::uint64_t content = cache_.disk_content(p);
+      if (content != q.hashes[i]) ++c.content_mismatches;
+      ++c.pages_read;
+      if (!cache_.backup_to_host(p, content, true)) break;  // no host room: the rest is computed
+      fetch_pages_.push_back(p);
+      ++issued;
+    }
+    if (issued) {
+      const double start = std::max(now, fetch_free_);
+      fetch_free_ = start + cost_.fetch_s(issued);
+      ready = std::max(ready, fetch_free_);
+      for (kvtier::page_id p : fetch_pages_) {
+        landings_.push({fetch_free_, p, kvtier::tier_id::host});
+        in_flight_at_[flight_key(p, kvtier::tier_id::host)] = fetch_free_;
+      }
+    }
+    fetch_pages_.clear();
+    pages += issued;
+    return ready;
+  }
+
+  // CachedAttention: protect the first queued prefixes, fetch their slow pages while the link is idle.
+  void look_ahead(double now, sim_counters& c) {
+    if (!o_.prefetch_aware || !cache_.caching()) return;
+    if (dirty_) {
+      for (auto& q : queue_)
+        if (q.expected) cache_.index().unexpect(q.ns, looked_up(q)), q.expected = false;
+      for (std::size_t i = 0; i < std::min(queue_.size(), o_.prefetch_depth); ++i)
+        cache_.index().expect(queue_[i].ns, looked_up(queue_[i])), queue_[i].expected = true;
+      dirty_ = false;
+    }
+    if (!cache_.has_disk() || fetch_free_ > now) return;
+    for (std::size_t i = 0; i < std::min(queue_.size(), o_.prefetch_depth) && fetch_free_ <= now; ++i) {
+      queued& q = queue_[i];
+      if (q.prefetched) continue;
+      q.prefetched = true;
+      cache_.index().match(q.ns, looked_up(q), peek_, kvtier::match_options{false, false, 0});
+      if (peek_.storage_pages == 0) continue;
+      std::size_t pages = 0;
+      (void)fetch(peek_, now, pages, q, c);
+      c.pages_prefetched += pages;
+    }
+  }
+
+  void admit(double now, sim_result& out) {
+    auto& c = out.counters;
+    // Requests whose fetch landed go on to load.
+    for (std::size_t i = 0; i < active_.size();) {
+      active_request& a = *active_[i];
+      if (a.ph != phase::fetching || a.ready_at > now) {
+        ++i;
+        continue;
+      }
+      if (!load_and_reserve(a, now, out)) {
+        ++c.deferred_admissions;
+        release_lookup(a);
+        a.q.prefetched = false;
+        queue_.push_front(std::move(a.q));
+        dirty_ = true;
+        active_.erase(active_.begin() + std::ptrdiff_t(i));
+        continue;
+      }
+      ++i;
+    }
+    look_ahead(now, c);
+    if (queue_.empty() || active_.size() >= o_.max_batch) return;
+    const std::size_t n = std::min(queue_.size(), o_.policy_window);
+    serving::in_flight f;
+    f.now_s = now;
+    f.running = active_.size();
+    for (const auto& a : active_) {
+      f.prefilling += a->ph == phase::prefill;
+      f.decoding += a->ph == phase::decode;
+      f.fetching += a->ph == phase::fetching;
+      if (a->load_pending) f.load_pages += a->m.size() - a->m.device_pages;
+    }
+    f.token_budget = o_.token_budget;
+    f.free_device_pages = cache_.device_free();
+    picks_.clear();
+    cands_.clear();
+    for (std::size_t i = 0; i < n; ++i) {
+      candidate x;
+      x.q = serving::queued_request{queue_[i].id, queue_[i].arrival_s, queue_[i].prompt.size(), {}};
+      if (Policy::uses_cached_prefix && cache_.caching()) {
+        cache_.index().match(queue_[i].ns, looked_up(queue_[i]), peek_, kvtier::match_options{false, false, 0});
+        x.q.cached_tokens[0] = peek_.device_pages * P();
+        x.q.cached_tokens[1] = peek_.host_pages * P();
+        x.q.cached_tokens[2] = peek_.storage_pages * P();
+        x.group = group_of(queue_[i], peek_);
+        x.load_s = cost_.load_s(peek_.host_pages + peek_.storage_pages);
+        x.fetch_s = cost_.fetch_s(peek_.storage_pages);
+        const std::size_t cached = peek_.size() * P();
+        x.compute_s = cost_.prefill_s(x.q.prompt_tokens - cached, cached);
+      }
+      cands_.push_back(x);
+    }
+    if constexpr (detail::batch_selecting<Policy>) {
+      pending_.clear();
+      double compute_ahead = 0;
+      for (const auto& a : active_) {
+        if (a->ph == phase::decode) continue;
+        if (a->group) pending_.push_back(a->group);
+        compute_ahead += cost_.prefill_s(a->q.prompt.size() - a->next, a->next);
+      }
+      batch_state s{f, pending_, std::max(0.0, h2d_free_ - now), compute_ahead, o_.max_batch - active_.size()};
+      policy_.select(cands_, s, picks_);
+      for (std::size_t i = 0; i < n; ++i) {  // left out although a slot was free: deferred as a delay hit
+        if (cands_[i].group == 0 || picks_.size() >= s.slots) continue;
+        if (std::find(picks_.begin(), picks_.end(), i) == picks_.end()) ++c.delay_hit_deferrals;
+      }
+    } else {
+      ranks_.clear();
+      for (std::size_t i = 0; i < n; ++i) ranks_.push_back({policy_.priority(cands_[i].q, f), queue_[i].arrival_s, i});
+      std::stable_sort(ranks_.begin(), ranks_.end(), [](const rank& a, const rank& b) {
+        return a.priority != b.priority ? a.priority < b.priority : a.arrival < b.arrival;
+      });
+      for (const rank& r : ranks_) picks_.push_back(r.index);
+    }
+    taken_.clear();
+    for (std::size_t i : picks_) {
+      if (active_.size() >= o_.max_batch) break;
+      auto a = std::make_unique<active_request>();
+      a->q = std::move(queue_[i]);
+      if (a->q.expected) cache_.index().unexpect(a->q.ns, looked_up(a->q)), a->q.expected = false;
+      sim_record& rec = out.records[a->q.id];
+      rec = sim_record{};
+      rec.id = a->q.id;
+      rec.arrival_s = a->q.arrival_s;
+      rec.admitted_s = now;
+      rec.prompt_tokens = a->q.prompt.size();
+      if (cache_.caching()) {
+        cache_.index().match(a->q.ns, looked_up(a->q), a->m, kvtier::match_options{true, true, 0});
+        a->group = group_of(a->q, a->m);
+        if (a->m.storage_pages > 0) {
+          std::size_t pages = 0;
+          a->ready_at = fetch(a->m, now, pages, a->q, out.counters);
+          rec.fetched_pages = pages;
+          out.counters.pages_fetched += pages;
+          a->ph = phase::fetching;
+          active_.push_back(std::move(a));
+          taken_.push_back(i);
+          continue;
+        }
+      }
+      if (!load_and_reserve(*a, now, out)) {
+        ++c.deferred_admissions;
+        release_lookup(*a);
+        queue_[i] = std::move(a->q);
+        break;
+      }
+      active_.push_back(std::move(a));
+      taken_.push_back(i);
+    }
+    std::sort(taken_.begin(), taken_.end());
+    for (auto it = taken_.rbegin(); it != taken_.rend(); ++it) queue_.erase(queue_.begin() + std::ptrdiff_t(*it));
+    if (!taken_.empty()) dirty_ = true;
+  }
+
+  void release_lookup(active_request& a) {
+    if (a.m.locked) (void)cache_.index().unlock(a.m.pages);
+    a.m.clear();
+  }
+
+  // Device slots for the whole request; loads of the host-held prefix on the H2D link.
+  bool load_and_reserve(active_request& a, double now, sim_result& out) {
+    auto& c = out.counters;
+    sim_record& rec = out.records[a.q.id];
+    // The usable prefix: pages with a device or host copy (a fetch cut short leaves the rest).
+    std::size_t usable = 0, on_device = 0;
+    for (; usable < a.m.size(); ++usable) {
+      const auto r = cache_.index().residency(a.m.pages[usable]);
+      if (!r || !(r->tiers.has(kvtier::tier_id::device) || r->ready(kvtier::tier_id::host))) break;
+      on_device += r->tiers.has(kvtier::tier_id::device);
+    }
+    if (usable < a.m.size()) {
+      if (a.m.locked) (void)cache_.index().unlock(std::span(a.m.pages).subspan(usable));
+      a.m.pages.resize(usable);
+      a.m.sources.resize(usable);
+    }
+    const std::size_t total = pages_for(a.q), cached = usable;
+    a.table.clear();
+    slots_.clear();
+    if (!cache_.allocate_device(total - on_device, slots_)) return false;
+    a.table.resize(total);
+    a.owned.assign(total, false);
+    std::size_t s = 0, issued = 0;
+    a.other_ready = now;
+    for (std::size_t i = 0; i < cached; ++i) {
+      const kvtier::page_id p = a.m.pages[i];
+      const auto r = cache_.index().residency(p);
+      ++c.pages_read;
+      if (r->tiers.has(kvtier::tier_id::device)) {  // ready, or being loaded by another request
+        a.table[i] = r->device.value();
+        a.owned[i] = true;
+        if (r->in_flight.has(kvtier::tier_id::device)) a.other_ready = std::max(a.other_ready, in_flight_at_[flight_key(p, kvtier::tier_id::device)]);
+        if (cache_.device_content(r->device.value()) != a.q.hashes[i]) ++c.content_mismatches;
+        continue;
+      }
+      const std::uint32_t d = slots_[s++];
+      const std::uint64_t content = cache_.host_content(r->host.value());
+      if (content != a.q.hashes[i]) ++c.content_mismatches;
+      cache_.device_content(d) = content;
+      (void)cache_.index().place_copy(p, kvtier::device_slot{d}, true);
+      a.table[i] = d;
+      a.owned[i] = true;
+      load_list_.push_back(p);
+      ++issued;
+    }
+    for (std::size_t i = cached; i < total; ++i) a.table[i] = slots_[s++];
+    while (s < slots_.size()) cache_.free_device(slots_[s++]);  // pages another request is loading
+    if (issued) {
+      a.load_start = std::max(now, h2d_free_);
+      a.load_dur = cost_.load_s(issued);
+      h2d_free_ = a.load_start + a.load_dur;
+      for (kvtier::page_id p : load_list_) {
+        landings_.push({h2d_free_, p, kvtier::tier_id::device});
+        in_flight_at_[flight_key(p, kvtier::tier_id::device)] = h2d_free_;
+      }
+      c.pages_loaded += issued;
+    } else {
+      a.load_start = now, a.load_dur = 0;
+    }
+    load_list_.clear();
+    rec.loaded_pages = issued;
+    a.load_pending = issued > 0 || a.other_ready > now;
+    a.cached = cached;
+    a.committed = cached;
+    a.next = cached * P();
+    rec.reused_tokens = a.next;
+    rec.computed_tokens = a.q.prompt.size() - a.next;
+    a.ph = phase::prefill;
+    return true;
+  }
+
+  // Commits pages [from, to) of seq (whole pages) from the request's table; write-through to host.
+  void commit(active_request& a, const std::vector<kvtier::token_id>& seq, const std::vector<std::uint64_t>& hashes, std::size_t to, sim_counters& c) {
+    const std::size_t from = a.committed;
+    if (!cache_.caching() || to <= from) return;
+    a.committed = to;
+    for (std::size_t i = from; i < to; ++i)
+      if (!a.owned[i]) cache_.device_content(a.table[i]) = hashes[i];
+    path_.clear();
+    (void)cache_.index().insert(a.q.ns, std::span(seq).first(to * P()),
+                                [&](std::size_t i) { return kvtier::on_device(kvtier::device_slot{a.table[i]}); },
+                                kvtier::insert_options{true, 0}, &path_);
+    std::size_t backups = 0;
+    for (std::size_t i = from; i < to; ++i) {
+      if (a.owned[i]) continue;
+      const auto r = cache_.index().residency(path_[i]);
+      if (r->tiers.has(kvtier::tier_id::device) && r->device.value() == a.table[i]) {
+        a.owned[i] = true;
+        ++c.pages_computed;
+        if (!r->tiers.has(kvtier::tier_id::host) && cache_.backup_to_host(path_[i], hashes[i])) ++backups;
+      } else {  // computed meanwhile by another request: ours is a duplicate
+        ++c.duplicate_pages;
+        ++c.pages_computed;
+      }
+    }
+    a.committed_path.insert(a.committed_path.end(), path_.begin(), path_.end());
+    if (backups) d2h_free_ = std::max(d2h_free_, commit_time_) + cost_.backup_s(backups);
+  }
+
+  void finish(active_request& a, sim_record& rec, double t, const serving::workload& w, sim_counters& c) {
+    // The decode positions' whole pages, then the history a follow-up extends.
+    std::vector<kvtier::token_id> seq = a.q.prompt;
+    for (std::size_t j = 0; j < a.out_tokens; ++j) seq.push_back(output_token(a.q.id, j));
+    if (cache_.caching()) {
+      const std::size_t kv = a.q.prompt.size() + a.out_tokens - 1;  // positions holding KV
+      const std::size_t full = std::min(kv / P(), a.table.size());
+      if (full > a.q.prompt.size() / P()) {
+        queued tmp{a.q.id, 0, a.q.ns, std::vector<kvtier::token_id>(seq.begin(), seq.begin() + std::ptrdiff_t(full * P())), {}, 1};
+        hash_pages(tmp);
+        commit(a, tmp.prompt, tmp.hashes, full, c);
+      }
+      (void)cache_.index().unlock(a.committed_path);
+      release_lookup(a);
+      cache_.unlocked();  // its pages may be evicted now
+    }
+    for (std::size_t i = 0; i < a.table.size(); ++i)
+      if (!a.owned[i]) cache_.free_device(a.table[i]);
+    rec.finish_s = t;
+    rec.output_tokens = a.out_tokens;
+    rec.served++;
+    if (const std::size_t ch = children_[a.q.id]; ch != serving::no_parent) {
+      follow_up f{t + w.requests[ch].arrival_s, ch, std::move(seq)};
+      f.prompt.insert(f.prompt.end(), w.requests[ch].prompt.begin(), w.requests[ch].prompt.end());
+      follow_ups_.push(std::move(f));
+    }
+    done_.push_back(a.q.id);
+    a.q.max_new = 0;
+  }
+
+  kvtier::token_id output_token(std::size_t id, std::size_t j) const noexcept {
+    return kvtier::token_id{std::int32_t(1 + detail::mix(id * 0x100000001b3ull, j) % (vocab_ - 1))};
+  }
+
+  // One step from `now`; returns its duration (0: nothing to run).
+  double step(double now, sim_result& out, const serving::workload& w) {
+    auto& c = out.counters;
+    std::size_t budget = o_.token_budget;
+    decoding_.clear();
+    prefilling_.clear();
+    for (auto& a : active_) {
+      if (a->ph == phase::decode && budget > 0) decoding_.push_back(a.get()), --budget;
+      if (a->ph == phase::prefill) prefilling_.push_back(a.get());
+    }
+    bool bubble = false;
+    if constexpr (detail::batch_selecting<Policy>) bubble = policy_.fill_bubbles();
+    if (bubble)  // chunks whose layers are ready first; a chunk that would wait runs after them
+      std::stable_partition(prefilling_.begin(), prefilling_.end(), [&](const active_request* a) {
+        return !a->load_pending || std::max(a->load_start + a->load_dur, a->other_ready) <= now;
+      });
+    double t = now;
+    bool stalled = false;
+    for (active_request* ap : prefilling_) {
+      active_request& a = *ap;
+      if (budget == 0) break;
+      const std::size_t N = a.q.prompt.size();
+      std::size_t n = std::min({N - a.next, o_.chunk_tokens, budget});
+      if (a.next + n < N) n = n / P() * P();
+      if (n == 0) {
+        if (bubble) continue;
+        break;
+      }
+      sim_record& rec = out.records[a.q.id];
+      const double compute = cost_.prefill_s(n, a.next);
+      double end = t + compute;
+      if (a.load_pending) {  // layer l waits for its load before it is computed
+        const double per = compute / double(cost_.layers);
+        double x = t;
+        for (std::size_t l = 0; l < cost_.layers; ++l) {
+          const double ready = std::max(a.load_start + a.load_dur * double(l + 1) / double(cost_.layers), a.other_ready);
+          x = std::max(x, ready) + per;
+        }
+        end = x;
+        const double wait = std::max(0.0, end - t - compute);
+        if (wait > 0) {
+          rec.load_wait_s += wait;
+          c.load_wait_s += wait;
+          stalled = true;
+        }
+        a.load_pending = false;
+      }
+      t = end;
+      a.next += n;
+      budget -= n;
+      if (a.next < N) continue;
+      commit_time_ = t;
+      commit(a, a.q.prompt, a.q.hashes, N / P(), c);
+      dirty_ = true;
+      a.group = 0;
+      a.out_tokens = 1;
+      rec.first_token_s = t;
+      a.ph = phase::decode;
+      if (a.out_tokens >= a.q.max_new) finish(a, rec, t, w, c);
+    }
+    if (!decoding_.empty()) {
+      std::size_t ctx = 0;
+      for (active_request* a : decoding_) ctx += a->q.prompt.size() + a->out_tokens;
+      t += cost_.decode_s(decoding_.size(), ctx);
+      for (active_request* a : decoding_) {
+        ++a->out_tokens;
+        if (a->out_tokens >= a->q.max_new) finish(*a, out.records[a->q.id], t, w, c);
+      }
+    }
+    std::erase_if(active_, [](const std::unique_ptr<active_request>& a) { return a->q.max_new == 0; });
+    c.stall_steps += stalled;
+    return t - now;
+  }
+
+  struct rank {
+    double priority, arrival;
+    std::size_t index;
+  };
+
+  cost_model cost_;
+  sim_cache cache_;
+  sim_options o_;
+  Policy policy_;
+  std::size_t vocab_ = 32000;
+  std::deque<queued> queue_;
+  std::vector<std::unique_ptr<active_request>> active_;
+  std::priority_queue<follow_up, std::vector<follow_up>, std::greater<>> follow_ups_;
+  std::priority_queue<landing, std::vector<landing>, std::greater<>> landings_;
+  std::unordered_map<std::uint64_t, double> in_flight_at_;
+  std::vector<std::size_t> children_, picks_, taken_, done_;
+  std::vector<candidate> cands_;
+  std::vector<rank> ranks_;
+  std::vector<std::uint64_t> pending_;
+  std::vector<std::uint32_t> slots_;
+  std::vector<kvtier::page_id> load_list_, fetch_pages_, path_;
+  std::vector<active_request*> decoding_, prefilling_;
+  kvtier::match_result peek_;
+  double h2d_free_ = 0, d2h_free_ = 0, fetch_free_ = 0, commit_time_ = 0;
+  bool dirty_ = false;
+};
+
+}  // namespace kvtier_engine::scheduling

@@ -1,0 +1,157 @@
+// The serving-loop simulator (scheduling/simulator.hpp) on a short piece of the shared synthetic
+// trace and on a burst of long-document questions, under every policy alone and together, with
+// and without scheduler-aware prefetch and eviction, in the device+host and device+host+file modes.
+// Invariants: every request served once, no page served wrong (each page a request reads holds
+// the content its own prefix maps to), simulated time monotone, no deadlock; the index's tier
+// counts within the pools' capacities.
+#include <boost/test/unit_test.hpp>
+
+#include <string>
+#include <vector>
+
+#include "kvtier_engine/scheduling/cost_model.hpp"
+#include "kvtier_engine/scheduling/policies.hpp"
+#include "kvtier_engine/scheduling/simulator.hpp"
+#include "kvtier_engine/scheduling/summary.hpp"
+#include "kvtier_engine/serving/policy.hpp"
+#include "kvtier_engine/serving/workloads.hpp"
+
+using namespace kvtier_engine;
+using namespace kvtier_engine::scheduling;
+
+namespace {
+
+constexpr std::size_t vocab = 128256;
+
+serving::workload short_trace() {
+  serving::mooncake_options o;
+  o.path = KVTIER_TEST_TRACE;
+  o.limit = 150;
+  o.context = 16384;
+  o.time_scale = 0.05;  // 20x faster than recorded: a queue builds
+  return serving::mooncake_workload(o, vocab);
+}
+
+serving::workload burst_longdoc() {
+  serving::longdoc_options l;
+  l.documents = 12;
+  l.questions = 6;
+  l.doc_min = 4096;
+  l.doc_max = 12288;
+  l.requests = 120;
+  l.rate = 6;  // over capacity: many questions about one document wait together
+  l.zipf = 1.0;
+  l.seed = 11;
+  return serving::longdoc_workload(l, vocab);
+}
+
+serving::workload chat() {
+  serving::chat_options c;
+  c.sessions = 30;
+  c.turns = 4;
+  c.system_tokens = 512;
+  c.user_min = 64;
+  c.user_max = 512;
+  c.reply_tokens = 64;
+  c.rate = 3;
+  c.think_s = 1.0;
+  c.seed = 4;
+  return serving::chat_workload(c, vocab);
+}
+
+struct outcome {
+  sim_result r;
+  sim_summary s;
+  std::size_t device_pages = 0, host_pages = 0;
+};
+
+template <class Policy>
+outcome simulate(const serving::workload& w, Policy p, sim_mode mode, bool prefetch, std::size_t device = 1024, std::size_t host = 2048) {
+  sim_cache_config cc{16, device, host, 4096, mode};
+  sim_options so;
+  so.prefetch_aware = prefetch;
+  simulator<Policy> sim(h200_default(), cc, so, std::move(p));
+  outcome o;
+  o.r = sim.run(w);
+  o.s = summarize(o.r);
+  o.device_pages = sim.cache().index().pages_in(kvtier::tier_id::device);
+  o.host_pages = sim.cache().index().pages_in(kvtier::tier_id::host);
+  return o;
+}
+
+void check(const serving::workload& w, const outcome& o, std::size_t device = 1024, std::size_t host = 2048) {
+  const auto& c = o.r.counters;
+  BOOST_TEST(!c.deadlock);
+  BOOST_TEST(c.content_mismatches == 0u);  // no page served wrong
+  BOOST_TEST(c.time_regressions == 0u);    // time monotone
+  BOOST_TEST(c.pages_read > 0u);           // the check ran on pages actually read
+  BOOST_TEST_REQUIRE(o.r.records.size() == w.requests.size());
+  for (const auto& spec : w.requests) {
+    const sim_record& rec = o.r.records[spec.id];
+    BOOST_TEST_CONTEXT("request " << spec.id) {
+      BOOST_TEST(rec.served == 1u);  // served once
+      BOOST_TEST(rec.id == spec.id);
+      BOOST_TEST(rec.output_tokens == spec.max_new_tokens);
+      BOOST_TEST(rec.arrival_s <= rec.admitted_s);
+      BOOST_TEST(rec.admitted_s <= rec.first_token_s);
+      BOOST_TEST(rec.first_token_s <= rec.finish_s);
+      BOOST_TEST(rec.reused_tokens + rec.computed_tokens == rec.prompt_tokens);
+      BOOST_TEST(rec.computed_tokens >= 1u);
+    }
+  }
+  BOOST_TEST(o.s.invariants_ok);
+  BOOST_TEST(o.device_pages <= device);  // the index's tier counts stay within the pools
+  BOOST_TEST(o.host_pages <= host);
+}
+
+const std::vector<features> all_features{{}, {true, false, false}, {false, true, false}, {false, false, true}, {true, true, true}};
+
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(trace_every_policy_keeps_the_invariants) {
+  const serving::workload w = short_trace();
+  for (sim_mode mode : {sim_mode::host, sim_mode::file})
+    for (bool prefetch : {false, true}) {
+      BOOST_TEST_CONTEXT("mode " << int(mode) << " prefetch " << prefetch) {
+        check(w, simulate(w, serving::fcfs{}, mode, prefetch));
+        check(w, simulate(w, serving::longest_prefix{}, mode, prefetch));
+        for (const features& f : all_features) {
+          const io_aware<serving::longest_prefix> p(f, h200_default());
+          BOOST_TEST_CONTEXT(p.name()) { check(w, simulate(w, p, mode, prefetch)); }
+        }
+      }
+    }
+}
+
+BOOST_AUTO_TEST_CASE(chat_follow_ups_reuse_their_history) {
+  const serving::workload w = chat();
+  const outcome o = simulate(w, io_aware<serving::longest_prefix>(features{true, true, true}, h200_default()), sim_mode::file, true);
+  check(w, o);
+  // Turns after the first find their history cached.
+  std::size_t later = 0, reused = 0;
+  for (const auto& spec : w.requests)
+    if (spec.turn > 0) ++later, reused += o.r.records[spec.id].reused_tokens > 0;
+  BOOST_TEST(reused * 10 >= later * 9);
+}
+
+BOOST_AUTO_TEST_CASE(delay_hit_avoidance_removes_duplicate_prefills) {
+  const serving::workload w = burst_longdoc();
+  const outcome lpm = simulate(w, serving::longest_prefix{}, sim_mode::host, false);
+  const outcome dh = simulate(w, io_aware<serving::longest_prefix>(features{true, false, false}, h200_default()), sim_mode::host, false);
+  check(w, lpm);
+  check(w, dh);
+  // Longest-prefix-match admits questions about a document still being computed together: each
+  // computes it again. Delay-hit avoidance defers them until it is cached.
+  BOOST_TEST(lpm.r.counters.duplicate_pages > 0u);
+  BOOST_TEST(dh.r.counters.duplicate_pages < lpm.r.counters.duplicate_pages);
+  BOOST_TEST(dh.r.counters.delay_hit_deferrals > 0u);
+}
+
+BOOST_AUTO_TEST_CASE(the_same_run_twice_is_the_same) {
+  const serving::workload w = short_trace();
+  const io_aware<serving::longest_prefix> p(features{true, true, true}, h200_default());
+  const outcome a = simulate(w, p, sim_mode::file, true), b = simulate(w, p, sim_mode::file, true);
+  BOOST_TEST(a.r.counters.steps == b.r.counters.steps);
+  BOOST_TEST(a.s.ttft_p90 == b.s.ttft_p90);
+  BOOST_TEST(a.r.counters.pages_loaded == b.r.counters.pages_loaded);
+}
