@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "kvtier/core/error.hpp"
 #include "kvtier/core/kv_shape.hpp"
 
 namespace kvtier {
@@ -40,5 +41,20 @@ struct redis_cluster_stats {
   std::uint64_t refreshes = 0;    // slot maps loaded from the cluster
   std::uint64_t node_failures = 0;  // connections lost or timed out with requests on them
 };
+
+// cfg itself, or config_error for a value out of range.
+inline redis_cluster_tier_config validated(redis_cluster_tier_config cfg) {
+  if (cfg.page_bytes == 0) throw config_error("kvtier: redis_cluster_tier with page_bytes 0");
+  if (cfg.seeds.empty()) throw config_error("kvtier: redis_cluster_tier needs at least one seed node");
+  for (const auto& s : cfg.seeds)
+    if (s.host.empty() || s.port <= 0 || s.port > 65535) throw config_error("kvtier: redis_cluster_tier seed out of range");
+  if (cfg.prefix.empty() || cfg.prefix.size() > 128) throw config_error("kvtier: redis_cluster_tier key prefix must have 1 to 128 characters");
+  if (!cfg.user.empty() && cfg.password.empty()) throw config_error("kvtier: redis_cluster_tier ACL user without a password");
+  if (cfg.io_timeout.count() <= 0 || cfg.connect_timeout.count() <= 0)
+    throw config_error("kvtier: redis_cluster_tier timeouts must be positive");
+  if (cfg.reconnect_min.count() <= 0 || cfg.reconnect_max < cfg.reconnect_min)
+    throw config_error("kvtier: redis_cluster_tier reconnect backoff must satisfy 0 < min <= max");
+  return cfg;
+}
 
 }  // namespace kvtier

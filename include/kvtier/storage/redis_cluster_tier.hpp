@@ -48,18 +48,8 @@ class redis_cluster_tier {
   explicit redis_cluster_tier(redis_cluster_tier_config cfg)
       : redis_cluster_tier(cfg, default_tier_codec<Codec>(cfg.shape, cfg.page_bytes)) {}
   // With a codec built for this tier's pages (a cachegen codec and its profile, say).
-  redis_cluster_tier(redis_cluster_tier_config cfg, Codec codec) : cfg_(std::move(cfg)) {
-    if (cfg_.page_bytes == 0) throw config_error("kvtier: redis_cluster_tier with page_bytes 0");
+  redis_cluster_tier(redis_cluster_tier_config cfg, Codec codec) : cfg_(validated(std::move(cfg))) {
     codec_ = checked_tier_codec(std::move(codec), cfg_.shape, cfg_.page_bytes);
-    if (cfg_.seeds.empty()) throw config_error("kvtier: redis_cluster_tier needs at least one seed node");
-    for (const auto& s : cfg_.seeds)
-      if (s.host.empty() || s.port <= 0 || s.port > 65535) throw config_error("kvtier: redis_cluster_tier seed out of range");
-    if (cfg_.prefix.empty() || cfg_.prefix.size() > 128) throw config_error("kvtier: redis_cluster_tier key prefix must have 1 to 128 characters");
-    if (!cfg_.user.empty() && cfg_.password.empty()) throw config_error("kvtier: redis_cluster_tier ACL user without a password");
-    if (cfg_.io_timeout.count() <= 0 || cfg_.connect_timeout.count() <= 0)
-      throw config_error("kvtier: redis_cluster_tier timeouts must be positive");
-    if (cfg_.reconnect_min.count() <= 0 || cfg_.reconnect_max < cfg_.reconnect_min)
-      throw config_error("kvtier: redis_cluster_tier reconnect backoff must satisfy 0 < min <= max");
     endpoint_ = {"", 0, cfg_.user, cfg_.password, cfg_.connect_timeout, cfg_.io_timeout};
     max_payload_ = codec_.max_encoded_bytes(cfg_.page_bytes);
     for (const auto& s : cfg_.seeds) (void)node_of(s);
