@@ -24,8 +24,10 @@
 
 #include "kvtier/codec.hpp"
 #include "kvtier/codec/gpu_decode.cuh"
+#include "kvtier/testing/kv_like_pages.hpp"
 
 using namespace kvtier;
+using kvtier::testing::kv_like_page;
 
 namespace {
 
@@ -38,22 +40,6 @@ namespace {
     }                                                                                     \
   } while (0)
 
-std::vector<std::byte> kv_like_page(const kv_page_geometry& g, std::uint64_t seed) {
-  std::mt19937_64 rng(seed);
-  std::normal_distribution<float> n01(0.f, 1.f);
-  const std::size_t C = g.row_elements(), T = g.page_tokens, B = g.shape.layers() * g.shape.kv_planes();
-  std::vector<std::byte> page(g.page_bytes());
-  for (std::size_t b = 0; b < B; ++b)
-    for (std::size_t c = 0; c < C; ++c) {
-      const float scale = (c % 37 == 5 ? 20.f : 1.f) * (0.5f + float((c * 7 + b) % 11) / 10.f);
-      float x = n01(rng);
-      for (std::size_t t = 0; t < T; ++t) {
-        x = 0.9f * x + 0.4359f * n01(rng);
-        detail::store_element(page.data(), g.shape.element_type(), (b * T + t) * C + c, scale * x);
-      }
-    }
-  return page;
-}
 
 struct row {
   std::string codec;

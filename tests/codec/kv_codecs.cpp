@@ -11,30 +11,13 @@
 #include <vector>
 
 #include "kvtier/codec.hpp"
+#include "kvtier/testing/kv_like_pages.hpp"
 
 using namespace kvtier;
+using kvtier::testing::kv_like_page;
 
 namespace {
 
-// A page_first page of `g`: channel c of block b has scale s(c) (a few outliers ×20), and each
-// channel follows an AR(1) process along the tokens with correlation rho.
-std::vector<std::byte> kv_like_page(const kv_page_geometry& g, std::uint64_t seed, double rho = 0.9) {
-  std::mt19937_64 rng(seed);
-  std::normal_distribution<float> n01(0.f, 1.f);
-  const std::size_t C = g.row_elements(), T = g.page_tokens, B = g.shape.layers() * g.shape.kv_planes();
-  std::vector<std::byte> page(g.page_bytes());
-  const float innov = float(std::sqrt(1.0 - rho * rho));
-  for (std::size_t b = 0; b < B; ++b)
-    for (std::size_t c = 0; c < C; ++c) {
-      const float scale = (c % 37 == 5 ? 20.f : 1.f) * (0.5f + float((c * 7 + b) % 11) / 10.f);
-      float x = n01(rng);
-      for (std::size_t t = 0; t < T; ++t) {
-        x = float(rho) * x + innov * n01(rng);
-        detail::store_element(page.data(), g.shape.element_type(), (b * T + t) * C + c, scale * x);
-      }
-    }
-  return page;
-}
 
 std::vector<std::byte> random_bits_page(const kv_page_geometry& g, std::uint64_t seed) {
   std::mt19937_64 rng(seed);

@@ -231,19 +231,23 @@ __global__ void __launch_bounds__(256) decode_cachegen(
   };
   const float astep = cachegen_anchor_step(step, anchor_fraction);
   std::uint32_t used = 0;
+  // A symbol's quantized value: zig-zag decoded, or the next escape; false past the escapes.
+  const auto value_of = [&](std::uint32_t s, std::int32_t& v) -> bool {
+    if (s != cachegen_escape) {
+      v = unzigzag(s);
+      return true;
+    }
+    if (used == n_esc) return false;
+    v = load_unaligned<std::int32_t>(esc + 4 * used++);
+    return true;
+  };
   for (std::size_t tok = 0; tok < page_tokens && ok; ++tok) {
     const bool is_anchor = tok % group == 0;
     const std::size_t anchor_row = (tok / group) * group * channels;
     if constexpr (T == dtype::fp32) {
       for (std::size_t c = c0; c < c1 && ok; ++c) {
-        const std::uint32_t s = next(tab[(is_anchor ? 0 : cachegen_profile::classes) + cls[c]]);
         std::int32_t v;
-        if (s == cachegen_escape) {
-          if (used == n_esc) { ok = false; break; }
-          v = load_unaligned<std::int32_t>(esc + 4 * used++);
-        } else {
-          v = unzigzag(s);
-        }
+        if (!value_of(next(tab[(is_anchor ? 0 : cachegen_profile::classes) + cls[c]]), v)) { ok = false; break; }
         float* o = reinterpret_cast<float*>(out);
         o[tok * channels + c] = is_anchor ? __fmul_rn(float(v), astep) : __fadd_rn(o[anchor_row + c], __fmul_rn(float(v), step));
       }
@@ -275,14 +279,8 @@ __global__ void __launch_bounds__(256) decode_cachegen(
           const std::uint16_t z = std::uint16_t((h << 8) | lo);
           bits = is_anchor ? z : std::uint16_t(a16 + std::uint16_t((z >> 1) ^ std::uint16_t(-std::int16_t(z & 1))));
         } else {
-          const std::uint32_t s = next(tab[(is_anchor ? 0 : cachegen_profile::classes) + cls[c]]);
           std::int32_t v;
-          if (s == cachegen_escape) {
-            if (used == n_esc) { ok = false; break; }
-            v = load_unaligned<std::int32_t>(esc + 4 * used++);
-          } else {
-            v = unzigzag(s);
-          }
+          if (!value_of(next(tab[(is_anchor ? 0 : cachegen_profile::classes) + cls[c]]), v)) { ok = false; break; }
           float xv;
           if (is_anchor) {
             xv = __fmul_rn(float(v), astep);
