@@ -64,11 +64,17 @@ class sim_cache {
     for (std::size_t i = 0; i < n; ++i) out.push_back(dev_free_.back()), dev_free_.pop_back();
     return true;
   }
+  // Bumped by every change a lookup or an allocation could see (copies placed, dropped, landed,
+  // slots freed): the simulator reuses a queued request's peek while it stays the same.
+  std::uint64_t version() const noexcept { return version_; }
+  void changed() noexcept { ++version_; }
+
   void free_device(std::uint32_t slot) {
+    ++version_;
     dev_content_[slot] = no_content;
     dev_free_.push_back(slot);
   }
-  void unlocked() noexcept { ++epoch_; }
+  void unlocked() noexcept { ++epoch_, ++version_; }
   std::uint64_t& device_content(std::uint32_t slot) noexcept { return dev_content_[slot]; }
   std::uint64_t host_content(std::uint32_t slot) const noexcept { return host_content_[slot]; }
   std::uint64_t disk_content(kvtier::page_id p) {
@@ -84,13 +90,17 @@ class sim_cache {
     const std::uint32_t h = host_free_.back();
     host_free_.pop_back();
     host_content_[h] = c;
+    ++version_;
     (void)index_.place_copy(page, kvtier::host_slot{h}, in_flight);
     ++backups_;
     return true;
   }
 
   // A page's copy in `tier` becomes ready (a load or fetch landed).
-  void land(kvtier::page_id page, kvtier::tier_id tier) { (void)index_.set_in_flight(page, tier, false); }
+  void land(kvtier::page_id page, kvtier::tier_id tier) {
+    ++version_;
+    (void)index_.set_in_flight(page, tier, false);
+  }
 
   std::uint64_t backups() const noexcept { return backups_; }
   std::uint64_t disk_writes() const noexcept { return disk_writes_; }
@@ -147,6 +157,7 @@ class sim_cache {
         ++disk_writes_;
       }
     }
+    ++version_;
     index_.evict(kvtier::tier_id::host, n, [&](const kvtier::victim& v) {
       if (!v.residency.tiers.has(kvtier::tier_id::device) && !v.residency.tiers.has(kvtier::tier_id::disk)) ++dropped_;
       host_content_[v.residency.host.value()] = no_content;
@@ -162,7 +173,7 @@ class sim_cache {
   std::unordered_map<kvtier::page_key, std::uint64_t, key_hash> disk_;
   std::vector<kvtier::page_id> victims_, unbacked_;
   std::uint64_t backups_ = 0, disk_writes_ = 0, dropped_ = 0;
-  std::uint64_t epoch_ = 0, short_epoch_ = UINT64_MAX;
+  std::uint64_t epoch_ = 0, short_epoch_ = UINT64_MAX, version_ = 0;
   std::size_t short_need_ = 0;
 };
 

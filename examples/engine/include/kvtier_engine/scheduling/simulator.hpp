@@ -171,6 +171,8 @@ class simulator {
     std::vector<std::uint64_t> hashes;  // content of each whole page of the prompt (chained)
     std::size_t max_new = 0;
     bool expected = false, prefetched = false;
+    std::uint64_t peeked_at = UINT64_MAX, refused_at = UINT64_MAX;  // cache versions
+    candidate peek;                     // as of peeked_at
   };
   struct follow_up {
     double arrival_s;
@@ -331,20 +333,25 @@ class simulator {
     picks_.clear();
     cands_.clear();
     for (std::size_t i = 0; i < n; ++i) {
-      candidate x;
-      x.q = serving::queued_request{queue_[i].id, queue_[i].arrival_s, queue_[i].prompt.size(), {}};
-      if (Policy::uses_cached_prefix && cache_.caching()) {
-        cache_.index().match(queue_[i].ns, looked_up(queue_[i]), peek_, kvtier::match_options{false, false, 0});
-        x.q.cached_tokens[0] = peek_.device_pages * P();
-        x.q.cached_tokens[1] = peek_.host_pages * P();
-        x.q.cached_tokens[2] = peek_.storage_pages * P();
-        x.group = group_of(queue_[i], peek_);
-        x.load_s = cost_.load_s(peek_.host_pages + peek_.storage_pages);
-        x.fetch_s = cost_.fetch_s(peek_.storage_pages);
-        const std::size_t cached = peek_.size() * P();
-        x.compute_s = cost_.prefill_s(x.q.prompt_tokens - cached, cached);
+      queued& qi = queue_[i];
+      if (qi.peeked_at != cache_.version()) {  // the cache changed since this request was last looked at
+        candidate& x = qi.peek;
+        x = candidate{};
+        x.q = serving::queued_request{qi.id, qi.arrival_s, qi.prompt.size(), {}};
+        if (Policy::uses_cached_prefix && cache_.caching()) {
+          cache_.index().match(qi.ns, looked_up(qi), peek_, kvtier::match_options{false, false, 0});
+          x.q.cached_tokens[0] = peek_.device_pages * P();
+          x.q.cached_tokens[1] = peek_.host_pages * P();
+          x.q.cached_tokens[2] = peek_.storage_pages * P();
+          x.group = group_of(qi, peek_);
+          x.load_s = cost_.load_s(peek_.host_pages + peek_.storage_pages);
+          x.fetch_s = cost_.fetch_s(peek_.storage_pages);
+          const std::size_t cached = peek_.size() * P();
+          x.compute_s = cost_.prefill_s(x.q.prompt_tokens - cached, cached);
+        }
+        qi.peeked_at = cache_.version();
       }
-      cands_.push_back(x);
+      cands_.push_back(qi.peek);
     }
     if constexpr (detail::batch_selecting<Policy>) {
       pending_.clear();
@@ -371,6 +378,10 @@ class simulator {
     taken_.clear();
     for (std::size_t i : picks_) {
       if (active_.size() >= o_.max_batch) break;
+      if (queue_[i].refused_at == cache_.version()) {  // refused with the cache as it is: still no room
+        ++c.deferred_admissions;
+        break;
+      }
       auto a = std::make_unique<active_request>();
       a->q = std::move(queue_[i]);
       if (a->q.expected) cache_.index().unexpect(a->q.ns, looked_up(a->q)), a->q.expected = false;
@@ -398,6 +409,7 @@ class simulator {
         ++c.deferred_admissions;
         release_lookup(*a);
         queue_[i] = std::move(a->q);
+        queue_[i].refused_at = cache_.version();
         break;
       }
       active_.push_back(std::move(a));
@@ -461,6 +473,7 @@ class simulator {
     for (std::size_t i = cached; i < total; ++i) a.table[i] = slots_[s++];
     while (s < slots_.size()) cache_.free_device(slots_[s++]);  // pages another request is loading
     if (issued) {
+      cache_.changed();
       a.load_start = std::max(now, h2d_free_);
       a.load_dur = cost_.load_s(issued);
       h2d_free_ = a.load_start + a.load_dur;
@@ -492,6 +505,7 @@ class simulator {
     for (std::size_t i = from; i < to; ++i)
       if (!a.owned[i]) cache_.device_content(a.table[i]) = hashes[i];
     path_.clear();
+    cache_.changed();
     (void)cache_.index().insert(a.q.ns, std::span(seq).first(to * P()),
                                 [&](std::size_t i) { return kvtier::on_device(kvtier::device_slot{a.table[i]}); },
                                 kvtier::insert_options{true, 0}, &path_);
