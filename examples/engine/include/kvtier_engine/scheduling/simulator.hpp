@@ -111,6 +111,7 @@ class simulator {
     std::stable_sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) { return w.requests[a].arrival_s < w.requests[b].arrival_s; });
     std::size_t next_arrival = 0, finished = 0;
     double now = 0, first_arrival = -1, last_finish = 0, last_end = 0;
+    std::size_t stuck = 0;
     while (finished < w.requests.size()) {
       while (next_arrival < order.size() && w.requests[order[next_arrival]].arrival_s <= now) {
         const auto& r = w.requests[order[next_arrival++]];
@@ -130,6 +131,7 @@ class simulator {
         out.counters.step_s += elapsed;
         now += elapsed;
         last_end = now;
+        stuck = 0;
       } else {  // nothing ran: jump to the next event
         double next = 1e300;
         if (next_arrival < order.size()) next = std::min(next, w.requests[order[next_arrival]].arrival_s);
@@ -137,13 +139,16 @@ class simulator {
         if (!landings_.empty()) next = std::min(next, landings_.top().at);
         for (const auto& a : active_)
           if (a->ph == phase::fetching) next = std::min(next, a->ready_at);
-        if (next >= 1e300 || next < now) {
-          if (finished + done_.size() < w.requests.size() && done_.empty()) {
+        // No event ahead, or none that moves time (a request ready now that still cannot run):
+        // after a bounded number of such rounds, the run is stuck.
+        if (next >= 1e300 || next <= now) {
+          if (done_.empty() && ++stuck > 1000) {
             out.counters.deadlock = true;
             break;
           }
         } else {
           now = next;
+          stuck = 0;
         }
       }
       for (std::size_t id : done_) {
@@ -299,6 +304,7 @@ class simulator {
   void admit(double now, sim_result& out) {
     auto& c = out.counters;
     // Requests whose fetch landed go on to load.
+    bool refused = false;
     for (std::size_t i = 0; i < active_.size();) {
       active_request& a = *active_[i];
       if (a.ph != phase::fetching || a.ready_at > now) {
@@ -307,14 +313,20 @@ class simulator {
       }
       if (!load_and_reserve(a, now, out)) {
         ++c.deferred_admissions;
-        release_lookup(a);
-        a.q.prefetched = false;
-        queue_.push_front(std::move(a.q));
-        dirty_ = true;
-        active_.erase(active_.begin() + std::ptrdiff_t(i));
+        refused = true;
+        back_to_queue(i);
         continue;
       }
       ++i;
+    }
+    // Only fetching requests left, and one of them found no room: their locked prefixes fill the
+    // device and nothing running will free it. All go back to the queue (their fetched pages stay
+    // on host), so that the next round places them one at a time.
+    // This round then admits one request only (the others would lock the device again).
+    std::size_t room = o_.max_batch;
+    if (refused && std::all_of(active_.begin(), active_.end(), [](const auto& a) { return a->ph == phase::fetching; })) {
+      while (!active_.empty()) back_to_queue(active_.size() - 1);
+      room = 1;
     }
     look_ahead(now, c);
     if (queue_.empty() || active_.size() >= o_.max_batch) return;
@@ -377,7 +389,7 @@ class simulator {
     }
     taken_.clear();
     for (std::size_t i : picks_) {
-      if (active_.size() >= o_.max_batch) break;
+      if (active_.size() >= room) break;
       if (queue_[i].refused_at == cache_.version()) {  // refused with the cache as it is: still no room
         ++c.deferred_admissions;
         break;
@@ -420,7 +432,17 @@ class simulator {
     if (!taken_.empty()) dirty_ = true;
   }
 
+  void back_to_queue(std::size_t i) {
+    active_request& a = *active_[i];
+    release_lookup(a);
+    a.q.prefetched = false;
+    queue_.push_front(std::move(a.q));
+    dirty_ = true;
+    active_.erase(active_.begin() + std::ptrdiff_t(i));
+  }
+
   void release_lookup(active_request& a) {
+    cache_.unlocked();  // what it held may be evicted now
     if (a.m.locked) (void)cache_.index().unlock(a.m.pages);
     a.m.clear();
   }
@@ -540,7 +562,6 @@ class simulator {
       }
       (void)cache_.index().unlock(a.committed_path);
       release_lookup(a);
-      cache_.unlocked();  // its pages may be evicted now
     }
     for (std::size_t i = 0; i < a.table.size(); ++i)
       if (!a.owned[i]) cache_.free_device(a.table[i]);
