@@ -44,9 +44,10 @@ void radix_index<Policy, PageSize>::account(std::uint32_t p, const page_residenc
   node& n = nodes_[store_.owner(p)];
   const bool first = page_at(n, 0) == p;
   bool lost = false;
+  const unsigned changed = unsigned(was ^ is);
   for (std::size_t t = 0; t < tier_count; ++t) {
-    const bool had = (was >> t) & 1u, has = (is >> t) & 1u;
-    if (had == has) continue;
+    if (((changed >> t) & 1u) == 0) continue;
+    const bool has = ((unsigned(is) >> t) & 1u) != 0;
     if (has) {
       ++n.held[t];
       ++tier_pages_[t];
