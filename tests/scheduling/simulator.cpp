@@ -1,4 +1,4 @@
-// The serving-loop simulator (scheduling/simulator.hpp) on a short piece of the shared synthetic
+// The serving-loop simulator (scheduling/simulator.hpp) on the first requests of the synthetic
 // trace and on a burst of long-document questions, under every policy alone and together, with
 // and without scheduler-aware prefetch and eviction, in the device+host and device+host+file modes.
 // Invariants: every request served once, no page served wrong (each page a request reads holds
