@@ -27,11 +27,58 @@ BOOST_AUTO_TEST_CASE(free_slots_go_lowest_first_then_lru_evicts) {
   std::uint64_t evictions = 0;
   for (std::uint64_t p = 0; p < 4; ++p) BOOST_TEST(write(d, p, evictions) == p);
   BOOST_TEST(d.pages() == 4u);
-  d.touch(*d.find(addr(0)));  // page 0 is the most recently used now: page 1 goes first
+  const std::uint32_t s0 = *d.find(addr(0));
+  const std::uint64_t use = d.pin(s0);  // a read of page 0, served: page 0 is the most recently used
+  d.unpin(s0);
+  d.touch(s0, use);  // page 1 goes first now
   BOOST_TEST(write(d, 10, evictions) == 1u);
   BOOST_TEST(evictions == 1u);
   BOOST_TEST(!d.find(addr(1)));
   BOOST_TEST(*d.find(addr(10)) == 1u);
+}
+
+// io_uring completes the writes (and reads) of one batch in any order. Recency is the order the
+// requests were made in: a batch put as 0..5 ages as 0..5 whatever order its I/O finished in
+// (CI once saw page 7 evicted before page 5 when the LRU followed completion order).
+BOOST_AUTO_TEST_CASE(recency_follows_request_order_not_completion_order) {
+  slot_directory d(6);
+  d.recover([](auto) {}, {});
+  std::uint64_t evictions = 0;
+  std::vector<std::uint32_t> slot(6);
+  for (std::uint64_t p = 0; p < 6; ++p) {  // requested in order 0..5
+    slot[p] = *d.take(evictions);
+    d.begin_write(slot[p], addr(p), p + 1);
+  }
+  for (std::uint64_t p : {5, 2, 0, 4, 1, 3}) d.publish(slot[p]);  // completed out of order
+  // Reads of pages 1 then 0 requested; page 0's read completes first.
+  const std::uint64_t use1 = d.pin(slot[1]);
+  const std::uint64_t use0 = d.pin(slot[0]);
+  d.unpin(slot[0]);
+  d.touch(slot[0], use0);
+  d.unpin(slot[1]);
+  d.touch(slot[1], use1);
+  // LRU order now, oldest first: 2, 3, 4, 5, 1, 0.
+  for (std::uint64_t p : {2, 3, 4, 5, 1, 0}) {
+    const auto s = d.take(evictions);
+    BOOST_REQUIRE(s.has_value());
+    BOOST_TEST(*s == slot[p], "evicted slot " << *s << ", expected page " << p << "'s");
+  }
+  BOOST_TEST(evictions == 6u);
+}
+
+BOOST_AUTO_TEST_CASE(a_stale_touch_never_makes_a_page_older) {
+  slot_directory d(2);
+  d.recover([](auto) {}, {});
+  std::uint64_t evictions = 0;
+  const auto a = write(d, 0, evictions);
+  const std::uint64_t early = d.pin(a);  // a read requested before page 1 was written
+  const auto b = write(d, 1, evictions);
+  const std::uint64_t late = d.pin(a);
+  d.unpin(a);
+  d.touch(a, late);
+  d.unpin(a);
+  d.touch(a, early);  // completes last, but was requested first: a stays the newest
+  BOOST_TEST(*d.take(evictions) == b);
 }
 
 BOOST_AUTO_TEST_CASE(pinned_slots_are_not_evicted_and_retire_when_released) {

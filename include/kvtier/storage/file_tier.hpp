@@ -305,8 +305,9 @@ class file_tier {
       }
       op.frame_read(staging.data(), slot_bytes_ - detail::direct_io_alignment);
     }
-    slots_.pin(*slot);
-    return launch(op_index, w, *slot, /*write=*/false);
+    work job = w;
+    job.use = slots_.pin(*slot);
+    return launch(op_index, job, *slot, /*write=*/false);
   }
 
   std::optional<error> start_clear(const work& w) noexcept {
@@ -351,7 +352,7 @@ class file_tier {
     if (status.code == errc::ok) {
       ++stats_.hits;
       stats_.bytes_read += w.out.size();
-      if (mapped) slots_.touch(s);
+      if (mapped) slots_.touch(s, w.use);
     } else {
       ++stats_.misses;
       if (status.code == errc::corrupted && mapped) {  // never serve it again, nor find it at restart

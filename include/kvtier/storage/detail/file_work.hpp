@@ -25,6 +25,7 @@ struct file_work {
   std::span<std::byte> out;       // read destination
   bool sealed = false;            // header below already computed (while earlier I/O was in flight)
   page_header header{};
+  std::uint64_t use = 0;          // a read's use stamp (slot_directory::pin), for the LRU
 };
 
 inline file_work make_work(storage_batch& b, std::size_t i, const page_write& r) {

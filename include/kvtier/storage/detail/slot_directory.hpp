@@ -21,6 +21,7 @@ enum class slot_state : std::uint8_t { free, writing, valid, clearing };
 struct slot_meta {
   page_address where;
   std::uint64_t sequence = 0;
+  std::uint64_t use = 0;   // when the write was requested (its LRU place once published)
   std::uint32_t pins = 0;  // reads in flight
   slot_state state = slot_state::free;
   bool retired = false;    // left the index while pinned; freed when the last read ends
@@ -95,8 +96,8 @@ class slot_directory {
       } else {
         index_.emplace(p.where, p.slot);
       }
-      slots_[p.slot] = slot_meta{p.where, p.sequence, 0, slot_state::valid, false};
-      lru_.push_front(p.slot);
+      slots_[p.slot] = slot_meta{p.where, p.sequence, ++clock_, 0, slot_state::valid, false};
+      lru_.insert(p.slot, slots_[p.slot].use);
     }
     free_.clear();
     for (std::uint32_t s = std::uint32_t(slots_.size()); s-- > 0;)  // lowest first: files fill in order
@@ -122,9 +123,10 @@ class slot_directory {
     }
     return std::nullopt;
   }
-  // A slot taken, now being written with `where`.
+  // A slot taken, now being written with `where`. Its recency is this moment's, not the
+  // completion's, so the pages of one batch age in the order they were put.
   void begin_write(std::uint32_t s, const page_address& where, std::uint64_t sequence) noexcept {
-    slots_[s] = slot_meta{where, sequence, 0, slot_state::writing, false};
+    slots_[s] = slot_meta{where, sequence, ++clock_, 0, slot_state::writing, false};
   }
   // A slot taken whose write failed or never started: free again.
   void abandon(std::uint32_t s) noexcept {
@@ -142,7 +144,7 @@ class slot_directory {
       index_.emplace(m.where, s);
     }
     m.state = slot_state::valid;
-    lru_.push_front(s);
+    lru_.insert(s, m.use);
   }
   // Forgets the free slots in [first, first + n) (a file the filesystem refused); returns how many.
   std::size_t drop_free_range(std::size_t first, std::size_t n) noexcept {
@@ -151,15 +153,19 @@ class slot_directory {
     return before - free_.size();
   }
 
-  void pin(std::uint32_t s) noexcept { ++slots_[s].pins; }
+  // A read of s starts; returns its use stamp, for touch() once the page is served.
+  std::uint64_t pin(std::uint32_t s) noexcept {
+    ++slots_[s].pins;
+    return ++clock_;
+  }
   // A read of s ended. Frees s when it was retired meanwhile and this was its last read.
   void unpin(std::uint32_t s) noexcept {
     slot_meta& m = slots_[s];
     --m.pins;
     if (m.retired && m.pins == 0) abandon(s);
   }
-  // A page served: most recently used.
-  void touch(std::uint32_t s) noexcept { lru_.push_front(s); }
+  // A page served by the read stamped `use` (from pin): recently used as of that request.
+  void touch(std::uint32_t s, std::uint64_t use) noexcept { lru_.insert(s, use); }
 
   // Takes s's page out of the index and the LRU, to be cleared on disk (no reads find it again).
   void unmap(std::uint32_t s) noexcept {
@@ -182,6 +188,7 @@ class slot_directory {
   std::vector<slot_meta> slots_;
   std::vector<std::uint32_t> free_;
   slot_lru lru_;
+  std::uint64_t clock_ = 0;  // use stamps: writes begun and reads started, in request order
   std::unordered_map<page_address, std::uint32_t> index_;
 };
 

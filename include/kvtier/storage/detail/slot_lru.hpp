@@ -1,5 +1,9 @@
 #pragma once
-// An intrusive LRU list over slot numbers: O(1) touch, remove and pop, no allocation after setup.
+// An intrusive LRU list over slot numbers, ordered by use stamps: no allocation after setup.
+// Recency is the order requests were made in, not the order their I/O completed: `insert(s, use)`
+// places s behind every slot used later, so completions that arrive out of order (io_uring
+// reorders within its queue depth) still leave the list in request order. In order, insert is
+// O(1); out of order it walks past at most the uses still in flight.
 #include <cstdint>
 #include <limits>
 #include <vector>
@@ -10,20 +14,30 @@ class slot_lru {
  public:
   static constexpr std::uint32_t none = std::numeric_limits<std::uint32_t>::max();
 
-  explicit slot_lru(std::size_t slots = 0) : prev_(slots, none), next_(slots, none), linked_(slots, false) {}
+  explicit slot_lru(std::size_t slots = 0) : prev_(slots, none), next_(slots, none), use_(slots, 0), linked_(slots, false) {}
 
   bool linked(std::uint32_t s) const noexcept { return linked_[s]; }
   std::uint32_t back() const noexcept { return tail_; }  // least recently used, or none
   std::uint32_t front() const noexcept { return head_; }
   std::uint32_t prev(std::uint32_t s) const noexcept { return prev_[s]; }  // towards the front
 
-  void push_front(std::uint32_t s) noexcept {
-    if (linked_[s]) remove(s);
-    prev_[s] = none;
-    next_[s] = head_;
-    if (head_ != none) prev_[head_] = s;
-    head_ = s;
-    if (tail_ == none) tail_ = s;
+  std::uint64_t use(std::uint32_t s) const noexcept { return use_[s]; }
+
+  // Links s with use stamp `use`, behind every linked slot with a later stamp (keeps its place
+  // when it already has a later one: a stale completion never makes a slot look older).
+  void insert(std::uint32_t s, std::uint64_t use) noexcept {
+    if (linked_[s]) {
+      if (use_[s] >= use) return;
+      remove(s);
+    }
+    use_[s] = use;
+    std::uint32_t after = none;  // the slot s goes behind (none: s becomes the head)
+    for (std::uint32_t n = head_; n != none && use_[n] > use; n = next_[n]) after = n;
+    const std::uint32_t before = after == none ? head_ : next_[after];
+    prev_[s] = after;
+    next_[s] = before;
+    if (after != none) next_[after] = s; else head_ = s;
+    if (before != none) prev_[before] = s; else tail_ = s;
     linked_[s] = true;
   }
   void remove(std::uint32_t s) noexcept {
@@ -36,6 +50,7 @@ class slot_lru {
 
  private:
   std::vector<std::uint32_t> prev_, next_;
+  std::vector<std::uint64_t> use_;
   std::vector<bool> linked_;
   std::uint32_t head_ = none, tail_ = none;
 };
