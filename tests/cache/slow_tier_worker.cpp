@@ -110,3 +110,29 @@ BOOST_AUTO_TEST_CASE(destruction_finishes_batches_in_flight) {
   }  // joins after every batch completed
   BOOST_TEST(tier.stats().puts == src.size());
 }
+
+BOOST_AUTO_TEST_CASE(contains_probes_are_taken_by_ticket_and_leave_other_batches_to_drain) {
+  memory_tier<> tier({shapes::llama3_8b(), page_bytes, 100, true});
+  auto p = payload(5);
+  detail::slow_tier_worker<memory_tier<>> worker(tier);
+  const auto put = worker.submit_put({{addr(1), 1, p}, {addr(2), 2, p}});
+  BOOST_TEST(worker.wait_for(put, std::chrono::steady_clock::now() + 10s));
+  const auto probe = worker.submit_contains({addr(1), addr(3), addr(2)});
+  BOOST_TEST(worker.wait_for(probe, std::chrono::steady_clock::now() + 10s));
+  detail::slow_completion c;
+  BOOST_TEST(worker.take(probe, c));
+  BOOST_TEST(c.ticket == probe);
+  BOOST_TEST((c.op == detail::slow_op::contains));
+  BOOST_TEST_REQUIRE(c.status.size() == 3u);
+  BOOST_TEST((c.status[0].code == errc::ok));
+  BOOST_TEST((c.status[1].code == errc::not_found));
+  BOOST_TEST((c.status[2].code == errc::ok));
+  std::vector<detail::slow_completion> rest;  // the put's completion is still there for drain()
+  worker.drain(rest);
+  BOOST_TEST_REQUIRE(rest.size() == 1u);
+  BOOST_TEST(rest[0].ticket == put);
+  // A ticket already drained is finished: take() says so and leaves `out` as it was.
+  detail::slow_completion untouched;
+  BOOST_TEST(worker.take(put, untouched));
+  BOOST_TEST(untouched.status.empty());
+}

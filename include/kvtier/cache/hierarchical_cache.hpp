@@ -7,8 +7,8 @@
 // Threads: one scheduler thread calls every member: the one that built the cache or called
 // adopt_thread(); a call from another thread aborts with a message. kvtier's own threads (one I/O
 // thread per slow tier, a backup copy stream) never touch the index; their completions surface in
-// poll(). Nothing the scheduler calls waits on slow-tier I/O, except where the prefetch policy says
-// so (load()); a device eviction waits for its victims' device → host copies (memory copies).
+// poll(). Nothing the scheduler calls waits on slow-tier I/O but load() (as the prefetch policy says)
+// and a remote lookup (bounded); a device eviction waits for its victims' device → host copies.
 // Misuse is an error value, checked in every build (a lease of another cache, slots the engine does
 // not hold, tokens that do not extend the leased prompt, a layer out of range): O(pages) checks.
 #include <algorithm>
@@ -98,7 +98,8 @@ class hierarchical_cache<cache_parts<PageSize, DevicePool, HostPool, HostLayout,
   void adopt_thread() noexcept { owner_ = std::this_thread::get_id(); }
 
   // ------------------------------------------------------------------------ lifecycle
-  // The longest cached prefix of `tokens` in `ns`, locked until release(). Never waits.
+  // The longest cached prefix of `tokens` in `ns`, locked until release(). Never waits, except
+  // with config.remote enabled: past the index it asks the shared slow tier (remote_lookup.hpp).
   // Reuse one lease object: no allocation once its vectors have grown.
   // `priority` is the request's retention priority (priority_lru keeps higher ones longer).
   result<void> lookup(namespace_id ns, std::span<const token_id> tokens, lease_type& l, std::uint8_t priority = 0) {
@@ -109,6 +110,7 @@ class hierarchical_cache<cache_parts<PageSize, DevicePool, HostPool, HostLayout,
     l.owner_ = this;
     l.priority_ = priority;
     index_.match(ns, tokens, l.match_, match_options{true, true, priority});
+    if constexpr (slow_tier_count > 0) (void)detail::remote_probe(index_, slow_, cfg_.remote, ns, tokens, l.match_, priority, stats_);
     const std::size_t n = l.match_.size();
     l.slots_.resize(n);
     std::size_t lead = 0;

@@ -35,6 +35,11 @@ struct cache_stats {
   std::uint64_t device_full = 0;           // allocations refused: every device page locked or in flight
   std::uint64_t host_full = 0;
 
+  // ---- remote lookup (remote_lookup): the shared slow tier asked for pages past the index
+  std::uint64_t remote_probes = 0;          // probes sent (one batched contains each)
+  std::uint64_t remote_probe_timeouts = 0;  // of those, unanswered in time, or skipped while one was late
+  std::uint64_t remote_pages_adopted = 0;   // pages the tier held, entered into the index
+
   // Fraction of prompt tokens found in tier t, and overall.
   double hit_ratio(tier_id t) const noexcept {
     return prompt_tokens ? double(hit_tokens[std::size_t(t)]) / double(prompt_tokens) : 0.0;

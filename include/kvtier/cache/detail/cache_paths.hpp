@@ -19,6 +19,7 @@
 
 #include "kvtier/cache/detail/backup_path.hpp"
 #include "kvtier/cache/detail/make_room.hpp"
+#include "kvtier/cache/detail/remote_probe.hpp"
 #include "kvtier/cache/detail/slot_owners.hpp"
 #include "kvtier/cache/detail/slow_tier_set.hpp"
 #include "kvtier/cache/lease.hpp"
@@ -67,6 +68,7 @@ class cache_paths {
     WriteToSlow write_to_slow{};    // host → slow tiers
     Prefetch prefetch{};
     Eviction eviction{};
+    remote_lookup remote{};         // ask the slowest slow tier for pages past the index (off)
   };
 
   cache_paths(config cfg, std::unique_ptr<SlowTiers>... slow)
@@ -143,6 +145,7 @@ class cache_paths {
       throw config_error("kvtier: hierarchical_cache needs device_pages and host_pages above 0");
     if (c.device_pages > UINT32_MAX - 1 || c.host_pages > UINT32_MAX - 1)
       throw config_error("kvtier: hierarchical_cache pools hold at most 2^32 - 2 pages");
+    check_remote_lookup(c.remote, slow_tier_count);
     return c;
   }
 

@@ -8,6 +8,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <tuple>
 #include <unordered_map>
 #include <utility>
@@ -80,6 +81,22 @@ class slow_tier_set {
     retry_pages_[t].push_back({p, hs});
   }
 
+  // Asks tier t which of `where` it holds, waiting until `deadline` at most: one status a page
+  // (ok: held), or nullopt when no answer came in time. At most one probe per tier is in flight:
+  // while a late one is still out, the next returns nullopt at once (a stalled tier costs one
+  // timeout, not one per lookup).
+  std::optional<std::vector<error>> probe(std::size_t t, std::vector<page_address> where,
+                                          std::chrono::steady_clock::time_point deadline) {
+    slow_completion c;
+    if (probe_[t] != 0 && !with_worker<bool>(t, [&](auto& w) { return w.take(probe_[t], c); })) return std::nullopt;
+    probe_[t] = with_worker<std::uint64_t>(t, [&](auto& w) { return w.submit_contains(std::move(where)); });
+    c.status.clear();
+    if (!with_worker<bool>(t, [&](auto& w) { return w.wait_for(probe_[t], deadline) && w.take(probe_[t], c); }))
+      return std::nullopt;
+    probe_[t] = 0;
+    return std::move(c.status);
+  }
+
   // Blocks until tier t's batch is finished or the deadline passes; true when finished.
   bool wait_for(std::size_t t, std::uint64_t ticket, std::chrono::steady_clock::time_point deadline) {
     return with_worker<bool>(t, [&](auto& w) { return w.wait_for(ticket, deadline); });
@@ -146,6 +163,7 @@ class slow_tier_set {
   std::array<std::vector<page_read>, count> retries_;                   // per tier: reads a faster tier missed
   std::array<page_slots, count> retry_pages_;
   std::vector<slow_completion> completions_;
+  std::array<std::uint64_t, count> probe_{};  // per tier: the probe still out (0: none)
   std::size_t payload_bytes_ = 0;
 };
 

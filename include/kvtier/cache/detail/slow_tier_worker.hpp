@@ -1,7 +1,8 @@
 #pragma once
-// One kvtier I/O thread per slow tier. The scheduler thread hands it batches of page writes or
-// reads (submit_*) and collects finished batches (drain); only this thread touches the backend,
-// so a backend need not be thread-safe, and a slow disk or a lost Redis never stalls the caller.
+// One kvtier I/O thread per slow tier. The scheduler thread hands it batches of page writes, reads
+// or existence probes (submit_*) and collects finished batches (drain, or take for one batch it
+// waits for itself); only this thread touches the backend, so a backend need not be thread-safe,
+// and a slow disk or a lost Redis never stalls the caller.
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
@@ -21,7 +22,7 @@
 
 namespace kvtier::detail {
 
-enum class slow_op : std::uint8_t { put, get };
+enum class slow_op : std::uint8_t { put, get, contains };
 
 // A finished batch: one status per request, in request order.
 struct slow_completion {
@@ -47,8 +48,12 @@ class slow_tier_worker {
   }
 
   // Payload spans must stay valid (and untouched) until the ticket is drained.
-  std::uint64_t submit_put(std::vector<page_write> writes) { return push(job{0, slow_op::put, std::move(writes), {}}); }
-  std::uint64_t submit_get(std::vector<page_read> reads) { return push(job{0, slow_op::get, {}, std::move(reads)}); }
+  std::uint64_t submit_put(std::vector<page_write> writes) { return push(job{0, slow_op::put, std::move(writes), {}, {}}); }
+  std::uint64_t submit_get(std::vector<page_read> reads) { return push(job{0, slow_op::get, {}, std::move(reads), {}}); }
+  // Which of `where` the tier holds (ok: held; not_found; or the failure): the job owns the addresses.
+  std::uint64_t submit_contains(std::vector<page_address> where) {
+    return push(job{0, slow_op::contains, {}, {}, std::move(where)});
+  }
 
   // Moves finished batches into out; never blocks on I/O.
   void drain(std::vector<slow_completion>& out) {
@@ -64,6 +69,19 @@ class slow_tier_worker {
     std::unique_lock lock(mutex_);
     return finished_.wait_until(lock, deadline, [&] { return !pending_.contains(ticket); });
   }
+  // The ticket's batch once finished: removed from the completions drain() hands out and moved
+  // into `out` (when drain() took it first, `out` is left as it is). False while it runs.
+  bool take(std::uint64_t ticket, slow_completion& out) {
+    std::lock_guard lock(mutex_);
+    if (pending_.contains(ticket)) return false;
+    for (auto it = done_.begin(); it != done_.end(); ++it)
+      if (it->ticket == ticket) {
+        out = std::move(*it);
+        done_.erase(it);
+        break;
+      }
+    return true;
+  }
   // Batches submitted and not yet drained.
   std::size_t outstanding() const {
     std::lock_guard lock(mutex_);
@@ -76,6 +94,7 @@ class slow_tier_worker {
     slow_op op;
     std::vector<page_write> writes;
     std::vector<page_read> reads;
+    std::vector<page_address> where;  // contains
   };
   struct running {
     job work;
@@ -115,10 +134,12 @@ class slow_tier_worker {
       for (job& j : fresh) {
         auto& r = flying.emplace_back();
         r.work = std::move(j);
-        const result<void> s = r.work.op == slow_op::put ? backend_.put(r.work.writes, r.batch)
-                                                         : backend_.get(r.work.reads, r.batch);
+        const slow_op op = r.work.op;
+        const result<void> s = op == slow_op::put ? backend_.put(r.work.writes, r.batch)
+                             : op == slow_op::get ? backend_.get(r.work.reads, r.batch)
+                                                  : backend_.contains(r.work.where, r.batch);
         if (!s) {  // refused: every request of the batch fails with the backend's reason
-          const std::size_t n = r.work.op == slow_op::put ? r.work.writes.size() : r.work.reads.size();
+          const std::size_t n = op == slow_op::put ? r.work.writes.size() : op == slow_op::get ? r.work.reads.size() : r.work.where.size();
           if (r.batch.begin(n))
             for (std::size_t i = 0; i < n; ++i) r.batch.complete(i, s.err());
         }
