@@ -22,6 +22,7 @@
 #include "kvtier/transfer/detail/dispatch.cuh"
 #include "kvtier/transfer/geometry.hpp"
 #include "kvtier/transfer/planner.hpp"
+#include "kvtier/transfer/rope.hpp"
 #include "kvtier/transfer/staged.cuh"
 #include "kvtier/transfer/tuning.cuh"
 #include "kvtier/transfer/views.hpp"
@@ -44,6 +45,10 @@ struct options {
   std::span<const cudaEvent_t> layer_events = {};  // empty, or one per layer of the range, recorded as each lands
   strategy how = strategy::kernel;
   compute_hint compute = compute_hint::unknown;    // whether compute runs beside (for strategy::automatic)
+  // RoPE on load (load only; kernel, staged or automatic): K rotated while it moves, in the same
+  // kernel (rope_kernel.cuh); `element` is the KV's dtype (bf16, fp16 or fp32).
+  const rope_on_load* rope = nullptr;
+  dtype element = dtype::bf16;
 };
 
 // Kernel entry for callers that keep pairs (and any plane table) in device memory already.
@@ -115,6 +120,10 @@ class copier {
                     std::size_t page_tokens, const options& o) {
     const result<copy_geometry> g = plan_copy(src, dst, pairs, layers, page_tokens);
     if (!g) return g.err();
+    constexpr bool is_load = std::same_as<Tuning, load_tuning>;
+    if (o.rope && (!is_load || o.rope->positions.size() != pairs.size() || o.how == strategy::memcpy_per_run ||
+                   o.how == strategy::memcpy_batch))
+      return make_error(errc::invalid_argument);
     switch (o.how) {
       case strategy::memcpy_per_run: return detail::memcpy_per_run(src, dst, pairs, *g, o.stream, o.layer_events);
       case strategy::memcpy_batch: return detail::memcpy_batch(src, dst, pairs, *g, o.stream, o.layer_events);
@@ -147,6 +156,7 @@ class copier {
       path = plan(f, planner_);
       if (path == copy_path::mixed && (!host_ok || f.per_layer)) path = copy_path::staged;
     }
+    if (o.rope && path == copy_path::mixed) path = copy_path::staged;  // one rotating kernel per path
     if (path != copy_path::kernel && !staged_ok) return make_error(errc::unsupported);
     // A kernel touching pageable memory would fault and poison the context: refuse it up front.
     if (!dev_ok || (path != copy_path::staged && !host_ok)) return make_error(errc::invalid_argument);
@@ -159,18 +169,34 @@ class copier {
     const std::size_t pairs_at = host_.size();
     host_.resize(pairs_at + pairs.size_bytes());
     if (!pairs.empty()) std::memcpy(host_.data() + pairs_at, pairs.data(), pairs.size_bytes());
+    const std::size_t positions_at = (host_.size() + 3) / 4 * 4;  // the RoPE positions, int32 per pair
+    if (o.rope) {
+      host_.resize(positions_at + 4 * pairs.size());
+      for (std::size_t i = 0; i < pairs.size(); ++i) {
+        const long v = o.rope->positions[i];
+        if (v < INT32_MIN || v > INT32_MAX) return make_error(errc::invalid_argument);
+        const std::int32_t p32 = static_cast<std::int32_t>(v);
+        std::memcpy(host_.data() + positions_at + 4 * i, &p32, 4);
+      }
+    }
     if (result<void> r = upload(o.stream); !r) return r;
     fix_table(dsrc);
     fix_table(ddst);
     const auto* dpairs = reinterpret_cast<const page_pair*>(staging_ + pairs_at);
+    detail::rope_device_args rope_args;
+    if (o.rope) {
+      rope_args = {o.rope->rope, o.rope->storage, reinterpret_cast<const std::int32_t*>(staging_ + positions_at)};
+    }
     // The planner's kernel with compute idle may take more SMs than the direction's gentle default.
     const int blocks = o.blocks == 0 && o.how == strategy::automatic && o.compute == compute_hint::idle
                            ? planner_.idle_kernel_blocks
                            : o.blocks;
     result<void> r = path == copy_path::kernel
-                         ? detail::dispatch_copy<Tuning>(dsrc, ddst, dpairs, *g, blocks, o.stream, o.layer_events,
-                                                         o.how == strategy::bulk)
-                         : staged_or_mixed<load_dir>(src, dst, dsrc, ddst, pairs, dpairs, *g, o, path);
+                         ? (o.rope ? rope_kernel<Tuning>(dsrc, ddst, dpairs, rope_args, *g, blocks, o)
+                                   : detail::dispatch_copy<Tuning>(dsrc, ddst, dpairs, *g, blocks, o.stream,
+                                                                   o.layer_events, o.how == strategy::bulk))
+                         : staged_or_mixed<load_dir>(src, dst, dsrc, ddst, pairs, dpairs, *g, o, path,
+                                                     o.rope ? &rope_args : nullptr);
     if (r) stats_.count(path, g->bytes(), o.how == strategy::automatic);
     if (cudaError_t e = cudaEventRecord(last_use_, o.stream); e != cudaSuccess && r) return detail::cuda_error(e);
     last_stream_ = o.stream;
@@ -183,7 +209,7 @@ class copier {
   template <bool Load, class Src, class Dst>
   result<void> staged_or_mixed(const Src& src, const Dst& dst, const Src& dsrc, const Dst& ddst,
                                std::span<const page_pair> pairs, const page_pair* dpairs, const copy_geometry& g,
-                               const options& o, copy_path path) {
+                               const options& o, copy_path path, const detail::rope_device_args* rope = nullptr) {
     if constexpr (!(Load ? detail::is_kv_buffer<Src> : detail::is_kv_buffer<Dst>)) {
       return make_error(errc::unsupported);
     } else {
@@ -207,7 +233,8 @@ class copier {
       gs.pairs = pairs.size() - k;
       const std::span<const cudaEvent_t> ev = k > 0 ? std::span<const cudaEvent_t>{} : o.layer_events;
       result<void> r;
-      if constexpr (Load) r = detail::staged_copy<true>(ring_, src, ddst, pairs.subspan(k), dpairs + k, gs, o.stream, ev);
+      if constexpr (Load)
+        r = detail::staged_copy<true>(ring_, src, ddst, pairs.subspan(k), dpairs + k, gs, o.stream, ev, rope, o.element);
       else r = detail::staged_copy<false>(ring_, dst, dsrc, pairs.subspan(k), dpairs + k, gs, o.stream, ev);
       if (k > 0) {
         if (cudaError_t e = cudaStreamWaitEvent(o.stream, ring_.side_join_event(), 0); e != cudaSuccess && r)
@@ -217,6 +244,38 @@ class copier {
       }
       return r;
     }
+  }
+  // The kernel path with RoPE on load: the rotating kernel reads mapped host memory directly; one
+  // launch per layer when the caller wants layer events.
+  template <class Tuning, class Src, class Dst>
+  result<void> rope_kernel(const Src& dsrc, const Dst& ddst, const page_pair* dpairs, const detail::rope_device_args& a,
+                           const copy_geometry& g, int blocks, const options& o) {
+    detail::rope_params<Src, Dst> p{dsrc, ddst, nullptr, dpairs};
+    const std::size_t eb = size_of(o.element), align = std::min({detail::pow2_alignment(g.head_bytes),
+                                                                 detail::view_alignment(dsrc), detail::view_alignment(ddst)});
+    const std::size_t vec = detail::rope_vector_bytes(a.rope, eb, align);
+    if (eb != ddst.element_bytes) return make_error(errc::invalid_argument);
+    if (result<void> r = detail::rope_prepare(p, a, g.heads, g.head_bytes / eb, eb, vec); !r) return r;
+    const bool per_layer = !o.layer_events.empty();
+    const std::size_t per_launch = per_layer ? 1 : g.layers;
+    p.page_tokens = static_cast<std::uint32_t>(g.page_tokens);
+    p.tokens = detail::fast_divmod(static_cast<std::uint32_t>(g.page_tokens));
+    p.kv = detail::fast_divmod(static_cast<std::uint32_t>(g.kv));
+    p.layers = detail::fast_divmod(static_cast<std::uint32_t>(per_launch));
+    const std::size_t units = g.pairs * per_launch * g.kv * g.page_tokens;
+    if (units >= (std::size_t{1} << 32)) return make_error(errc::unsupported);
+    p.units = static_cast<std::uint32_t>(units);
+    if (blocks <= 0) blocks = Tuning::default_blocks;
+    for (std::size_t l = g.first_layer; l < g.first_layer + g.layers; l += per_launch) {
+      p.first_layer = static_cast<std::uint32_t>(l);
+      if (units > 0)
+        if (cudaError_t e = detail::launch_rope<Tuning::threads>(p, o.element, vec, blocks, o.stream); e != cudaSuccess)
+          return detail::cuda_error(e);
+      if (per_layer)
+        if (cudaError_t e = cudaEventRecord(o.layer_events[l - g.first_layer], o.stream); e != cudaSuccess)
+          return detail::cuda_error(e);
+    }
+    return {};
   }
   // Mean bytes of a staged copy-engine run: layer-group runs, merged where consecutive pairs'
   // host pages are adjacent in memory and move whole.

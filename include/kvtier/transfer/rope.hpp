@@ -10,6 +10,7 @@
 //
 // rope_spec names the rotation (convention, theta, rotated dims); its fingerprint joins the KV
 // shape's, so a page stored under one rotation is never served under another.
+#include <algorithm>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
@@ -58,6 +59,21 @@ struct rope_spec {
   }
 };
 
+// How a page keeps K: a property of the cache's pages (cache config's k_layout), never mixed.
+enum class k_storage : std::uint8_t {
+  rotated,       // RoPE applied at the position the page was computed at: a move rotates every row by one delta
+  pre_rotation,  // K before RoPE: row t of a page is rotated to (the page's target first position + t) on load
+};
+
+// RoPE on load for one batch of page pairs: K of pairs[i] rotated by positions[i] (rotated storage:
+// the delta, target − stored; pre_rotation: the target position of the page's first token, + t per
+// row). A K row whose angle position is 0 is copied bit for bit; V is always copied.
+struct rope_on_load {
+  rope_spec rope;
+  k_storage storage = k_storage::rotated;
+  std::span<const long> positions;
+};
+
 namespace detail {
 // The two elements of pair j of a head.
 KVTIER_HOST_DEVICE constexpr std::size_t rope_first(rope_convention c, std::size_t j, std::size_t rotated) noexcept {
@@ -88,15 +104,19 @@ void rotate_row(std::byte* row, std::size_t heads, const rope_spec& r, std::span
 
 namespace cpu {
 
-// load with RoPE on load: page pairs[i].src of `src` to pairs[i].dst of `dst` (as transfer::cpu::load)
-// and K of that page rotated by deltas[i] positions on the way (V copied). delta 0 copies bit for bit.
+// load with RoPE on load: page pairs[i].src of `src` to pairs[i].dst of `dst` (as transfer::cpu::load),
+// layers `layers`, K rotated on the way as `rl` says (V copied). A K row at position 0 is copied bit for bit.
 // Errors: invalid_argument for mismatched spans, a spec that does not fit the shape, or a bad page.
 template <paged_kv_view Src, kv_view Dst>
-result<void> load_rotated(const Src& src, const Dst& dst, std::span<const page_pair> pairs, std::span<const long> deltas,
-                          const rope_spec& r, dtype t) noexcept {
+result<void> load_rotated(const Src& src, const Dst& dst, std::span<const page_pair> pairs, const rope_on_load& rl,
+                          dtype t, layer_range layers = layer_range::all()) noexcept {
   const auto& e = src.map.extents();
   const std::size_t P = src.map.page_tokens();
-  if (deltas.size() != pairs.size() || r.head_dim != e.dim() || r.rotated() % 2 != 0 || r.rotated() > r.head_dim ||
+  const rope_spec& r = rl.rope;
+  const std::span<const long> deltas = rl.positions;
+  const layer_range lr = layers.resolve(e.layers());
+  const std::size_t l_end = lr.first + lr.count;
+  if (lr.count == 0 || deltas.size() != pairs.size() || r.head_dim != e.dim() || r.rotated() % 2 != 0 || r.rotated() > r.head_dim ||
       !(r.theta > 0) || size_of(t) != src.element_bytes || size_of(t) != dst.element_bytes || e.kv() < 2)
     return make_error(errc::invalid_argument);
   if (src.map.required_span_size() < P) return make_error(errc::invalid_argument);
@@ -110,17 +130,24 @@ result<void> load_rotated(const Src& src, const Dst& dst, std::span<const page_p
   const std::size_t src_pages = src.map.extents().tokens() / P, dst_tokens = dst.map.extents().tokens();
   for (std::size_t i = 0; i < pairs.size(); ++i) {
     if (pairs[i].src >= src_pages || (std::size_t(pairs[i].dst) + 1) * P > dst_tokens) return make_error(errc::invalid_argument);
-    for (std::size_t l = 0; l < e.layers(); ++l)
+    for (std::size_t l = lr.first; l < l_end; ++l)
       for (std::size_t k = 0; k < e.kv(); ++k)
         for (std::size_t ti = 0; ti < P; ++ti) {
           const std::byte* s = src.page_row(l, k, pairs[i].src, P, ti, 0);
           std::byte* d = dst.page_row(l, k, pairs[i].dst, P, ti, 0);
           std::memcpy(d, s, row_bytes);  // (head, dim) of one token: contiguous on both sides
+          const long pos = deltas[i] + (rl.storage == k_storage::pre_rotation ? long(ti) : 0);
           if (k == 0)
-            kvtier::detail::with_dtype(t, [&](auto tc) { rotate_row<decltype(tc)::value>(d, e.heads(), r, inv, deltas[i]); });
+            kvtier::detail::with_dtype(t, [&](auto tc) { rotate_row<decltype(tc)::value>(d, e.heads(), r, inv, pos); });
         }
   }
   return {};
+}
+// The same with every row of page i moved by deltas[i] (K stored rotated).
+template <paged_kv_view Src, kv_view Dst>
+result<void> load_rotated(const Src& src, const Dst& dst, std::span<const page_pair> pairs, std::span<const long> deltas,
+                          const rope_spec& r, dtype t) noexcept {
+  return load_rotated(src, dst, pairs, rope_on_load{r, k_storage::rotated, deltas}, t);
 }
 
 }  // namespace cpu

@@ -25,6 +25,7 @@
 #include "kvtier/layout/page_first.hpp"
 #include "kvtier/transfer/detail/dispatch.cuh"
 #include "kvtier/transfer/detail/relayout_kernel.cuh"
+#include "kvtier/transfer/detail/rope_kernel.cuh"
 #include "kvtier/transfer/geometry.hpp"
 #include "kvtier/transfer/tuning.cuh"
 #include "kvtier/transfer/views.hpp"
@@ -178,11 +179,14 @@ cudaError_t launch_relayout(const relayout_params<DevView>& p, int sms, cudaStre
 
 // The staged copy of `pairs` (host pairs; dpairs: the same in device memory) between the host view
 // and the device view (device-readable plane table). Load: host -> device; else device -> host.
-// events: empty, or one per layer of g, recorded when that layer's group has landed.
+// events: empty, or one per layer of g, recorded when that layer's group has landed. rope (load only):
+// K rotated on the way by the RoPE relayout kernel instead of the plain one (rope->positions: per
+// pair of dpairs; `element` is the KV's dtype).
 template <bool Load, kv_view HostView, kv_view DevView>
 result<void> staged_copy(staging_ring& ring, const HostView& host, const DevView& dev, std::span<const page_pair> pairs,
                          const page_pair* dpairs, const copy_geometry& g, cudaStream_t stream,
-                         std::span<const cudaEvent_t> events) {
+                         std::span<const cudaEvent_t> events, const rope_device_args* rope = nullptr,
+                         dtype element = dtype::bf16) {
   if (!staged_supports<HostView>(g, ring.config())) return make_error(errc::unsupported);
   if (!events.empty() && events.size() != g.layers) return make_error(errc::invalid_argument);
   if (result<void> r = ring.ensure(); !r) return r;
@@ -198,6 +202,18 @@ result<void> staged_copy(staging_ring& ring, const HostView& host, const DevView
   if (auto r = ck(cudaEventRecord(ring.fork_event(), stream)); !r) return r;
   if (auto r = ck(cudaStreamWaitEvent(cs, ring.fork_event(), 0)); !r) return r;
 
+  // The RoPE relayout: one warp per token row, the vector width the rotation allows.
+  rope_params<DevView, DevView> rp{dev, dev, nullptr, dpairs};
+  std::size_t rope_vec = 0;
+  if (rope) {
+    if (!Load) return make_error(errc::invalid_argument);
+    rope_vec = rope_vector_bytes(rope->rope, size_of(element), align);
+    if (result<void> r = rope_prepare(rp, *rope, g.heads, g.head_bytes / size_of(element), size_of(element), rope_vec); !r)
+      return r;
+    rp.page_tokens = static_cast<std::uint32_t>(P);
+    rp.tokens = fast_divmod(static_cast<std::uint32_t>(P));
+    rp.kv = fast_divmod(static_cast<std::uint32_t>(g.kv));
+  }
   auto run = [&]<class Vec>() -> result<void> {
     for (std::size_t l0 = g.first_layer; l0 < g.first_layer + g.layers; l0 += group) {
       const std::size_t n = std::min(group, g.first_layer + g.layers - l0), seg = n * g.kv * block;
@@ -244,7 +260,17 @@ result<void> staged_copy(staging_ring& ring, const HostView& host, const DevView
           if (auto r = ck(issue_runs(ring)); !r) return r;
           if (auto r = ck(cudaEventRecord(ring.ready(s), cs)); !r) return r;
           if (auto r = ck(cudaStreamWaitEvent(stream, ring.ready(s), 0)); !r) return r;
-          if (auto r = ck(launch_relayout<true, Vec>(p, ring.sms(), stream)); !r) return r;
+          if (rope) {
+            rp.slot = slot;
+            rp.first_pair = static_cast<std::uint32_t>(c0);
+            rp.first_layer = static_cast<std::uint32_t>(l0);
+            rp.layers = fast_divmod(static_cast<std::uint32_t>(n));
+            rp.units = static_cast<std::uint32_t>(cn * n * g.kv * P);
+            const int most = ring.sms() * staged_tuning::relayout_blocks_per_sm;
+            if (auto r = ck(launch_rope<staged_tuning::relayout_threads>(rp, element, rope_vec, most, stream)); !r) return r;
+          } else if (auto r = ck(launch_relayout<true, Vec>(p, ring.sms(), stream)); !r) {
+            return r;
+          }
           if (auto r = ck(cudaEventRecord(ring.freed(s), stream)); !r) return r;
         } else {
           if (auto r = ck(cudaStreamWaitEvent(stream, ring.freed(s), 0)); !r) return r;
