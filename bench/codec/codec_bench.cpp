@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "kvtier/codec.hpp"
+#include "kvtier/testing/kv_like_pages.hpp"
 
 using namespace kvtier;
 using clk = std::chrono::steady_clock;
@@ -48,25 +49,9 @@ std::size_t parse_count(const char* flag, const char* v) {
 }
 
 std::vector<std::vector<std::byte>> synthetic_pages(const kv_page_geometry& g, std::size_t n) {
-  std::mt19937_64 rng(42);
-  std::normal_distribution<float> n01(0.f, 1.f);
-  const std::size_t C = g.row_elements(), T = g.page_tokens, B = g.shape.layers() * g.shape.kv_planes();
+  testing::kv_like_sequence seq(g, 42);  // consecutive pages continue the same sequence
   std::vector<std::vector<std::byte>> pages;
-  std::vector<float> state(B * C);
-  for (auto& x : state) x = n01(rng);
-  const float rho = 0.9f, innov = std::sqrt(1 - rho * rho);
-  for (std::size_t p = 0; p < n; ++p) {  // consecutive pages continue the same sequence
-    std::vector<std::byte> page(g.page_bytes());
-    for (std::size_t b = 0; b < B; ++b)
-      for (std::size_t t = 0; t < T; ++t)
-        for (std::size_t c = 0; c < C; ++c) {
-          const float scale = (c % 37 == 5 ? 20.f : 1.f) * (0.5f + float((c * 7 + b) % 11) / 10.f);
-          float& x = state[b * C + c];
-          x = rho * x + innov * n01(rng);
-          detail::store_element(page.data(), g.shape.element_type(), (b * T + t) * C + c, scale * x);
-        }
-    pages.push_back(std::move(page));
-  }
+  for (std::size_t p = 0; p < n; ++p) pages.push_back(seq.next_page());
   return pages;
 }
 
