@@ -20,12 +20,30 @@
 
 namespace kvtier::detail {
 
-// Tiers, in-flight tiers and the lock count in one word: eviction reads one load a page.
+// Tiers (bits 0-7), in-flight tiers (8-15) and the lock count (16-31) in one 32-bit word: eviction
+// judges a page by one load, and every write is a whole-word store, which (unlike a byte store)
+// cannot alias the index's own pointers, so the compiler keeps them in registers across it.
 // Lock counts of 0xFFFF and more keep the excess in page_store's overflow map.
 struct page_state {
-  std::uint8_t tiers = 0;
-  std::uint8_t in_flight = 0;
-  std::uint16_t locks = 0;
+  static constexpr std::uint32_t lock_one = 1u << 16;
+  std::uint32_t word = 0;
+
+  static constexpr page_state of(std::uint8_t tiers, std::uint8_t in_flight) noexcept {
+    return {std::uint32_t(tiers) | std::uint32_t(in_flight & tiers) << 8};
+  }
+  constexpr std::uint8_t tiers() const noexcept { return std::uint8_t(word); }
+  constexpr std::uint8_t in_flight() const noexcept { return std::uint8_t(word >> 8); }
+  constexpr std::uint8_t ready() const noexcept { return std::uint8_t(word & ~(word >> 8)); }
+  constexpr std::uint32_t locks() const noexcept { return word >> 16; }
+  // No copy anywhere and no lock: the page may leave the tree.
+  constexpr bool unused() const noexcept { return (word & 0xFFFF00FFu) == 0; }
+  // Holds tier bit t ready, nothing else in flight, no lock: evictable from t when a leaf of t.
+  constexpr bool free_to_drop(std::uint32_t bit) const noexcept { return (word & bit) != 0 && (word >> 8) == 0; }
+  // Drops tier bit t (its in-flight bit too).
+  constexpr void drop(std::uint32_t bit) noexcept { word &= ~(bit | bit << 8); }
+  constexpr void set_tiers(std::uint8_t tiers, std::uint8_t in_flight) noexcept {
+    word = (word & 0xFFFF0000u) | of(tiers, in_flight).word;
+  }
 };
 static_assert(sizeof(page_state) == 4);
 
@@ -50,34 +68,33 @@ class page_store {
   bool live(std::uint32_t p) const noexcept { return p < owner_.size() && owner_[p] != none; }
 
   page_residency residency(std::uint32_t p) const noexcept {
-    return page_residency{tier_set{state_[p].tiers}, tier_set{state_[p].in_flight}, device_[p], host_[p]};
+    return page_residency{tier_set{state_[p].tiers()}, tier_set{state_[p].in_flight()}, device_[p], host_[p]};
   }
   // Stores r (normalized: in_flight within tiers, slots of absent tiers cleared).
   void set_residency(std::uint32_t p, const page_residency& r) noexcept {
-    state_[p].tiers = r.tiers.bits;
-    state_[p].in_flight = r.in_flight.bits & r.tiers.bits;
+    state_[p].set_tiers(r.tiers.bits, r.in_flight.bits);
     device_[p] = r.tiers.has(tier_id::device) ? r.device : device_slot{};
     host_[p] = r.tiers.has(tier_id::host) ? r.host : host_slot{};
   }
 
   std::uint32_t locks(std::uint32_t p) const {
-    const std::uint32_t small = state_[p].locks;
+    const std::uint32_t small = state_[p].locks();
     if (small < 0xFFFF) return small;
     const auto it = lock_overflow_.find(p);
     return small + (it == lock_overflow_.end() ? 0 : it->second);
   }
   void add_lock(std::uint32_t p) {
-    if (state_[p].locks < 0xFFFF) ++state_[p].locks;
+    if (state_[p].locks() < 0xFFFF) state_[p].word += page_state::lock_one;
     else ++lock_overflow_[p];
   }
   void remove_lock(std::uint32_t p) {  // the page holds a lock
-    if (state_[p].locks == 0xFFFF) {
+    if (state_[p].locks() == 0xFFFF) {
       if (auto it = lock_overflow_.find(p); it != lock_overflow_.end()) {
         if (--it->second == 0) lock_overflow_.erase(it);
         return;
       }
     }
-    --state_[p].locks;
+    state_[p].word -= page_state::lock_one;
   }
 
   // The memoized page key; zero (root_page_key) while unknown. `keys_` exists once asked for.
@@ -87,21 +104,41 @@ class page_store {
     keys_[p] = k;
   }
 
-  // A fresh page in `node` with residency r and no lock: the lowest free id (tokens: the caller's).
-  std::uint32_t alloc(std::uint32_t node, const page_residency& r) {
+  // Hands out the k lowest free ids, ascending, into out[0..k); each is then set up by init().
+  void take_ids(std::size_t k, std::uint32_t* out) {
     std::size_t w = lowest_free_word_;
-    while (w < free_.size() && free_[w] == 0) ++w;
-    if (w == free_.size()) w = add_free_ids();
+    while (k > 0) {
+      while (w < free_.size() && free_[w] == 0) ++w;
+      if (w == free_.size()) w = add_free_ids();
+      std::uint64_t bits = free_[w];
+      const std::uint32_t base = std::uint32_t(w * 64);
+      for (; bits != 0 && k > 0; --k) {
+        *out++ = base + std::uint32_t(std::countr_zero(bits));
+        bits &= bits - 1;
+      }
+      free_[w] = bits;
+    }
     lowest_free_word_ = w;
-    const std::uint32_t p = std::uint32_t(w * 64 + std::size_t(std::countr_zero(free_[w])));
-    free_[w] &= free_[w] - 1;
-    state_[p] = page_state{r.tiers.bits, std::uint8_t(r.in_flight.bits & r.tiers.bits), 0};
+  }
+  // A page id from take_ids() becomes a page of `node` with residency r and no lock; its tokens
+  // are copied from `tokens`.
+  void init(std::uint32_t p, std::uint32_t node, const page_residency& r, const token_id* tokens) noexcept {
+    state_[p] = page_state::of(r.tiers.bits, r.in_flight.bits);
     device_[p] = r.tiers.has(tier_id::device) ? r.device : device_slot{};
     host_[p] = r.tiers.has(tier_id::host) ? r.host : host_slot{};
     owner_[p] = node;
     if (p < keys_.size()) keys_[p] = page_key{};
+    std::memcpy(this->tokens(p), tokens, ps_.tokens() * sizeof(token_id));
     ++live_;
-    return p;
+  }
+
+  // Page p, whose one copy (in tier ti) is dropped and which holds no lock, leaves: its slot of
+  // that tier is cleared and its id freed.
+  void drop_last_copy(std::uint32_t p, std::uint32_t ti) noexcept {
+    state_[p] = page_state{};
+    if (ti == std::uint32_t(tier_id::device)) device_[p] = device_slot{};
+    if (ti == std::uint32_t(tier_id::host)) host_[p] = host_slot{};
+    free(p);
   }
 
   void free(std::uint32_t p) noexcept {

@@ -37,7 +37,7 @@ std::uint32_t radix_index<Policy, PageSize>::alloc_node() {
 // Moves page p to residency `next`, keeping the per-node and per-parent tier counts right.
 template <eviction_policy Policy, std::size_t PageSize>
 void radix_index<Policy, PageSize>::account(std::uint32_t p, const page_residency& next) {
-  const std::uint8_t was = store_.state(p).tiers;
+  const std::uint8_t was = store_.state(p).tiers();
   store_.set_residency(p, next);
   const std::uint8_t is = next.tiers.bits;
   if (was == is) return;
@@ -76,7 +76,7 @@ void radix_index<Policy, PageSize>::trim(std::uint32_t n) {
     while (x.count > 0) {
       const std::uint32_t p = page_at(x, x.count - 1);
       const detail::page_state s = store_.state(p);
-      if (s.tiers != 0 || s.locks != 0) break;
+      if (!s.unused()) break;
       if (x.count == 1) edge = edge_of(x.parent, store_.tokens(p));
       store_.free(p);
       --x.count;
@@ -149,7 +149,7 @@ result<void> radix_index<Policy, PageSize>::unlock(std::span<const page_id> page
   // Decrement while validating (a page listed twice needs two locks); undo on a bad handle.
   for (std::size_t k = 0; k < pages.size(); ++k) {
     const page_id p = pages[k];
-    if (!valid(p) || store_.state(p.value()).locks == 0) {
+    if (!valid(p) || store_.state(p.value()).locks() == 0) {
       for (std::size_t u = 0; u < k; ++u) store_.add_lock(pages[u].value());
       return make_error(errc::invalid_argument);
     }
@@ -158,9 +158,9 @@ result<void> radix_index<Policy, PageSize>::unlock(std::span<const page_id> page
   std::uint32_t last = none;
   for (auto it = pages.rbegin(); it != pages.rend(); ++it) {
     const std::uint32_t p = it->value();
-    if (!contains(*it) || store_.state(p).locks != 0) continue;
+    if (!contains(*it) || store_.state(p).locks() != 0) continue;
     const std::uint32_t n = store_.owner(p);
-    if (store_.state(p).tiers == 0) {
+    if (store_.state(p).tiers() == 0) {
       trim(n);
       continue;
     }
@@ -190,7 +190,7 @@ result<void> radix_index<Policy, PageSize>::set_residency(page_id page, page_res
   const std::uint32_t p = page.value();
   account(p, next);
   const std::uint32_t n = store_.owner(p);
-  if (store_.state(p).tiers == 0) trim(n);  // frees nodes only: n's slot is not reused here
+  if (store_.state(p).tiers() == 0) trim(n);  // frees nodes only: n's slot is not reused here
   if (nodes_[n].alive) consider(n);
   return {};
 }
@@ -216,7 +216,7 @@ result<void> radix_index<Policy, PageSize>::set_in_flight(page_id page, tier_id 
 template <eviction_policy Policy, std::size_t PageSize>
 result<void> radix_index<Policy, PageSize>::set_device_slot(page_id page, device_slot slot) {
   if (!valid(page)) return make_error(errc::invalid_argument);
-  if (!tier_set{store_.state(page.value()).tiers}.has(tier_id::device)) return make_error(errc::not_found);
+  if (!tier_set{store_.state(page.value()).tiers()}.has(tier_id::device)) return make_error(errc::not_found);
   store_.device(page.value()) = slot;
   return {};
 }
@@ -224,7 +224,7 @@ result<void> radix_index<Policy, PageSize>::set_device_slot(page_id page, device
 template <eviction_policy Policy, std::size_t PageSize>
 result<void> radix_index<Policy, PageSize>::set_host_slot(page_id page, host_slot slot) {
   if (!valid(page)) return make_error(errc::invalid_argument);
-  if (!tier_set{store_.state(page.value()).tiers}.has(tier_id::host)) return make_error(errc::not_found);
+  if (!tier_set{store_.state(page.value()).tiers()}.has(tier_id::host)) return make_error(errc::not_found);
   store_.host(page.value()) = slot;
   return {};
 }

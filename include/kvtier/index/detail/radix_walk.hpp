@@ -50,7 +50,7 @@ void radix_index<Policy, PageSize>::match(namespace_id ns, std::span<const token
       root, tokens,
       [&](std::uint32_t p, std::size_t) {
         const detail::page_state s = store_.state(p);
-        const auto src = source_of(std::uint8_t(s.tiers & ~s.in_flight));
+        const auto src = source_of(s.ready());
         if (!src) return false;
         out.pages.push_back(page_id{p});
         out.sources.push_back(*src);
@@ -96,18 +96,21 @@ std::uint32_t radix_index<Policy, PageSize>::append_pages(std::uint32_t parent, 
     ++nodes_[parent].children;
     children_.insert(edge_of(parent, query_page(tokens, first)), leaf);
   }
-  std::uint32_t* slot = lists_.extend(n - first);
+  // Ids first (a run from the free bitmap, straight into the node's arena range), then the pages.
+  std::uint32_t* const ids = lists_.extend(n - first);
+  store_.take_ids(n - first, ids);
   std::array<std::uint32_t, 1u << tier_count> by_tiers{};  // pages per tier set
   std::uint8_t first_tiers = 0;
   for (std::size_t i = first; i < n; ++i) {
-    const std::uint32_t p = store_.alloc(leaf, residency(i));
-    std::memcpy(store_.tokens(p), query_page(tokens, i), pages_.tokens() * sizeof(token_id));
-    const std::uint8_t tiers = store_.state(p).tiers;
+    const std::uint32_t p = ids[i - first];
+    const page_residency r = residency(i);
+    store_.init(p, leaf, r, query_page(tokens, i));
+    const std::uint8_t tiers = store_.state(p).tiers();
     if (i == first) first_tiers = tiers;
     ++by_tiers[tiers];
-    *slot++ = p;
-    if (keep_path) path_scratch_.push_back(page_id{p});
   }
+  if (keep_path)
+    for (std::size_t k = 0; k < n - first; ++k) path_scratch_.push_back(page_id{ids[k]});
   r.inserted += (n - first) - by_tiers[0];
   std::array<std::uint32_t, tier_count> gained{};
   for (std::size_t set = 1; set < by_tiers.size(); ++set)
@@ -146,9 +149,9 @@ insert_result radix_index<Policy, PageSize>::insert(namespace_id ns, std::span<c
   const walk_end end = walk(
       root_of(ns, true), tokens,
       [&](std::uint32_t p, std::size_t i) {
-        if (store_.state(p).tiers == 0) {  // a page whose copies were all dropped: refilled
+        if (store_.state(p).tiers() == 0) {  // a page whose copies were all dropped: refilled
           account(p, residency(i));
-          r.inserted += store_.state(p).tiers != 0;
+          r.inserted += store_.state(p).tiers() != 0;
         } else {
           ++r.existing;
         }
@@ -197,13 +200,13 @@ std::uint32_t radix_index<Policy, PageSize>::split(std::uint32_t c, std::uint32_
   for (std::uint32_t k = 0; k < j; ++k) {
     const std::uint32_t p = page_at(hn, k);
     store_.owner(p) = h;
-    const std::uint8_t tiers = store_.state(p).tiers;
+    const std::uint8_t tiers = store_.state(p).tiers();
     for (std::size_t t = 0; t < tier_count; ++t) {
       hn.held[t] += (tiers >> t) & 1u;
       cn.held[t] -= (tiers >> t) & 1u;
     }
   }
-  const std::uint8_t head_of_c = store_.state(page_at(cn, 0)).tiers;
+  const std::uint8_t head_of_c = store_.state(page_at(cn, 0)).tiers();
   for (std::size_t t = 0; t < tier_count; ++t) hn.children_holding[t] = (head_of_c >> t) & 1u;
   children_.replace(edge_of(hn.parent, store_.tokens(page_at(hn, 0))), c, h);
   children_.insert(edge_of(h, store_.tokens(page_at(cn, 0))), c);

@@ -13,8 +13,7 @@ template <eviction_policy Policy, std::size_t PageSize>
 template <bool Dry>
 inline void radix_index<Policy, PageSize>::lose_tier(std::uint32_t n, std::uint32_t j, std::uint32_t p, std::size_t ti) {
   detail::page_state& s = store_.state(p);
-  s.tiers = std::uint8_t(s.tiers & ~(1u << ti));
-  s.in_flight = std::uint8_t(s.in_flight & s.tiers);
+  s.drop(1u << ti);
   if constexpr (!Dry) {
     if (ti == std::size_t(tier_id::device)) store_.device(p) = device_slot{};
     if (ti == std::size_t(tier_id::host)) store_.host(p) = host_slot{};
@@ -29,7 +28,7 @@ inline void radix_index<Policy, PageSize>::lose_tier(std::uint32_t n, std::uint3
   }
   if constexpr (Dry) {
     undo_.push_back({p, n});
-  } else if (s.tiers == 0 && s.locks == 0) {
+  } else if (s.unused()) {
     node& y = nodes_[n];
     if (y.children == 0 && j > 0 && j + 1 == y.count) {  // the tail of a leaf: freed here, as trim() would
       store_.free(p);
@@ -37,7 +36,7 @@ inline void radix_index<Policy, PageSize>::lose_tier(std::uint32_t n, std::uint3
       if (std::size_t(y.begin) + y.count + 1 == lists_.size()) lists_.pop_back();
       else ++list_garbage_;
       const detail::page_state t = store_.state(page_at(y, y.count - 1));
-      if (t.tiers == 0 && t.locks == 0) trim(n);
+      if (t.unused()) trim(n);
     } else {
       trim(n);  // the node may go, and its parent after it
     }
@@ -50,9 +49,8 @@ template <eviction_policy Policy, std::size_t PageSize>
 template <bool Dry, class Take>
 std::size_t radix_index<Policy, PageSize>::drain_node(std::uint32_t n, std::size_t ti, std::size_t budget,
                                                       Take& take, bool& refused) {
-  const std::uint8_t bit = std::uint8_t(1u << ti);
-  // No array grows during a pass (take() must not insert), so their addresses hold: kept in
-  // locals, which the byte-wide state stores cannot alias.
+  const std::uint32_t bit = 1u << ti;
+  // No array grows during a pass (take() must not insert), so their addresses hold: kept in locals.
   node* const nodes = nodes_.data();
   const std::uint32_t* const lists = lists_.data();
   const detail::page_state* const states = store_.states();
@@ -60,6 +58,42 @@ std::size_t radix_index<Policy, PageSize>::drain_node(std::uint32_t n, std::size
   std::uint32_t j = std::min(nodes[n].count, nodes[n].tier_end[ti]);
   nodes[n].tier_end[ti] = nodes[n].count;  // trivially true; a gain of the tier during the pass resets it
   std::uint32_t top = none;                // the highest position that still holds the tier after this pass
+  if constexpr (!Dry) {
+    // The common case, a leaf's tail whose pages hold only this tier (no lock, nothing in flight):
+    // each page taken leaves the tree at once, and the node's counts move once for the whole run.
+    // The first page (the node's edge) and every other case go through the general loop below.
+    node& x = nodes[n];
+    if (x.children == 0 && j == x.count && j > 1) {
+      const std::uint32_t begin = x.begin;
+      std::uint32_t k = j;
+      while (taken < budget && k > 1) {
+        const std::uint32_t p = lists[begin + k - 1];
+        if (states[p].word != bit) break;
+        if (!take(p)) {
+          refused = true;
+          top = k - 1;
+          break;
+        }
+        policy_.on_evict(x.state);
+        store_.drop_last_copy(p, std::uint32_t(ti));
+        --k;
+        ++taken;
+      }
+      if (const std::uint32_t gone = j - k; gone > 0) {
+        x.count = k;
+        x.held[ti] -= gone;
+        tier_pages_[ti] -= gone;
+        if (std::size_t(begin) + j == lists_.size()) lists_.resize(lists_.size() - gone);
+        else list_garbage_ += gone;
+        j = k;
+        if (!refused && states[lists[begin + k - 1]].unused()) trim(n);  // a copyless page now ends the leaf
+      }
+      if (refused) {
+        nodes_[n].tier_end[ti] = top + 1;
+        return taken;
+      }
+    }
+  }
   while (taken < budget && nodes[n].alive) {
     const node& x = nodes[n];
     j = std::min(j, x.count);  // trimming may have shortened the node
@@ -67,10 +101,10 @@ std::size_t radix_index<Policy, PageSize>::drain_node(std::uint32_t n, std::size
     --j;
     const std::uint32_t p = lists[x.begin + j];
     const detail::page_state s = states[p];
-    if (!(s.tiers & bit)) continue;
-    const bool below = j + 1 < x.count ? (states[lists[x.begin + j + 1]].tiers & bit) != 0
+    if (!(s.word & bit)) continue;
+    const bool below = j + 1 < x.count ? (states[lists[x.begin + j + 1]].word & bit) != 0
                                        : x.children_holding[ti] > 0;
-    if (below || s.locks != 0 || s.in_flight != 0) {
+    if (below || (s.word >> 8) != 0) {  // another page holds it, or locked, or in flight
       if (top == none) top = j;
       continue;
     }
@@ -112,7 +146,7 @@ std::size_t radix_index<Policy, PageSize>::drain(tier_id tier, std::size_t max_p
   if constexpr (Dry) {
     const std::uint8_t bit = std::uint8_t(1u << ti);
     for (auto u = undo_.rbegin(); u != undo_.rend(); ++u) {
-      store_.state(u->page).tiers |= bit;
+      store_.state(u->page).word |= bit;
       node& x = nodes_[u->node];
       ++x.held[ti];
       ++tier_pages_[ti];
