@@ -4,24 +4,32 @@
 //   full      prefill of the whole prompt (the reference)
 //   naive     each chunk's own KV placed at its offset (RoPE on load: transfer::cpu::load_rotated),
 //             only the cue computed
-//   blend r   the same placement; layers [0, select_layer] recomputed for every token, the tokens
-//             whose KV deviates most on select_layer (blend::select_deviating) — a share r of the
-//             chunk tokens — recomputed on every layer, attending over the blended KV
+//   blend     the same placement, then kvtier_engine::blend_prefill: the first chunk is a true
+//             prefix (its KV is full prefill's: never recomputed); layers below the selection layer
+//             computed for the other chunks and the cue; on the selection layer the chunk tokens
+//             whose K/V deviates most (kvtier::blend) are kept and only they (and the cue) go on
+//             through the later layers, attending over the blended KV. A method names the
+//             selection layer, the shares kept per layer (gradual filtering), and options.
 // Quality against full prefill: KL divergence of the next-token distribution after the cue, and a
 // greedy continuation (tokens until the first difference). A hint only: stories260K is tiny.
+// r is the share of the placed chunks' tokens (all chunks but the first) recomputed on the last
+// layers; "compute" is the share of the placed tokens' (token, layer) attention+FFN work done.
 //
-//   kvtier-blend-quality [--model DIR] [--trials N] [--chunk-tokens T] [--continuation T] [--csv FILE]
+//   kvtier-blend-quality [--model DIR] [--trials N] [--seed S] [--chunk-tokens T] [--continuation T]
+//                        [--methods "name:layer=1,keep=2/1,heads=1,per=1,part=kv;..."] [--csv FILE]
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <sstream>
 #include <string>
 #include <vector>
 
 #include "common/cpu_model_run.hpp"
 #include "kvtier/blend/select.hpp"
+#include "kvtier_engine/cpu/blend_prefill.hpp"
 #include "kvtier/transfer.hpp"
 #include "kvtier/transfer/rope.hpp"
 #include "kvtier_engine/model_files.hpp"
@@ -34,7 +42,6 @@ using kvtier_bench::cpu_model_run;
 namespace {
 
 constexpr std::size_t P = cpu_model_run::page_tokens;
-constexpr std::size_t select_layer = 1;  // layer 0's KV does not depend on context: deviation shows from layer 1
 
 double kl(std::span<const float> ref_logits, std::span<const float> logits) {
   const auto softmax = [](std::span<const float> l) {
@@ -58,19 +65,72 @@ std::size_t same_prefix(const std::vector<token_id>& a, const std::vector<token_
   return n;
 }
 
-// Copies layers [0, last] of positions [0, n) from one identity-table pool to another.
-void copy_layers(const transfer::layer_first_buffer& from, const transfer::layer_first_buffer& to, std::size_t last, std::size_t n,
-                 std::size_t row_bytes) {
-  for (std::size_t l = 0; l <= last; ++l)
-    for (std::size_t k = 0; k < 2; ++k)
-      for (std::size_t pos = 0; pos < n; ++pos) std::memcpy(to.row(l, k, pos, 0), from.row(l, k, pos, 0), row_bytes);
+// A blending method: its plan at share r is `keep` (multiples of r, capped at 1) from `layer` on.
+struct method {
+  std::string name;
+  std::size_t layer = 1;
+  std::vector<double> keep{1.0};
+  std::size_t heads = 0;
+  bool per_range = false;
+  blend::kv_part part = blend::kv_part::both;
+  bool all_chunks = false;  // shares of all chunk tokens (the prefix chunk too), as CacheBlend counts
+  blend_weighting weighting = blend_weighting::deviation;
+
+  blend_plan plan(double r, std::size_t chunk_tokens_total) const {
+    blend_plan p;
+    p.select_layer = layer;
+    p.keep.clear();
+    for (double m : keep) p.keep.push_back(std::min(1.0, m * r));
+    p.range_heads = heads;
+    p.per_range = per_range;
+    p.part = part;
+    p.weighting = weighting;
+    p.budget_of = all_chunks ? chunk_tokens_total : 0;
+    return p;
+  }
+};
+
+// "name:layer=1,keep=2/1,weight=attention,heads=1,per=1,part=kv|k|v,all=1"; methods separated by ';'.
+std::vector<method> parse_methods(const std::string& spec) {
+  std::vector<method> out;
+  std::stringstream ss(spec);
+  std::string one;
+  while (std::getline(ss, one, ';')) {
+    if (one.empty()) continue;
+    method m;
+    const auto colon = one.find(':');
+    m.name = one.substr(0, colon);
+    std::stringstream opts(colon == std::string::npos ? "" : one.substr(colon + 1));
+    std::string kv;
+    while (std::getline(opts, kv, ',')) {
+      const auto eq = kv.find('=');
+      if (eq == std::string::npos) throw std::runtime_error("method option without '=': " + kv);
+      const std::string k = kv.substr(0, eq), v = kv.substr(eq + 1);
+      if (k == "layer") m.layer = std::stoul(v);
+      else if (k == "heads") m.heads = std::stoul(v);
+      else if (k == "per") m.per_range = v == "1";
+      else if (k == "all") m.all_chunks = v == "1";
+      else if (k == "weight") m.weighting = v == "attention" ? blend_weighting::attention : blend_weighting::deviation;
+      else if (k == "part") m.part = v == "k" ? blend::kv_part::k : v == "v" ? blend::kv_part::v : blend::kv_part::both;
+      else if (k == "keep") {
+        m.keep.clear();
+        std::stringstream ks(v);
+        std::string x;
+        while (std::getline(ks, x, '/')) m.keep.push_back(std::stod(x));
+      } else throw std::runtime_error("unknown method option " + k);
+    }
+    out.push_back(std::move(m));
+  }
+  if (out.empty()) throw std::runtime_error("no method");
+  return out;
 }
 
 }  // namespace
 
 int main(int argc, char** argv) try {
   std::string dir = std::string(KVTIER_ENGINE_MODELS_DIR) + "/stories260K", csv;
-  std::size_t trials = 6, chunk_tokens = 64, continuation = 32;
+  std::string methods_spec = "cacheblend:layer=1,keep=1;gradual:layer=1,keep=2/1";
+  std::size_t trials = 6, chunk_tokens = 64, continuation = 32, seed = 500;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     if (i + 1 >= argc) { std::fprintf(stderr, "kvtier-blend-quality: %s needs a value\n", a.c_str()); return 2; }
@@ -83,15 +143,20 @@ int main(int argc, char** argv) try {
     };
     if (a == "--model") dir = v;
     else if (a == "--trials") trials = count();
+    else if (a == "--seed") seed = count();
     else if (a == "--chunk-tokens") chunk_tokens = count();
     else if (a == "--continuation") continuation = count();
+    else if (a == "--methods") methods_spec = v;
     else if (a == "--csv") csv = v;
     else { std::fprintf(stderr, "kvtier-blend-quality: unknown option %s\n", a.c_str()); return 2; }
   }
   if (chunk_tokens % P != 0) { std::fprintf(stderr, "kvtier-blend-quality: --chunk-tokens must be a multiple of %zu\n", P); return 2; }
+  const std::vector<method> methods = parse_methods(methods_spec);
   const model_files f = model_files::in(dir);
   const model_weights w = model_weights::load_llama2c(f.checkpoint.string(), f.name);
   const model_config& cfg = w.config();
+  for (const auto& m : methods)
+    if (m.layer + 1 + m.keep.size() > cfg.layers || m.keep.empty()) { std::fprintf(stderr, "kvtier-blend-quality: method %s does not fit the model\n", m.name.c_str()); return 2; }
   const tokenizer tok(f.tokenizer.string(), cfg.vocab);
   const std::vector<std::size_t> chunk_counts{2, 3, 4, 6};
   const std::vector<double> ratios{0.05, 0.10, 0.15, 0.20, 0.30};
@@ -100,17 +165,16 @@ int main(int argc, char** argv) try {
   const std::size_t slots = cfg.seq_len / P + 1;
   cpu_model_run full(w, slots), scratch(w, slots), blend(w, slots);
   const kv_shape shape = full.shape();
-  const std::size_t row_bytes = cfg.kv_heads * cfg.head_size * sizeof(float);
   const transfer::rope_spec rope{cfg.rope == rope_style::adjacent_pairs ? transfer::rope_convention::adjacent_pairs
                                                                         : transfer::rope_convention::rotate_half,
                                  cfg.rope_theta, cfg.head_size, 0};
   std::vector<std::byte> host(shape.bytes_per_page(P) * slots);  // chunk pages, page first, as a host tier holds them
   const auto host_view = transfer::paged_view(host.data(), shape, slots, page_size<>(P));
 
-  // A pool of stories sampled from the model, each BOS + chunk_tokens - 1 tokens.
+  // A pool of stories sampled from the model, each BOS + chunk_tokens - 1 tokens; --seed picks the set.
   std::vector<std::vector<token_id>> stories;
   for (std::size_t i = 0; i < 24; ++i) {
-    sampler smp(sampling{1.0f, 0.95f, 500 + i});
+    sampler smp(sampling{1.0f, 0.95f, seed + i});
     std::vector<token_id> t{bos_token};
     auto logits = scratch.prefill(t, 0);
     while (t.size() < chunk_tokens) {
@@ -121,17 +185,21 @@ int main(int argc, char** argv) try {
   }
 
   struct acc {
-    double kl = 0, until = 0, top1 = 0;
+    double kl = 0, until = 0, top1 = 0, compute = 0;
     std::size_t n = 0;
   };
-  std::vector<acc> naive(chunk_counts.size()), blended(chunk_counts.size() * ratios.size());
+  const std::size_t M = methods.size(), R = ratios.size();
+  std::vector<acc> naive(chunk_counts.size()), blended(chunk_counts.size() * M * R);
+  std::vector<float> logits(cfg.vocab);
   for (std::size_t ci = 0; ci < chunk_counts.size(); ++ci)
     for (std::size_t trial = 0; trial < trials; ++trial) {
       const std::size_t n = chunk_counts[ci];
       std::vector<token_id> prompt;
       std::vector<std::size_t> pick;
+      std::vector<reused_range> ranges;  // the placed chunks after the first (a true prefix)
       for (std::size_t c = 0; c < n; ++c) {
         pick.push_back((trial * 7 + c * 5 + ci) % stories.size());
+        if (c) ranges.push_back({prompt.size(), prompt.size() + chunk_tokens});
         prompt.insert(prompt.end(), stories[pick.back()].begin(), stories[pick.back()].end());
       }
       const std::size_t S = prompt.size();
@@ -159,63 +227,79 @@ int main(int argc, char** argv) try {
       };
       place();
       {
-        const auto logits = blend.prefill(std::span<const token_id>(prompt).subspan(S), S);
-        const auto cont = blend.greedy(logits, prompt.size(), continuation);
-        naive[ci].kl += kl(ref_logits, logits);
+        const auto lg = blend.prefill(std::span<const token_id>(prompt).subspan(S), S);
+        const auto cont = blend.greedy(lg, prompt.size(), continuation);
+        naive[ci].kl += kl(ref_logits, lg);
         naive[ci].until += double(same_prefix(cont, ref_cont));
-        naive[ci].top1 += sampler::argmax(logits) == ref_top;
+        naive[ci].top1 += sampler::argmax(lg) == ref_top;
         ++naive[ci].n;
       }
-      for (std::size_t ri = 0; ri < ratios.size(); ++ri) {
-        place();
-        const blend::sequence_kv fresh{full.pool(), full.block_table(), P}, loaded{blend.pool(), blend.block_table(), P};
-        auto sel = blend::select_deviating(fresh, loaded, select_layer, 0, S, ratios[ri], dtype::fp32);
-        if (!sel) throw std::runtime_error("selection failed");
-        copy_layers(full.pool(), blend.pool(), select_layer, S, row_bytes);  // layers [0, select_layer]: fresh
-        std::vector<token_id> toks;
-        std::vector<std::size_t> pos;
-        for (std::size_t p : *sel) {
-          toks.push_back(prompt[p]);
-          pos.push_back(p);
+      for (std::size_t mi = 0; mi < M; ++mi)
+        for (std::size_t ri = 0; ri < R; ++ri) {
+          place();
+          const blend_plan plan = methods[mi].plan(ratios[ri], S);
+          auto rep = blend_prefill(blend.backend(), blend.pool(), P, prompt, chunk_tokens, blend.block_table(), ranges, plan, logits);
+          if (!rep) throw std::runtime_error("blend_prefill failed: " + rep.err().message());
+          const auto cont = blend.greedy(logits, prompt.size(), continuation);
+          acc& a = blended[(ci * M + mi) * R + ri];
+          a.kl += kl(ref_logits, logits);
+          a.until += double(same_prefix(cont, ref_cont));
+          a.top1 += sampler::argmax(logits) == ref_top;
+          a.compute += rep->recomputed_share();
+          ++a.n;
         }
-        for (std::size_t p = S; p < prompt.size(); ++p) {
-          toks.push_back(prompt[p]);
-          pos.push_back(p);
-        }
-        const auto all = blend.rows(toks, pos);
-        const std::vector<float> logits(all.end() - std::ptrdiff_t(cfg.vocab), all.end());
-        const auto cont = blend.greedy(logits, prompt.size(), continuation);
-        acc& a = blended[ci * ratios.size() + ri];
-        a.kl += kl(ref_logits, logits);
-        a.until += double(same_prefix(cont, ref_cont));
-        a.top1 += sampler::argmax(logits) == ref_top;
-        ++a.n;
-      }
     }
   std::fprintf(stderr, "\n");
-  std::printf("stories260K: prompts of 2-6 chunks of %zu tokens (stories sampled from the model) + a %zu-token cue, %zu trials each;"
-              " selection on layer %zu; %zu-token greedy continuations\n",
-              chunk_tokens, cue.size(), trials, select_layer, continuation);
-  std::printf("| chunks | method | recomputed share of chunk tokens | KL(full ‖ method) | KL gap closed | next token = full | greedy tokens equal to full (mean) |\n|---|---|---|---|---|---|---|\n");
+  std::printf("stories260K: prompts of 2-6 chunks of %zu tokens (stories sampled from the model, seed %zu) + a %zu-token cue, %zu trials each;"
+              " %zu-token greedy continuations\n",
+              chunk_tokens, seed, cue.size(), trials, continuation);
+  for (const auto& m : methods) {
+    std::printf("method %s: selection on layer %zu, kept shares", m.name.c_str(), m.layer);
+    for (double k : m.keep) std::printf(" %g×r", k);
+    std::printf("%s%s%s, deviation over %s%s\n", m.heads ? ", range heads kept" : "", m.per_range ? ", per-chunk budgets" : "",
+                m.weighting == blend_weighting::attention ? ", weighted by the cue's attention" : "",
+                m.part == blend::kv_part::both ? "K and V" : m.part == blend::kv_part::k ? "K" : "V",
+                m.all_chunks ? ", r of all chunk tokens" : "");
+  }
+  std::printf("| chunks | method | r | K/V recomputed (placed tokens × layers) | KL(full ‖ method) | KL gap closed | next token = full | greedy tokens equal to full (mean) |\n|---|---|---|---|---|---|---|---|\n");
   std::ofstream o;
   if (!csv.empty()) {
     o.open(csv);
-    o << "chunks,method,ratio,kl,gap_closed,top1_agreement,greedy_equal_tokens\n";
+    o << "chunks,method,ratio,compute,kl,gap_closed,top1_agreement,greedy_equal_tokens\n";
   }
+  std::vector<double> pooled(M * R, 0.0), pooled_compute(M * R, 0.0);
+  double pooled_naive = 0;
   for (std::size_t ci = 0; ci < chunk_counts.size(); ++ci) {
     const acc& nv = naive[ci];
     const double kl_naive = nv.kl / double(nv.n);
-    std::printf("| %zu | naive concatenation | 0%% | %.4f | 0%% | %.0f%% | %.1f |\n", chunk_counts[ci], kl_naive, 100 * nv.top1 / double(nv.n),
+    pooled_naive += nv.kl;
+    std::printf("| %zu | naive | 0%% | 0%% | %.4f | 0%% | %.0f%% | %.1f |\n", chunk_counts[ci], kl_naive, 100 * nv.top1 / double(nv.n),
                 nv.until / double(nv.n));
-    if (o) o << chunk_counts[ci] << ",naive,0," << kl_naive << ",0," << nv.top1 / double(nv.n) << ',' << nv.until / double(nv.n) << '\n';
-    for (std::size_t ri = 0; ri < ratios.size(); ++ri) {
-      const acc& a = blended[ci * ratios.size() + ri];
-      const double k = a.kl / double(a.n), closed = kl_naive > 0 ? 1 - k / kl_naive : 1;
-      std::printf("| %zu | blend | %.0f%% | %.4f | %.0f%% | %.0f%% | %.1f |\n", chunk_counts[ci], 100 * ratios[ri], k, 100 * closed,
-                  100 * a.top1 / double(a.n), a.until / double(a.n));
-      if (o) o << chunk_counts[ci] << ",blend," << ratios[ri] << ',' << k << ',' << closed << ',' << a.top1 / double(a.n) << ','
-               << a.until / double(a.n) << '\n';
-    }
+    if (o) o << chunk_counts[ci] << ",naive,0,0," << kl_naive << ",0," << nv.top1 / double(nv.n) << ',' << nv.until / double(nv.n) << '\n';
+    for (std::size_t mi = 0; mi < M; ++mi)
+      for (std::size_t ri = 0; ri < R; ++ri) {
+        const acc& a = blended[(ci * M + mi) * R + ri];
+        pooled[mi * R + ri] += a.kl;
+        pooled_compute[mi * R + ri] += a.compute / double(a.n) / double(chunk_counts.size());
+        const double k = a.kl / double(a.n), closed = kl_naive > 0 ? 1 - k / kl_naive : 1;
+        std::printf("| %zu | %s | %.0f%% | %.0f%% | %.4f | %.0f%% | %.0f%% | %.1f |\n", chunk_counts[ci], methods[mi].name.c_str(), 100 * ratios[ri],
+                    100 * a.compute / double(a.n), k, 100 * closed, 100 * a.top1 / double(a.n), a.until / double(a.n));
+        if (o) o << chunk_counts[ci] << ',' << methods[mi].name << ',' << ratios[ri] << ',' << a.compute / double(a.n) << ',' << k << ','
+                 << closed << ',' << a.top1 / double(a.n) << ',' << a.until / double(a.n) << '\n';
+      }
+  }
+  std::printf("\nKL gap closed over all prompts (1 - sum KL(method) / sum KL(naive)), in brackets the share of the placed"
+              " tokens' (token, layer) K/V recomputed:\n| method |");
+  for (double r : ratios) std::printf(" r = %.0f%% |", 100 * r);
+  std::printf("\n|---|");
+  for (std::size_t ri = 0; ri < R; ++ri) std::printf("---|");
+  std::printf("\n");
+  for (std::size_t mi = 0; mi < M; ++mi) {
+    std::printf("| %s |", methods[mi].name.c_str());
+    for (std::size_t ri = 0; ri < R; ++ri)
+      std::printf(" %.0f%% (%.0f%%) |", 100 * (1 - pooled[mi * R + ri] / pooled_naive), 100 * pooled_compute[mi * R + ri]);
+    std::printf("\n");
+    if (o) for (std::size_t ri = 0; ri < R; ++ri) o << "all," << methods[mi].name << ',' << ratios[ri] << ',' << pooled_compute[mi * R + ri] << ',' << pooled[mi * R + ri] / double(trials * chunk_counts.size()) << ',' << 1 - pooled[mi * R + ri] / pooled_naive << ",,\n";
   }
   return 0;
 } catch (const std::exception& e) {

@@ -37,6 +37,7 @@ class cpu_model_run {
   const kvtier::transfer::layer_first_buffer& pool() const noexcept { return view_; }
   std::span<const kvtier::device_slot> block_table() const noexcept { return table_; }
   kvtier::kv_shape shape() const { return cfg_.kv_shape(kvtier::dtype::fp32); }
+  kvtier_engine::cpu_backend& backend() noexcept { return *backend_; }
 
   // Tokens [start, start + n) with [0, start) already in the pool; the last token's logits.
   std::vector<float> prefill(std::span<const kvtier::token_id> tokens, std::size_t start) {

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstddef>
+#include <functional>
 #include <memory>
 #include <span>
 #include <string_view>
@@ -21,6 +22,9 @@
 #include "kvtier_engine/weights.hpp"
 
 namespace kvtier_engine {
+
+// After layer l's K/V are written: the rows still computed (indices, ascending); the callee may drop some.
+using row_filter = std::function<void(std::size_t layer, std::vector<std::size_t>& active)>;
 
 class cpu_backend {
  public:
@@ -69,6 +73,21 @@ class cpu_backend {
     return forward(rows_, logits, /*last_only=*/false, {});
   }
 
+  // Partial prefill (CacheBlend, kvtier_engine/blend_prefill.hpp): rows of one sequence at any
+  // positions, the rest of the sequence's KV already in the pool. On each layer the active rows'
+  // K/V are computed and written, then `after_kv(l, active)` may drop rows from `active` (indices
+  // into `rows`, ascending; the last row must stay): dropped rows skip attention and FFN from layer l
+  // on and their KV on later layers stays what the pool holds. The last row's logits. With no row
+  // ever dropped this is prefill() of the same rows.
+  kvtier::result<void> prefill_rows(std::span<const decode_entry> rows, std::span<float> logits, const layer_hook& before_layer,
+                                    const row_filter& after_kv) {
+    if (rows.empty() || logits.size() < cfg_.vocab) return kvtier::make_error(kvtier::errc::invalid_argument);
+    rows_.assign(rows.begin(), rows.end());
+    return forward(rows_, logits, /*last_only=*/true, before_layer, after_kv);
+  }
+  // Inside after_kv: the active rows' queries of that layer after RoPE, (row, head, head_size).
+  std::span<const float> queries(std::size_t rows) const noexcept { return {q_.data(), rows * cfg_.q_dim()}; }
+
  private:
   static std::size_t threads_for(const model_config& m, const backend_options& o) {
     if (o.threads) return o.threads;
@@ -104,9 +123,10 @@ class cpu_backend {
     }
   }
 
-  kvtier::result<void> forward(std::span<const decode_entry> rows, std::span<float> logits, bool last_only,
-                               const layer_hook& before_layer) {
-    const std::size_t T = rows.size(), d = cfg_.dim, qd = cfg_.q_dim(), kvd = cfg_.kv_dim(), hd = cfg_.hidden_dim;
+  kvtier::result<void> forward(std::vector<decode_entry>& rows, std::span<float> logits, bool last_only,
+                               const layer_hook& before_layer, const row_filter& after_kv = {}) {
+    std::size_t T = rows.size();
+    const std::size_t d = cfg_.dim, qd = cfg_.q_dim(), kvd = cfg_.kv_dim(), hd = cfg_.hidden_dim;
     const std::size_t hs = cfg_.head_size, P = kv_.page_tokens;
     for (const auto& r : rows) {
       if (r.position >= cfg_.seq_len || r.block_table.size() <= r.position / P) return kvtier::make_error(kvtier::errc::invalid_argument);
@@ -118,8 +138,13 @@ class cpu_backend {
     h1_.resize(T * hd), h3_.resize(T * hd), xo_.resize(T * d);
     const auto emb = w_->tensor(tensor_kind::token_embedding);
     for (std::size_t t = 0; t < T; ++t) std::copy_n(emb.data() + std::size_t(rows[t].token.value()) * d, d, x_.data() + t * d);
+    std::vector<std::size_t> active, kept;
+    if (after_kv) {
+      active.resize(T);
+      for (std::size_t t = 0; t < T; ++t) active[t] = t;
+    }
 
-    for (std::size_t l = 0; l < cfg_.layers; ++l) {
+    for (std::size_t l = 0, T0 = T; l < cfg_.layers; ++l) {
       const float* an = w_->layer(tensor_kind::attn_norm, l).data();
       for (std::size_t t = 0; t < T; ++t) cpu::detail::rmsnorm(xb_.data() + t * d, x_.data() + t * d, an, d, cfg_.norm_eps);
       matmul(w_->layer(tensor_kind::wq, l), xb_.data(), q_.data(), T, qd, d);
@@ -131,6 +156,25 @@ class cpu_backend {
         rope(k_.data() + t * kvd, cfg_.kv_heads, rows[t].position);
         std::copy_n(k_.data() + t * kvd, kvd, kv_row(l, 0, rows[t]));
         std::copy_n(v_.data() + t * kvd, kvd, kv_row(l, 1, rows[t]));
+      }
+      if (after_kv) {  // rows may leave: compact rows, x_ and q_ to the ones that stay
+        kept = active;
+        after_kv(l, kept);
+        std::size_t j = 0;
+        for (std::size_t i = 0; i < kept.size(); ++i) {
+          while (j < active.size() && active[j] != kept[i]) ++j;
+          if (j == active.size()) return kvtier::make_error(kvtier::errc::invalid_argument);  // not an active row, or not ascending
+          if (j != i) {
+            rows[i] = rows[j];
+            std::copy_n(x_.data() + j * d, d, x_.data() + i * d);
+            std::copy_n(q_.data() + j * qd, qd, q_.data() + i * qd);
+          }
+          ++j;
+        }
+        if (kept.empty() || kept.back() != T0 - 1) return kvtier::make_error(kvtier::errc::invalid_argument);  // the last row stays
+        active.swap(kept);
+        T = active.size();
+        rows.resize(T);
       }
       attention(rows, l);  // q_ -> xb_ (T, q_dim)
       matmul(w_->layer(tensor_kind::wo, l), xb_.data(), xo_.data(), T, d, qd);
