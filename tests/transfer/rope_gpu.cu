@@ -126,7 +126,7 @@ outcome run(rope_convention conv, dtype t, k_storage storage, path how, std::siz
             const double g = kvtier::detail::load_typed<T>(gk, e), w = kvtier::detail::load_typed<T>(wk, e);
             // One ulp of the element type at |w| (rounding moved by the angle's last fp32 bits),
             // plus the fp32 rotation's own error (a few ulp of fp32 of the row's magnitude).
-            const double tol = 2 * ulp * std::fabs(w) + 8 * std::ldexp(1.0, -24) * row_max + 1e-30;
+            const double tol = 2 * ulp * std::fabs(w) + 16 * std::ldexp(1.0, -24) * row_max + 1e-30;
             ++out.elements;
             out.off_by_rounding += g != w;
             out.worst = std::max(out.worst, std::fabs(g - w) / tol);

@@ -134,14 +134,18 @@ struct compute_or_load_result {
 };
 
 struct compute_or_load_options {
-  std::size_t loads_in_flight = 2;    // load batches queued on the loader at once
+  std::size_t loads_in_flight = 2;      // load batches queued on the loader at once
   std::size_t suffix_chunk_tokens = 0;  // the suffix's prefill chunk (0: the plan's compute chunk)
+  std::chrono::microseconds poll_interval{100};  // the planner thread's sleep when nothing moved
 };
 
 // Prefills `prompt` (positions [0, N)) whose pages [0, first_slow) are already in the pool and
 // whose pages [first_slow, prefix_pages) are on the slow tier behind `loader`; block_table covers
 // every page of the prompt. The last token's logits land in `logits`. Errors: invalid_argument
 // (a prefix that does not leave a token to compute, a short block table), or the backend's.
+// The slow prefix's chunks run on a worker thread, so the planner re-issues a load the moment one
+// lands, while a chunk computes: the link never waits for compute (the calling thread polls both
+// sides, sleeping `poll_interval` when neither moved). The suffix runs on the calling thread.
 template <compute_backend Backend, page_loader Loader>
 kvtier::result<compute_or_load_result> prefill_compute_or_load(Backend& be, Loader& loader,
                                                                std::span<const kvtier::token_id> prompt,
@@ -159,7 +163,44 @@ kvtier::result<compute_or_load_result> prefill_compute_or_load(Backend& be, Load
   out.predicted_compute_only_s = plan.predicted_compute_only();
   out.predicted_load_only_s = plan.predicted_load_only();
   out.predicted_both_s = plan.predicted_both();
+  auto compute = [&](std::size_t begin_tok, std::size_t end_tok) {
+    const prefill_chunk ch{prompt.subspan(begin_tok, end_tok - begin_tok), begin_tok,
+                           block_table.first((end_tok + P - 1) / P)};
+    return be.prefill(ch, logits, layer_hook{});
+  };
+  // The compute worker: one chunk at a time, handed over and back under a mutex.
+  struct chunk_job {
+    std::optional<kvtier::page_range> todo, done;
+    kvtier::result<void> status;
+    double seconds = 0;
+    bool stop = false;
+  } job;
+  std::mutex jm;
+  std::condition_variable jcv;
+  std::thread worker([&] {
+    for (;;) {
+      kvtier::page_range r;
+      {
+        std::unique_lock g(jm);
+        jcv.wait(g, [&] { return job.stop || job.todo.has_value(); });
+        if (!job.todo) return;
+        r = *job.todo;
+      }
+      const auto c0 = clock::now();
+      kvtier::result<void> e = compute(r.begin * P, r.end * P);
+      const double sec = std::chrono::duration<double>(clock::now() - c0).count();
+      {
+        std::lock_guard g(jm);
+        job.todo.reset();
+        job.done = r;
+        job.status = e;
+        job.seconds = sec;
+      }
+    }
+  });
   std::size_t in_flight = 0;
+  bool computing = false;
+  kvtier::result<void> failure;
   auto settle = [&](const load_completion& c) {
     --in_flight;
     if (c.ok) {
@@ -170,32 +211,49 @@ kvtier::result<compute_or_load_result> prefill_compute_or_load(Backend& be, Load
       out.failed.push_back(c.range);
     }
   };
-  auto compute = [&](std::size_t begin_tok, std::size_t end_tok) {
-    const prefill_chunk ch{prompt.subspan(begin_tok, end_tok - begin_tok), begin_tok,
-                           block_table.first((end_tok + P - 1) / P)};
-    return be.prefill(ch, logits, layer_hook{});
-  };
   const auto t0 = clock::now();
-  while (!plan.done()) {
-    for (; in_flight < o.loads_in_flight; ++in_flight) {
+  while (failure && !plan.done()) {
+    bool moved = false;
+    for (; in_flight < o.loads_in_flight; ++in_flight, moved = true) {
       const auto l = plan.next_load();
       if (!l) break;
       loader.start(*l);
     }
-    while (auto c = loader.poll()) settle(*c);
-    if (const auto c = plan.next_compute()) {
-      const auto c0 = clock::now();
-      if (auto e = compute(c->begin * P, c->end * P); !e) {
-        while (in_flight > 0) settle(loader.wait());  // the loader's pages must not land after we return
-        return e.err();
+    if (!computing)
+      if (const auto c = plan.next_compute()) {
+        {
+          std::lock_guard g(jm);
+          job.todo = *c;
+        }
+        jcv.notify_one();
+        computing = moved = true;
       }
-      plan.compute_done(*c, std::chrono::duration<double>(clock::now() - c0).count());
-      out.computed.push_back(*c);
-      continue;
+    while (auto c = loader.poll()) settle(*c), moved = true;
+    if (computing) {
+      std::unique_lock g(jm);
+      if (job.done) {
+        const kvtier::page_range r = *job.done;
+        job.done.reset();
+        computing = false;
+        moved = true;
+        if (!job.status) failure = job.status;
+        plan.compute_done(r, job.seconds);
+        out.computed.push_back(r);
+      }
     }
-    if (in_flight > 0) settle(loader.wait());
-    else if (!plan.done()) return kvtier::make_error(kvtier::errc::io_error);  // nothing to wait for: a planner bug
+    if (!moved) {
+      if (!computing && in_flight == 0) failure = kvtier::make_error(kvtier::errc::io_error);  // a planner bug
+      else std::this_thread::sleep_for(o.poll_interval);
+    }
   }
+  {
+    std::lock_guard g(jm);
+    job.stop = true;
+  }
+  jcv.notify_one();
+  worker.join();  // a chunk in flight (only after a failure) finishes first
+  while (in_flight > 0) settle(loader.wait());  // the loader's pages must not land after we return
+  if (!failure) return failure.err();
   out.meeting_page = plan.meeting_point();
   const auto t1 = clock::now();
   out.prefix_s = std::chrono::duration<double>(t1 - t0).count();
