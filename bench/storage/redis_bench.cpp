@@ -5,55 +5,28 @@
 //                              [--server /usr/bin/redis-server] [--reps 3] [--csv storage_redis.csv]
 // Figures are medians of `reps` alternating runs. Like redis-benchmark's SET (one key, rewritten),
 // the timed kvtier SET passes rewrite keys that exist; kvtier GETs read distinct keys in order.
-#include <arpa/inet.h>
 #include <fcntl.h>
-#include <netinet/in.h>
 #include <signal.h>
-#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
-#include <random>
 #include <thread>
 #include <vector>
 
-#include "bench/storage/common.hpp"
+#include "bench/storage/redis_common.hpp"
 #include "kvtier/storage/redis_tier.hpp"
+#include "kvtier/testing/redis_server.hpp"
 
 using namespace kvtier;
 using namespace std::chrono_literals;
 
 namespace {
-int free_port() {
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
-  socklen_t len = sizeof a;
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
-  ::close(fd);
-  return ntohs(a.sin_port);
-}
-
 struct point {
   std::size_t page, pipeline, n;
   double kv_set_rps, kv_get_rps, rb_set_rps, rb_get_rps;  // medians
   double set_ratio, get_ratio;                            // medians of side-by-side ratios
 };
-
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
-}
-
-// redis-benchmark's requests per second for `test` from its CSV output.
-double rps_of(const std::string& csv, const char* test) {
-  const std::string tag = std::string("\"") + test + "\",\"";
-  const std::size_t at = csv.find(tag);
-  return at == std::string::npos ? 0 : std::strtod(csv.c_str() + at + tag.size(), nullptr);
-}
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -63,7 +36,7 @@ int main(int argc, char** argv) {
   const std::string server_bin = bench::arg(argc, argv, "--server", "/usr/bin/redis-server");
   const std::string csv = bench::arg(argc, argv, "--csv", "storage_redis.csv");
   const std::size_t reps = std::max<std::size_t>(1, std::stoull(bench::arg(argc, argv, "--reps", "3")));
-  const int port = free_port();
+  const int port = testing::free_loopback_port();
   const pid_t server = ::fork();
   if (server == 0) {
     const int null = ::open("/dev/null", O_WRONLY);
@@ -80,65 +53,32 @@ int main(int argc, char** argv) {
   std::vector<point> results;
   for (std::size_t page : pages) {
     const std::size_t n = std::max<std::size_t>(64, (mib << 20) / page);
-    std::vector<std::byte> data(n * page);
-    std::mt19937_64 rng(7);
-    for (auto& b : data) b = std::byte(rng());
+    std::vector<std::byte> data = bench::random_bytes(n * page);
     for (std::size_t pipe : pipelines) {
       point p{page, pipe, n, 0, 0, 0, 0, 0, 0};
       redis_tier_config cfg{.shape = shapes::llama3_8b(), .page_bytes = page};
       cfg.port = port;
       cfg.io_timeout = 30s;
       redis_tier<> t(cfg);
-      std::vector<page_write> w(n);
-      std::vector<page_read> r(n);
-      for (std::size_t i = 0; i < n; ++i) {
-        const page_address a{namespace_id{1}, page_key{i, pipe}};
-        w[i] = {a, i, std::span(data).subspan(i * page, page)};
-        r[i] = {a, i, std::span(data).subspan(i * page, page)};
-      }
-      storage_batch b;
-      auto pass = [&](bool write) {
-        const auto start = std::chrono::steady_clock::now();
-        for (std::size_t i = 0; i < n; i += pipe) {
-          const std::size_t k = std::min(pipe, n - i);
-          const bool ok = write ? t.put(std::span(w).subspan(i, k), b).has_value() : t.get(std::span(r).subspan(i, k), b).has_value();
-          if (!ok || !t.wait(b, 60s) || !b.all_ok()) {
-            std::fprintf(stderr, "kvtier %s failed\n", write ? "SET" : "GET");
-            std::exit(1);
-          }
-        }
-        return double(n) / bench::seconds_since(start);
-      };
-      (void)pass(true);  // create the keys; the timed passes overwrite them, as redis-benchmark does
+      const bench::bench_pages pg(data, page, n, pipe);
+      (void)bench::timed_pass(t, pg, pipe, true);  // create the keys; the timed passes overwrite them, as redis-benchmark does
       // The machine is shared and noisy: alternate kvtier and redis-benchmark, keep medians.
       std::vector<double> ks, kg, rs, rg;
-      for (std::size_t rep = 0; rep < reps; ++rep) {
-        const bool kv_first = rep % 2 == 0;  // alternate who goes first
-        if (kv_first) {
-          ks.push_back(pass(true));
-          kg.push_back(pass(false));
-        }
-        const std::string out = bench::run("redis-benchmark -p " + std::to_string(port) + " -c 1 -t set,get -n " +
-                                           std::to_string(n) + " -d " + std::to_string(page + page_header_bytes) +
-                                           " -P " + std::to_string(pipe) + " --csv 2>/dev/null");
-        rs.push_back(rps_of(out, "SET"));
-        rg.push_back(rps_of(out, "GET"));
-        if (!kv_first) {
-          ks.push_back(pass(true));
-          kg.push_back(pass(false));
-        }
-      }
-      std::vector<double> sr, gr;
-      for (std::size_t i = 0; i < reps; ++i) {
-        sr.push_back(ks[i] / rs[i]);
-        gr.push_back(kg[i] / rg[i]);
-      }
-      p.set_ratio = median(sr);
-      p.get_ratio = median(gr);
-      p.kv_set_rps = median(ks);
-      p.kv_get_rps = median(kg);
-      p.rb_set_rps = median(rs);
-      p.rb_get_rps = median(rg);
+      bench::alternate(reps, [&] {
+        ks.push_back(bench::timed_pass(t, pg, pipe, true));
+        kg.push_back(bench::timed_pass(t, pg, pipe, false));
+      }, [&] {
+        const auto rb = bench::redis_benchmark("-p " + std::to_string(port) + " -c 1 -n " + std::to_string(n) + " -d " +
+                                               std::to_string(page + page_header_bytes) + " -P " + std::to_string(pipe));
+        rs.push_back(rb.set);
+        rg.push_back(rb.get);
+      });
+      p.set_ratio = bench::median(bench::ratios(ks, rs));
+      p.get_ratio = bench::median(bench::ratios(kg, rg));
+      p.kv_set_rps = bench::median(ks);
+      p.kv_get_rps = bench::median(kg);
+      p.rb_set_rps = bench::median(rs);
+      p.rb_get_rps = bench::median(rg);
       bench::run("redis-cli -p " + std::to_string(port) + " flushall >/dev/null");
       std::printf("%6zu KiB %4zu | %12.0f %12.0f %6.0f%% | %12.0f %12.0f %6.0f%% %9.2f\n", page >> 10, pipe, p.kv_set_rps,
                   p.rb_set_rps, 100 * p.set_ratio, p.kv_get_rps, p.rb_get_rps, 100 * p.get_ratio, p.kv_get_rps * double(page) / 1e9);

@@ -3,6 +3,9 @@
 // same value size (page + 96-byte header) and same requests in flight per master. Table + CSV.
 //   kvtier-bench-storage-redis-cluster [--pages 131072,1048576] [--pipeline 1,16] [--mib 384]
 //                                      [--reps 3] [--csv storage_redis_cluster.csv]
+//                                      [--server-cpus 0] [--client-cpus 1]
+// --server-cpus / --client-cpus pin the cluster's redis-servers and the clients (kvtier, and the
+// redis-benchmark it runs) to those CPUs (sched_setaffinity, as taskset does); default: unpinned.
 // redis-benchmark: `--cluster -c 3 -P <pipeline>`, one client per master, each with <pipeline>
 // requests in flight. kvtier, same 3 x <pipeline> pages in flight (distinct keys, spread over the
 // masters by hash slot), every GET verified, in two ways:
@@ -14,11 +17,12 @@
 // redis-benchmark runs twice: as is (one key per master: a hot value in the server's cache), and
 // with -r <pages> (random keys over as many keys as kvtier uses: the same memory footprint);
 // the ratios are against the first, the "-r" columns show the second.
+#include <sched.h>
+
 #include <algorithm>
-#include <random>
 #include <vector>
 
-#include "bench/storage/common.hpp"
+#include "bench/storage/redis_common.hpp"
 #include "kvtier/storage/redis_cluster_tier.hpp"
 #include "kvtier/testing/redis_cluster.hpp"
 
@@ -35,16 +39,13 @@ struct point {
   double get_ratio_min, get_ratio_max;
 };
 
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
-}
-
-// redis-benchmark's requests per second for `test` from its CSV output.
-double rps_of(const std::string& csv, const char* test) {
-  const std::string tag = std::string("\"") + test + "\",\"";
-  const std::size_t at = csv.find(tag);
-  return at == std::string::npos ? 0 : std::strtod(csv.c_str() + at + tag.size(), nullptr);
+// Pins this process (and what it starts from now on) to `cpus` ("" leaves it as it is).
+bool pin(const std::string& cpus) {
+  if (cpus.empty()) return true;
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  for (const std::size_t c : bench::list(cpus)) CPU_SET(c, &set);
+  return ::sched_setaffinity(0, sizeof set, &set) == 0;
 }
 }  // namespace
 
@@ -54,50 +55,37 @@ int main(int argc, char** argv) {
   const std::size_t mib = std::stoull(bench::arg(argc, argv, "--mib", "384"));
   const std::string csv = bench::arg(argc, argv, "--csv", "storage_redis_cluster.csv");
   const std::size_t reps = std::max<std::size_t>(1, std::stoull(bench::arg(argc, argv, "--reps", "3")));
+  const std::string server_cpus = bench::arg(argc, argv, "--server-cpus", "");
+  const std::string client_cpus = bench::arg(argc, argv, "--client-cpus", "");
   constexpr std::size_t masters = 3;
+  if (!pin(server_cpus)) return std::fprintf(stderr, "cannot pin to CPUs %s\n", server_cpus.c_str()), 1;
 
   testing::redis_cluster::options o;
   o.masters = int(masters);
   o.replicas = 0;
   o.node_timeout_ms = 5000;
-  testing::redis_cluster cluster(o);
+  testing::redis_cluster cluster(o);  // its servers keep the CPUs they were started on
+  if (!pin(client_cpus)) return std::fprintf(stderr, "cannot pin to CPUs %s\n", client_cpus.c_str()), 1;
   const int port = cluster.port(0);
-  std::printf("redis_cluster_tier vs redis-benchmark --cluster: %zu masters on 127.0.0.1 (first :%d), no replicas\n",
-              masters, port);
+  std::printf("redis_cluster_tier vs redis-benchmark --cluster: %zu masters on 127.0.0.1 (first :%d), no replicas; "
+              "servers on CPUs %s, clients on CPUs %s\n", masters, port, server_cpus.empty() ? "any" : server_cpus.c_str(),
+              client_cpus.empty() ? "any" : client_cpus.c_str());
   std::printf("%9s %4s %-6s | %9s %9s %6s %9s | %9s %9s %6s %11s %9s | %8s\n", "page", "pipe", "kvtier", "kv SET/s", "rb SET/s",
               "ratio", "rb -r SET", "kv GET/s", "rb GET/s", "ratio", "(min-max)", "rb -r GET", "kv GB/s");
   std::vector<point> results;
   for (std::size_t page : pages) {
     const std::size_t n = std::max<std::size_t>(96, (mib << 20) / page);
-    std::vector<std::byte> data(n * page);
-    std::mt19937_64 rng(7);
-    for (auto& b : data) b = std::byte(rng());
+    std::vector<std::byte> data = bench::random_bytes(n * page);
     for (std::size_t pipe : pipelines) {
       redis_cluster_tier_config cfg{.shape = shapes::llama3_8b(), .page_bytes = page, .seeds = cluster.seeds()};
       cfg.io_timeout = 30s;
       redis_cluster_tier<> t(cfg);
-      std::vector<page_write> w(n);
-      std::vector<page_read> r(n);
-      for (std::size_t i = 0; i < n; ++i) {
-        const page_address a{namespace_id{1}, page_key{i, pipe}};
-        w[i] = {a, i, std::span(data).subspan(i * page, page)};
-        r[i] = {a, i, std::span(data).subspan(i * page, page)};
-      }
+      const bench::bench_pages pg(data, page, n, pipe);
+      const std::vector<page_write>& w = pg.w;
+      const std::vector<page_read>& r = pg.r;
+      (void)bench::timed_pass(t, pg, masters * pipe, true);  // create the keys; the timed passes overwrite them, as redis-benchmark does
       // batch: one batch of masters x pipe pages at a time.
-      storage_batch b;
-      auto batch_pass = [&](bool write) {
-        const std::size_t batch_pages = masters * pipe;
-        const auto start = std::chrono::steady_clock::now();
-        for (std::size_t i = 0; i < n; i += batch_pages) {
-          const std::size_t k = std::min(batch_pages, n - i);
-          const bool ok = write ? t.put(std::span(w).subspan(i, k), b).has_value() : t.get(std::span(r).subspan(i, k), b).has_value();
-          if (!ok || !t.wait(b, 60s) || !b.all_ok()) {
-            std::fprintf(stderr, "kvtier %s failed\n", write ? "SET" : "GET");
-            std::exit(1);
-          }
-        }
-        return double(n) / bench::seconds_since(start);
-      };
+      auto batch_pass = [&](bool write) { return bench::timed_pass(t, pg, masters * pipe, write); };
       // window: `masters` batches of pipe pages in flight, each refilled when it completes.
       std::vector<storage_batch> ring(masters);
       auto window_pass = [&](bool write) {
@@ -125,38 +113,26 @@ int main(int argc, char** argv) {
         for (auto& s : ring) settle(s);
         return double(n) / bench::seconds_since(start);
       };
-      (void)batch_pass(true);  // create the keys; the timed passes overwrite them, as redis-benchmark does
       std::vector<double> bs, bg, ws, wg, rs, rg, rrs, rrg;
-      for (std::size_t rep = 0; rep < reps; ++rep) {
-        const bool kv_first = rep % 2 == 0;  // the machine is shared: alternate who goes first
-        auto kv = [&] {
-          bs.push_back(batch_pass(true));
-          bg.push_back(batch_pass(false));
-          ws.push_back(window_pass(true));
-          wg.push_back(window_pass(false));
-        };
-        if (kv_first) kv();
-        const std::string out = bench::run("redis-benchmark --cluster -p " + std::to_string(port) + " -c " +
-                                           std::to_string(masters) + " -t set,get -n " + std::to_string(n) + " -d " +
-                                           std::to_string(page + page_header_bytes) + " -P " + std::to_string(pipe) +
-                                           " --csv 2>/dev/null");
-        rs.push_back(rps_of(out, "SET"));
-        rg.push_back(rps_of(out, "GET"));
-        const std::string keyed = bench::run("redis-benchmark --cluster -p " + std::to_string(port) + " -c " +
-                                             std::to_string(masters) + " -t set,get -n " + std::to_string(n) + " -r " +
-                                             std::to_string(n) + " -d " + std::to_string(page + page_header_bytes) +
-                                             " -P " + std::to_string(pipe) + " --csv 2>/dev/null");
-        rrs.push_back(rps_of(keyed, "SET"));
-        rrg.push_back(rps_of(keyed, "GET"));
-        if (!kv_first) kv();
-      }
+      const std::string rb_args = "--cluster -p " + std::to_string(port) + " -c " + std::to_string(masters) + " -n " +
+                                  std::to_string(n) + " -d " + std::to_string(page + page_header_bytes) + " -P " + std::to_string(pipe);
+      bench::alternate(reps, [&] {  // the machine is shared: alternate who goes first
+        bs.push_back(batch_pass(true));
+        bg.push_back(batch_pass(false));
+        ws.push_back(window_pass(true));
+        wg.push_back(window_pass(false));
+      }, [&] {
+        const auto rb = bench::redis_benchmark(rb_args);
+        rs.push_back(rb.set);
+        rg.push_back(rb.get);
+        const auto keyed = bench::redis_benchmark(rb_args + " -r " + std::to_string(n));
+        rrs.push_back(keyed.set);
+        rrg.push_back(keyed.get);
+      });
       auto make = [&](const char* mode, const std::vector<double>& ks, const std::vector<double>& kg) {
-        std::vector<double> sr, gr;
-        for (std::size_t i = 0; i < reps; ++i) {
-          sr.push_back(rs[i] > 0 ? ks[i] / rs[i] : 0);
-          gr.push_back(rg[i] > 0 ? kg[i] / rg[i] : 0);
-        }
-        return point{mode, page, pipe, n, median(ks), median(kg), median(rs), median(rg), median(rrs), median(rrg), median(sr), median(gr),
+        const std::vector<double> sr = bench::ratios(ks, rs), gr = bench::ratios(kg, rg);
+        return point{mode, page, pipe, n, bench::median(ks), bench::median(kg), bench::median(rs), bench::median(rg),
+                     bench::median(rrs), bench::median(rrg), bench::median(sr), bench::median(gr),
                      *std::min_element(gr.begin(), gr.end()), *std::max_element(gr.begin(), gr.end())};
       };
       for (const point& p : {make("batch", bs, bg), make("window", ws, wg)}) {

@@ -33,25 +33,27 @@
 #include "kvtier/storage/detail/cluster_hash_slot.hpp"
 #include "kvtier/storage/detail/cluster_request.hpp"
 #include "kvtier/storage/detail/cluster_topology.hpp"
+#include "kvtier/storage/detail/redis_tier_base.hpp"
 #include "kvtier/storage/redis_cluster_config.hpp"
 
 namespace kvtier {
 
 template <page_codec Codec = identity_codec>
-class redis_cluster_tier {
+class redis_cluster_tier : public detail::redis_tier_base<redis_cluster_tier<Codec>, redis_cluster_tier_config, Codec> {
+  using base = detail::redis_tier_base<redis_cluster_tier<Codec>, redis_cluster_tier_config, Codec>;
+  friend base;  // calls progress()
+  using base::cfg_, base::codec_, base::max_payload_, base::stats_;
+  using typename base::clock;
+
  public:
   using kvtier_storage_backend = storage_backend_tag;
-  using codec_type = Codec;
-  using clock = std::chrono::steady_clock;
 
   // Throws config_error for a bad configuration only; an unreachable cluster is a run-time event.
   explicit redis_cluster_tier(redis_cluster_tier_config cfg)
       : redis_cluster_tier(cfg, default_tier_codec<Codec>(cfg.shape, cfg.page_bytes)) {}
   // With a codec built for this tier's pages (a cachegen codec and its profile, say).
-  redis_cluster_tier(redis_cluster_tier_config cfg, Codec codec) : cfg_(validated(std::move(cfg))) {
-    codec_ = checked_tier_codec(std::move(codec), cfg_.shape, cfg_.page_bytes);
+  redis_cluster_tier(redis_cluster_tier_config cfg, Codec codec) : base(std::move(cfg), std::move(codec)) {
     endpoint_ = {"", 0, cfg_.user, cfg_.password, cfg_.connect_timeout, cfg_.io_timeout};
-    max_payload_ = codec_.max_encoded_bytes(cfg_.page_bytes);
     for (const auto& s : cfg_.seeds) (void)node_of(s);
   }
   redis_cluster_tier(const redis_cluster_tier&) = delete;
@@ -63,31 +65,10 @@ class redis_cluster_tier {
   result<void> contains(std::span<const page_address> where, storage_batch& batch) noexcept { return submit(where, batch, detail::cluster_op::exists); }
   result<void> erase(std::span<const page_address> where, storage_batch& batch) noexcept { return submit(where, batch, detail::cluster_op::del); }
 
-  std::size_t poll() noexcept { return progress(std::chrono::milliseconds(0), nullptr); }
-
-  result<void> wait(storage_batch& batch, std::chrono::milliseconds timeout) noexcept {
-    const auto deadline = clock::now() + timeout;
-    while (!batch.done()) {
-      const auto now = clock::now();
-      if (now >= deadline) return make_error(errc::timeout);
-      progress(std::chrono::duration_cast<std::chrono::milliseconds>(deadline - now) + std::chrono::milliseconds(1), &batch);
-    }
-    return {};
-  }
-
-  kv_shape shape() const noexcept { return cfg_.shape; }
-  std::size_t page_bytes() const noexcept { return cfg_.page_bytes; }
-  storage_usage usage() const noexcept { return {}; }  // the cluster holds every engine's pages
-  storage_stats stats() const noexcept { return stats_; }
+  // poll(), wait(), shape(), page_bytes(), usage(), stats(), config(), key_of(): redis_tier_base.
   redis_cluster_stats cluster_stats() const noexcept { return cluster_stats_; }
-  const redis_cluster_tier_config& config() const noexcept { return cfg_; }
-
-  // The Redis key of a page (as redis_tier's) and its hash slot.
-  std::string key_of(const page_address& a) const {
-    char key[192];
-    return std::string(key, detail::format_page_key(cfg_.prefix, a, key));
-  }
-  std::uint16_t slot_of(const page_address& a) const { return detail::cluster_hash_slot(key_of(a)); }
+  // The hash slot of a page's key.
+  std::uint16_t slot_of(const page_address& a) const { return detail::cluster_hash_slot(this->key_of(a)); }
   // The node the slot map routes a slot to now (nullopt before discovery).
   std::optional<cluster_node_address> node_for_slot(std::uint16_t slot) const {
     const std::uint16_t n = slots_[slot];
@@ -247,19 +228,7 @@ class redis_cluster_tier {
   }
 
   void finish(const request& q, error e) noexcept {
-    if (q.op == op::get) {
-      if (e.code == errc::ok) {
-        ++stats_.hits;
-        stats_.bytes_read += q.out.size();
-      } else {
-        ++stats_.misses;
-      }
-    } else if (q.op == op::set && e.code == errc::ok) {
-      ++stats_.puts;
-      stats_.bytes_written += q.page_bytes;
-    }
-    if (e.code != errc::ok && e.code != errc::not_found && e.code != errc::corrupted) ++stats_.errors;
-    q.batch->complete(q.index, e);
+    this->complete(*q.batch, q.index, q.op, q.op == op::get ? q.out.size() : q.page_bytes, e);
   }
 
   // ---- replies ---------------------------------------------------------------------------------
@@ -267,8 +236,7 @@ class redis_cluster_tier {
   // EXISTS and DEL an integer >= 0; ASKING +OK; any command an error reply (MOVED and ASK are
   // followed). Anything else drops the node's connection (io_error, EPROTO) unread.
   error check_get(const request& q, const detail::cluster_value& v) noexcept {
-    const page_expectation want{cfg_.shape.fingerprint(), q.where, q.tokens_fp, Codec::id, cfg_.page_bytes, max_payload_};
-    return v.verify(codec_, want, q.out, stats_);
+    return v.verify(codec_, this->expectation(q.where, q.tokens_fp), q.out, stats_);
   }
   bool begin_value(node& c, const request& q, std::size_t len) noexcept {
     return c.value.begin(len, q.out, is_identity_codec_v<Codec>, max_payload_);
@@ -422,10 +390,7 @@ class redis_cluster_tier {
     return completed;
   }
 
-  redis_cluster_tier_config cfg_;
-  [[no_unique_address]] Codec codec_{};
   detail::redis_endpoint endpoint_;
-  std::size_t max_payload_ = 0;
   std::vector<std::unique_ptr<node>> nodes_;
   std::vector<pollfd> fds_;  // progress(): the sockets polled
   std::vector<std::uint16_t> who_;  // and their nodes
@@ -433,7 +398,6 @@ class redis_cluster_tier {
   bool refresh_due_ = true;
   clock::time_point last_refresh_{};
   std::uint64_t sequence_ = 0;
-  storage_stats stats_{};
   redis_cluster_stats cluster_stats_{};
 };
 

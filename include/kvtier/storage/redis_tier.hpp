@@ -36,6 +36,7 @@
 #include "kvtier/storage/concepts.hpp"
 #include "kvtier/storage/detail/redis_connection.hpp"
 #include "kvtier/storage/detail/redis_reply.hpp"
+#include "kvtier/storage/detail/redis_tier_base.hpp"
 #include "kvtier/storage/detail/resp_reader.hpp"
 #include "kvtier/storage/detail/resp_writer.hpp"
 #include "kvtier/storage/detail/verify_read.hpp"
@@ -47,19 +48,21 @@
 namespace kvtier {
 
 template <page_codec Codec = identity_codec>
-class redis_tier {
+class redis_tier : public detail::redis_tier_base<redis_tier<Codec>, redis_tier_config, Codec> {
+  using base = detail::redis_tier_base<redis_tier<Codec>, redis_tier_config, Codec>;
+  friend base;  // calls progress()
+  using base::cfg_, base::codec_, base::max_payload_, base::stats_;
+  using typename base::clock;
+
  public:
   using kvtier_storage_backend = storage_backend_tag;
-  using codec_type = Codec;
-  using clock = std::chrono::steady_clock;
 
   // Throws config_error for a bad configuration only; an unreachable server is a run-time event
   // (requests complete with errc::connection_lost until it is back).
   explicit redis_tier(redis_tier_config cfg) : redis_tier(cfg, default_tier_codec<Codec>(cfg.shape, cfg.page_bytes)) {}
   // With a codec built for this tier's pages (a cachegen codec and its profile, say).
   redis_tier(redis_tier_config cfg, Codec codec)
-      : cfg_(validated(std::move(cfg))), codec_(checked_tier_codec(std::move(codec), cfg_.shape, cfg_.page_bytes)) {
-    max_payload_ = codec_.max_encoded_bytes(cfg_.page_bytes);
+      : base(std::move(cfg), std::move(codec)) {
     backoff_ = cfg_.reconnect_min;
     endpoint_ = {cfg_.host, cfg_.port, cfg_.user, cfg_.password, cfg_.connect_timeout, cfg_.io_timeout};
     scratch_.resize(max_payload_);
@@ -78,32 +81,12 @@ class redis_tier {
     return submit(where, batch, op_kind::del);
   }
 
-  std::size_t poll() noexcept { return progress(std::chrono::milliseconds(0), nullptr); }
-
-  result<void> wait(storage_batch& batch, std::chrono::milliseconds timeout) noexcept {
-    const auto deadline = clock::now() + timeout;
-    while (!batch.done()) {
-      const auto now = clock::now();
-      if (now >= deadline) return make_error(errc::timeout);
-      progress(std::chrono::duration_cast<std::chrono::milliseconds>(deadline - now) + std::chrono::milliseconds(1), &batch);
-    }
-    return {};
-  }
-
-  kv_shape shape() const noexcept { return cfg_.shape; }
-  std::size_t page_bytes() const noexcept { return cfg_.page_bytes; }
-  // Redis holds pages for every engine sharing it: this tier does not know their number.
-  storage_usage usage() const noexcept { return {}; }
-  storage_stats stats() const noexcept { return stats_; }
+  // poll(), wait(), shape(), page_bytes(), usage(), stats(), config(), key_of(): redis_tier_base.
   bool connected() const noexcept { return conn_.is_open(); }
   std::uint64_t reconnects() const noexcept { return connects_ > 0 ? connects_ - 1 : 0; }
-  const redis_tier_config& config() const noexcept { return cfg_; }
   // Why the server last refused us or a request, in its own words (NOAUTH ..., WRONGPASS ...,
   // a value over its proto-max-bulk-len, a malformed reply); "" if it never did.
   std::string_view last_error() const noexcept { return conn_.last_error(); }
-
-  // The Redis key of a page: <prefix>:<namespace as 16 hex digits>:<key as 32 hex digits>.
-  std::string key_of(const page_address& a) const { return redis_key(cfg_.prefix, a); }
 
  private:
   using op_kind = detail::redis_command;
@@ -150,19 +133,7 @@ class redis_tier {
   }
 
   void finish(const pending& p, error e) noexcept {
-    if (p.kind == op_kind::get) {
-      if (e.code == errc::ok) {
-        ++stats_.hits;
-        stats_.bytes_read += p.out.size();
-      } else {
-        ++stats_.misses;
-      }
-    } else if (p.kind == op_kind::set && e.code == errc::ok) {
-      ++stats_.puts;
-      stats_.bytes_written += p.bytes;
-    }
-    if (e.code != errc::ok && e.code != errc::not_found && e.code != errc::corrupted) ++stats_.errors;
-    p.batch->complete(p.index, e);
+    this->complete(*p.batch, p.index, p.kind, p.kind == op_kind::get ? p.out.size() : p.bytes, e);
   }
 
   // ---- submission ------------------------------------------------------------------------------
@@ -225,7 +196,8 @@ class redis_tier {
   error send_simple(std::string_view cmd, const page_address& where) {
     char buf[256];
     detail::resp_writer w(buf);
-    w.array(2).bulk(cmd).bulk(key_of(where));
+    char key[192];
+    w.array(2).bulk(cmd).bulk(std::string_view(key, detail::format_page_key(cfg_.prefix, where, key)));
     if (!w.ok()) return make_error(errc::invalid_argument, ENAMETOOLONG);
     iovec iov{w.data(), w.size()};
     return conn_.send_all(&iov, 1);
@@ -253,7 +225,8 @@ class redis_tier {
     char head[320];
     detail::resp_writer w(head);
     const bool ttl = cfg_.ttl.count() > 0;
-    w.array(ttl ? 5 : 3).bulk("SET").bulk(key_of(r.where)).bulk_head(value_bytes);
+    char key[192];
+    w.array(ttl ? 5 : 3).bulk("SET").bulk(std::string_view(key, detail::format_page_key(cfg_.prefix, r.where, key))).bulk_head(value_bytes);
     char tail[64];
     detail::resp_writer t(tail);
     t.crlf();
@@ -283,7 +256,7 @@ class redis_tier {
 
   // The verdict on a complete GET value.
   error check_get(const pending& p) noexcept {
-    const page_expectation want{cfg_.shape.fingerprint(), p.where, p.tokens_fp, Codec::id, cfg_.page_bytes, max_payload_};
+    const page_expectation want = this->expectation(p.where, p.tokens_fp);
     if (bulk_len_ < page_header_bytes || bulk_len_ > value_limit()) {  // cannot be a page of ours
       const page_verdict v = bulk_len_ < page_header_bytes ? page_verdict::corrupted : check_page_header(bulk_header_, want);
       ++(v == page_verdict::foreign ? stats_.foreign : stats_.corrupted);
@@ -395,9 +368,6 @@ class redis_tier {
     return completed;
   }
 
-  redis_tier_config cfg_;
-  [[no_unique_address]] Codec codec_{};
-  std::size_t max_payload_ = 0;
   detail::redis_endpoint endpoint_;
   detail::redis_connection conn_;
   std::deque<pending> pending_;
@@ -413,7 +383,6 @@ class redis_tier {
   std::chrono::milliseconds backoff_{};
   std::uint64_t connects_ = 0;
   std::uint64_t sequence_ = 0;
-  storage_stats stats_{};
 };
 
 static_assert(storage_backend<redis_tier<>>);

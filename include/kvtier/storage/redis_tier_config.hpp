@@ -1,9 +1,12 @@
 #pragma once
 // The configuration of a Redis tier, and the Redis key of a page (see redis_tier.hpp).
+#include <algorithm>
 #include <chrono>
 #include <cstddef>
 #include <cstdio>
+#include <cstring>
 #include <string>
+#include <string_view>
 
 #include "kvtier/core/error.hpp"
 #include "kvtier/core/kv_shape.hpp"
@@ -39,12 +42,22 @@ inline redis_tier_config validated(redis_tier_config cfg) {
   return cfg;
 }
 
+namespace detail {
+// The Redis key of a page into `out`, without allocating (the prefix is cut at 128 characters, as
+// validated() bounds it); returns its length. The one key format of redis_tier and redis_cluster_tier.
+inline std::size_t format_page_key(std::string_view prefix, const page_address& a, char (&out)[192]) noexcept {
+  const std::size_t p = std::min(prefix.size(), std::size_t(128));
+  std::memcpy(out, prefix.data(), p);
+  const int t = std::snprintf(out + p, sizeof out - p, ":%016llx:%016llx%016llx", (unsigned long long)a.ns.raw,
+                              (unsigned long long)a.key.hi, (unsigned long long)a.key.lo);
+  return p + std::size_t(t);
+}
+}  // namespace detail
+
 // The Redis key of a page: <prefix>:<namespace as 16 hex digits>:<key as 32 hex digits>.
-inline std::string redis_key(const std::string& prefix, const page_address& a) {
-  char tail[64];
-  std::snprintf(tail, sizeof tail, ":%016llx:%016llx%016llx", (unsigned long long)a.ns.raw,
-                (unsigned long long)a.key.hi, (unsigned long long)a.key.lo);
-  return prefix + tail;
+inline std::string redis_key(std::string_view prefix, const page_address& a) {
+  char key[192];
+  return std::string(key, detail::format_page_key(prefix, a, key));
 }
 
 }  // namespace kvtier

@@ -18,14 +18,16 @@
 #include "kvtier/core/error.hpp"
 #include "kvtier/storage/batch.hpp"
 #include "kvtier/storage/detail/redis_connection.hpp"
+#include "kvtier/storage/detail/redis_reply.hpp"
 #include "kvtier/storage/detail/resp_reader.hpp"
 #include "kvtier/storage/detail/resp_writer.hpp"
 #include "kvtier/storage/page_header.hpp"
+#include "kvtier/storage/redis_tier_config.hpp"
 #include "kvtier/storage/request.hpp"
 
 namespace kvtier::detail {
 
-enum class cluster_op : std::uint8_t { set, get, exists, del };
+using cluster_op = redis_command;  // SET, GET, EXISTS, DEL, as redis_tier's
 
 // One request queued on a node, or waiting there for its reply. It owns its command bytes, except a
 // SET's payload: the caller's page (valid until the batch is done) or `encoded`, the codec's copy.
@@ -59,15 +61,6 @@ struct cluster_request {
     return n;
   }
 };
-
-// <prefix>:<namespace, 16 hex>:<key, 32 hex> (redis_tier's key) into `out`; returns its length.
-inline std::size_t format_page_key(std::string_view prefix, const page_address& a, char (&out)[192]) noexcept {
-  const std::size_t p = std::min(prefix.size(), std::size_t(128));
-  std::memcpy(out, prefix.data(), p);
-  const int t = std::snprintf(out + p, sizeof out - p, ":%016llx:%016llx%016llx", (unsigned long long)a.ns.raw,
-                              (unsigned long long)a.key.hi, (unsigned long long)a.key.lo);
-  return p + std::size_t(t);
-}
 
 // Frames the command of `q` ([ASKING] then SET/GET/EXISTS/DEL) into its own buffers.
 inline bool frame_request(cluster_request& q, std::string_view prefix, std::chrono::seconds ttl) noexcept {
