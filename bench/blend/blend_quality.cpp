@@ -12,8 +12,10 @@
 //             selection layer, the shares kept per layer (gradual filtering), and options.
 // Quality against full prefill: KL divergence of the next-token distribution after the cue, and a
 // greedy continuation (tokens until the first difference). A hint only: stories260K is tiny.
-// r is the share of the placed chunks' tokens (all chunks but the first) recomputed on the last
-// layers; "compute" is the share of the placed tokens' (token, layer) attention+FFN work done.
+// A method's shares are multiples of r for the layers after the selection layer (capped at 1); r is
+// thus the mean share of the placed chunks' tokens (all chunks but the first) whose K/V is recomputed
+// on those layers when the multiples average 1. "K/V recomputed" is the share of all the placed
+// tokens' (token, layer) K/V recomputed, layers up to the selection layer (all tokens) included.
 //
 //   kvtier-blend-quality [--model DIR] [--trials N] [--seed S] [--chunk-tokens T] [--continuation T]
 //                        [--methods "name:layer=1,keep=2/1,heads=1,per=1,part=kv;..."] [--csv FILE]
@@ -129,7 +131,11 @@ std::vector<method> parse_methods(const std::string& spec) {
 
 int main(int argc, char** argv) try {
   std::string dir = std::string(KVTIER_ENGINE_MODELS_DIR) + "/stories260K", csv;
-  std::string methods_spec = "cacheblend:layer=1,keep=1;gradual:layer=1,keep=2/1";
+  // CacheBlend's one-shot selection; its gradual filtering (shares 1.5r, r, 0.5r: r on average);
+  // the same weighted by the cue's attention; and that at twice the work (3r, 2r, r).
+  std::string methods_spec =
+      "cacheblend:layer=1,keep=1;gradual:layer=1,keep=1.5/1/0.5;gradual-att:layer=1,keep=1.5/1/0.5,weight=attention;"
+      "gradual-att-2x:layer=1,keep=3/2/1,weight=attention";
   std::size_t trials = 6, chunk_tokens = 64, continuation = 32, seed = 500;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];

@@ -1,4 +1,6 @@
 // kvtier-engine's partial prefill (kvtier_engine::blend_prefill on the CPU backend, stories260K):
+// (also end to end: chunks computed on their own into kvtier's cache, found in a prompt by
+// blend::chunk_set, placed, blended)
 // recomputing every reused token (r = 100%) is full prefill bit for bit, logits and KV; at r = 0
 // only the new text is computed on the layers after the selection; the selection keeps the share
 // asked for; the quality curve on a short set: blending at 30% is closer to full prefill than naive
@@ -9,6 +11,8 @@
 #include <cstring>
 #include <vector>
 
+#include "kvtier/blend/chunk_index.hpp"
+#include "kvtier/cache.hpp"
 #include "kvtier/transfer.hpp"
 #include "kvtier/transfer/rope.hpp"
 #include "kvtier_engine/cpu/blend_prefill.hpp"
@@ -230,4 +234,61 @@ BOOST_AUTO_TEST_CASE(bad_plans_are_errors) {
   const reused_range to_the_end[] = {{48, ps.prompt.size()}};
   BOOST_TEST((call(ok, to_the_end) == errc::invalid_argument));  // the last token is computed
   BOOST_TEST((call(ok, ps.ranges, ps.prompt.size()) == errc::invalid_argument));
+}
+
+BOOST_AUTO_TEST_CASE(chunks_through_the_cache_then_blended) {
+  // The engine's way: the backend computes in the cache's device pool; chunks are stored on their
+  // own (positions 0..), a later prompt finds them anywhere, places them and blends.
+  using cache_type = cache_builder<page_size<P>>::cache_type;
+  const model_config& cfg = weights().config();
+  cache_type c(cache_type::config{cfg.kv_shape(dtype::fp32), {}, 64, 64});
+  cpu_backend b(cfg, weights(), kv_pool{c.device_view(), P, 64}, backend_options{});
+  const transfer::rope_spec rope{cfg.rope == rope_style::adjacent_pairs ? transfer::rope_convention::adjacent_pairs
+                                                                        : transfer::rope_convention::rotate_half,
+                                 cfg.rope_theta, cfg.head_size, 0};
+  const namespace_id ns{5};
+  const prompt_set ps = make_prompt(100, 3);
+  std::vector<float> logits(cfg.vocab);
+  for (const auto& ch : ps.chunks) {
+    std::vector<device_slot> slots(ch.size() / P);
+    BOOST_TEST_REQUIRE(c.allocate(slots).has_value());
+    BOOST_TEST_REQUIRE(b.prefill(prefill_chunk{ch, 0, slots}, logits, {}).has_value());
+    BOOST_TEST_REQUIRE(blend::store_chunk(c, ns, rope, ch, slots).has_value());
+  }
+  // Full prefill of the prompt, in slots of its own.
+  const std::size_t pages = (ps.prompt.size() + P - 1) / P;
+  std::vector<device_slot> full(pages), table(pages);
+  BOOST_TEST_REQUIRE(c.allocate(full).has_value());
+  std::vector<float> ref(cfg.vocab);
+  BOOST_TEST_REQUIRE(b.prefill(prefill_chunk{ps.prompt, 0, full}, ref, {}).has_value());
+  // The chunks found, loaded, placed; every placed token recomputed: full prefill, bit for bit.
+  blend::chunk_set<cache_type> set(c, ns, rope);
+  BOOST_TEST_REQUIRE(set.lookup(ps.prompt).has_value());
+  BOOST_TEST_REQUIRE(set.hits().size() == 3u);
+  BOOST_TEST(set.hits()[1].offset == 48u);
+  transfer::cpu_stream s;
+  BOOST_TEST_REQUIRE(set.load(s).has_value());
+  BOOST_TEST_REQUIRE(c.allocate(table).has_value());
+  for (double r : {1.0, 0.15}) {
+    BOOST_TEST_REQUIRE(set.place(table).has_value());
+    blend_plan plan;
+    plan.keep = {r};
+    auto rep = blend_prefill(b, c.device_view(), P, ps.prompt, ps.first, table, ps.ranges, plan, logits);
+    BOOST_TEST_REQUIRE(rep.has_value());
+    if (r == 1.0) {
+      BOOST_TEST(std::memcmp(logits.data(), ref.data(), ref.size() * sizeof(float)) == 0);
+    } else {
+      BOOST_TEST(rep->reused_kv[2] == 15u);  // ceil(0.15 x 96)
+      // Closer to full prefill than the chunks as placed, only the question computed (deterministic).
+      const double blended = kl(ref, logits);
+      BOOST_TEST_REQUIRE(set.place(table).has_value());
+      BOOST_TEST_REQUIRE(b.prefill(prefill_chunk{std::span<const token_id>(ps.prompt).subspan(144), 144, table}, logits, {}).has_value());
+      const double naive = kl(ref, logits);
+      BOOST_TEST_MESSAGE("one prompt: KL naive " << naive << ", blend 15% " << blended);
+      BOOST_TEST(blended < naive);
+    }
+  }
+  BOOST_TEST(set.release().has_value());
+  BOOST_TEST(c.free(table).has_value());
+  BOOST_TEST(c.free(full).has_value());
 }
