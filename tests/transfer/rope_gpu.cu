@@ -18,6 +18,7 @@
 #include "kvtier/codec/kv_page.hpp"
 #include "kvtier/transfer.hpp"
 #include "kvtier/transfer/gpu.cuh"
+#include "kvtier/transfer/gpu_copy.cuh"
 #include "kvtier/transfer/rope.hpp"
 
 using namespace kvtier;
@@ -191,4 +192,32 @@ BOOST_AUTO_TEST_CASE(misuse_is_an_error) {
   BOOST_TEST((cp.backup(dv, hv, pairs, layer_range::all(), o).code() == errc::invalid_argument));
   BOOST_TEST(cp.load(hv, dv, pairs, layer_range::all(), o).has_value());
   BOOST_TEST(cudaDeviceSynchronize() == cudaSuccess);
+}
+
+// The cache's GPU copy strategy (gpu_copy::load_rotated, what load_at calls) against the CPU path.
+BOOST_AUTO_TEST_CASE(gpu_copy_strategy_loads_rotated) {
+  const kv_shape s = kv_shape::mha(2, 2, 64, dtype::bf16);
+  pinned host(s.bytes_per_page(P) * 3);
+  device_mem dev(s.bytes_per_page(P) * 3);
+  std::mt19937_64 rng(9);
+  std::normal_distribution<float> n01;
+  for (std::size_t i = 0; i < s.bytes_per_page(P) * 3 / 2; ++i) kvtier::detail::store_typed<dtype::bf16>(host.p, i, n01(rng));
+  const auto hv = paged_view(host.p, s, 3, page_size<>(P));
+  const auto dv = layer_first_view(dev.p, s, 3 * P);
+  const page_pair pairs[] = {{0, 2}, {2, 0}, {1, 1}};
+  const long deltas[] = {-8, 0, 24};
+  const rope_on_load rl{rope_spec{rope_convention::rotate_half, 1e4f, 64, 0}, k_storage::rotated, deltas};
+  gpu_stream st;
+  std::vector<gpu_copy::event_type> ev(s.layers());
+  BOOST_TEST_REQUIRE(gpu_copy::load_rotated(st, hv, dv, pairs, rl, dtype::bf16, ev).has_value());
+  gpu_copy::synchronize(st, ev.back());
+  std::vector<std::byte> got(s.bytes_per_page(P) * 3), want(got.size());
+  CUDA_OK(cudaMemcpy(got.data(), dev.p, got.size(), cudaMemcpyDeviceToHost));
+  BOOST_TEST_REQUIRE(cpu::load_rotated(hv, layer_first_view(want.data(), s, 3 * P), pairs, rl, dtype::bf16).has_value());
+  std::size_t far = 0;
+  for (std::size_t i = 0; i < got.size() / 2; ++i) {
+    const float g = kvtier::detail::load_typed<dtype::bf16>(got.data(), i), w = kvtier::detail::load_typed<dtype::bf16>(want.data(), i);
+    far += std::fabs(g - w) > std::ldexp(1.0, -7) * std::fabs(w) + 1e-6;
+  }
+  BOOST_TEST(far == 0u);
 }

@@ -423,6 +423,7 @@ class hierarchical_cache<cache_parts<PageSize, DevicePool, HostPool, HostLayout,
   static constexpr tier_id slow_tier_id(std::size_t i) noexcept { return slow_set::id(i); }
 
  private:
+  friend struct detail::positioned_load;  // load_at (cache/positioned_load.hpp)
   bool owns(const lease_type& l) const noexcept { return l.active() && l.owner_ == this; }
 
   void note_device_hit(page_id p, device_slot d) {

@@ -23,6 +23,7 @@ namespace detail {
 template <class PageSize, class DevicePool, class HostPool, class HostLayout, class Copy, class WriteToHost,
           class WriteToSlow, class Prefetch, class Eviction, class... SlowTiers>
 class cache_paths;
+struct positioned_load;
 }  // namespace detail
 
 template <class Copy>
@@ -63,6 +64,7 @@ class cache_lease {
   friend class hierarchical_cache;
   template <class, class, class, class, class, class, class, class, class, class...>
   friend class detail::cache_paths;
+  friend struct detail::positioned_load;
 
   // Whether `tokens` start with the pages of the lease's usable prefix, page by page.
   template <class Index>

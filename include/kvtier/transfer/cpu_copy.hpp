@@ -19,6 +19,7 @@
 #include "kvtier/core/error.hpp"
 #include "kvtier/transfer/copy_strategy.hpp"
 #include "kvtier/transfer/cpu.hpp"
+#include "kvtier/transfer/rope.hpp"
 #include "kvtier/transfer/views.hpp"
 
 namespace kvtier::transfer {
@@ -118,6 +119,28 @@ struct cpu_copy {
     for (std::size_t layer = 0; layer < layer_events.size(); ++layer)
       layer_events[layer] = s.enqueue([host, device, shared, layer] {
         [[maybe_unused]] const result<void> r = cpu::load(host, device, *shared, layer_range::one(layer));
+      });
+    return {};
+  }
+  // load with RoPE on load (K rotated as `rl` says; its spans are copied, so they may die after
+  // the call), layer by layer as load().
+  template <paged_kv_view Host, kv_view Device>
+  static result<void> load_rotated(stream_type& s, const Host& host, const Device& device, std::span<const page_pair> pairs,
+                                   const rope_on_load& rl, dtype t, std::span<event_type> layer_events) {
+    if (auto g = plan_copy(host, device, pairs, layer_range::all(), host.map.page_tokens()); !g) return g.err();
+    if (layer_events.size() != host.map.extents().layers() || rl.positions.size() != pairs.size())
+      return make_error(errc::invalid_argument);
+    struct batch {
+      std::vector<page_pair> pairs;
+      std::vector<long> positions;
+    };
+    auto b = std::make_shared<const batch>(batch{{pairs.begin(), pairs.end()}, {rl.positions.begin(), rl.positions.end()}});
+    const rope_spec r = rl.rope;
+    const k_storage ks = rl.storage;
+    for (std::size_t layer = 0; layer < layer_events.size(); ++layer)
+      layer_events[layer] = s.enqueue([host, device, b, r, ks, t, layer] {
+        [[maybe_unused]] const result<void> e =
+            cpu::load_rotated(host, device, b->pairs, rope_on_load{r, ks, b->positions}, t, layer_range::one(layer));
       });
     return {};
   }

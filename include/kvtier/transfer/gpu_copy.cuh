@@ -16,6 +16,7 @@
 #include "kvtier/core/error.hpp"
 #include "kvtier/transfer/copy_strategy.hpp"
 #include "kvtier/transfer/gpu.cuh"
+#include "kvtier/transfer/rope.hpp"
 #include "kvtier/transfer/views.hpp"
 
 namespace kvtier::transfer {
@@ -119,6 +120,23 @@ struct gpu_copy {
     gpu::options o;
     o.stream = s.get();
     o.layer_events = *events;
+    if (const result<void> r = s.copier().load(host, device, pairs, layer_range::all(), o); !r) return r;
+    for (std::size_t i = 0; i < layer_events.size(); ++i) layer_events[i] = first + i;
+    return {};
+  }
+  // load with RoPE on load: the copy kernel rotates K on the way (rope_kernel.cuh); rl's spans are
+  // staged for the device before the call returns.
+  template <paged_kv_view Host, kv_view Device>
+  static result<void> load_rotated(stream_type& s, const Host& host, const Device& device, std::span<const page_pair> pairs,
+                                   const rope_on_load& rl, dtype t, std::span<event_type> layer_events) {
+    event_type first = 0;
+    const auto events = s.take_events(layer_events.size(), first);
+    if (!events) return events.err();
+    gpu::options o;
+    o.stream = s.get();
+    o.layer_events = *events;
+    o.rope = &rl;
+    o.element = t;
     if (const result<void> r = s.copier().load(host, device, pairs, layer_range::all(), o); !r) return r;
     for (std::size_t i = 0; i < layer_events.size(); ++i) layer_events[i] = first + i;
     return {};

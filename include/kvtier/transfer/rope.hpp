@@ -15,6 +15,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <optional>
 #include <span>
 #include <vector>
 
@@ -72,6 +73,36 @@ struct rope_on_load {
   rope_spec rope;
   k_storage storage = k_storage::rotated;
   std::span<const long> positions;
+};
+
+// How a cache's pages keep K (the cache config's k_layout): the page property "K stored
+// pre-rotation" and the rotation that applies. Its fingerprint enters every page key, so a page
+// stored one way (or under one rotation) is never served another way. No rope: pages never move.
+struct k_layout {
+  k_storage storage = k_storage::rotated;
+  std::optional<rope_spec> rope;
+
+  std::uint64_t fingerprint() const noexcept {
+    const std::uint64_t s = storage == k_storage::pre_rotation ? 0x6a09e667f3bcc909ull : 0;
+    return rope ? rope->fingerprint() ^ s : s;
+  }
+  // Throws config_error: pre-rotation storage without a rotation, a rotation that does not fit.
+  void check(const kv_shape& shape) const {
+    if (storage == k_storage::pre_rotation && !rope) throw config_error("kvtier: pre-rotation K needs a rope_spec");
+    if (!rope) return;
+    rope->check();
+    if (rope->head_dim != shape.head_dim() || shape.kv_planes() < 2)
+      throw config_error("kvtier: the rope_spec's head_dim is not the KV shape's (or the shape keeps no K)");
+  }
+  friend bool operator==(const k_layout& a, const k_layout& b) noexcept { return a.fingerprint() == b.fingerprint(); }
+};
+
+// Where a lease's pages are served (load_at): the position of page i's first token, or `skip`
+// (page i is not needed: not loaded). A cache that keeps K rotated moves page i by
+// first[i] − i × page_tokens, the position it was computed at.
+struct page_positions {
+  static constexpr long skip = -1;
+  std::span<const long> first;
 };
 
 namespace detail {

@@ -35,6 +35,7 @@
 #include "kvtier/policy/write.hpp"
 #include "kvtier/storage/page_header.hpp"
 #include "kvtier/storage/request.hpp"
+#include "kvtier/transfer/rope.hpp"
 #include "kvtier/transfer/views.hpp"
 
 namespace kvtier::detail {
@@ -69,11 +70,12 @@ class cache_paths {
     Prefetch prefetch{};
     Eviction eviction{};
     remote_lookup remote{};         // ask the slowest slow tier for pages past the index (off)
+    transfer::k_layout k_layout{};  // how pages keep K (rotated as computed; load_at moves them): enters every page key
   };
 
   cache_paths(config cfg, std::unique_ptr<SlowTiers>... slow)
       : cfg_(validated(std::move(cfg))),
-        index_(cfg_.pages, index_options{cfg_.model, 0}, cfg_.eviction),
+        index_(cfg_.pages, index_options{cfg_.model ^ cfg_.k_layout.fingerprint(), 0}, cfg_.eviction),
         device_(pool_factory<DevicePool>::make(cfg_.shape, page_size<>(cfg_.pages), cfg_.device_pages)),
         host_(pool_factory<HostPool>::make(cfg_.shape, page_size<>(cfg_.pages), cfg_.host_pages)),
         host_view_(transfer::paged_view<HostLayout>(host_.host_data(), cfg_.shape, cfg_.host_pages, page_size<>(cfg_.pages))),
@@ -146,6 +148,8 @@ class cache_paths {
     if (c.device_pages > UINT32_MAX - 1 || c.host_pages > UINT32_MAX - 1)
       throw config_error("kvtier: hierarchical_cache pools hold at most 2^32 - 2 pages");
     check_remote_lookup(c.remote, slow_tier_count);
+    c.k_layout.check(c.shape);  // the engine writes RoPE'd K: pages are never pre-rotation here
+    if (c.k_layout.storage != transfer::k_storage::rotated) throw config_error("kvtier: hierarchical_cache keeps K rotated");
     return c;
   }
 
