@@ -2,14 +2,16 @@
 // and the same run, through a baseline written here in the style of vLLM's prefix cache (one
 // chained 64-bit hash per page, a hash map from page hash to block, an LRU list of unused blocks
 // freed in reverse order, evicted from the head at a capacity). Index work only: prompt
-// generation is outside the timed region. Prints a table (ns per page on the thread's CPU clock
+// generation is outside the timed region (requests are expanded in cache-sized batches, each
+// batch timed as one interval). Prints a table (ns per page on the thread's CPU clock
 // and on the wall clock, the ratio, bytes per cached page, system-time share, minor faults) and
 // writes CSV. Both serve() functions are kept out of line, so that
 //   valgrind --tool=callgrind --toggle-collect='*engine::serve*' kvtier-bench-index --runs 1 ...
 // counts the instructions of index work alone (repeatable where the clock is not).
 //
 //   kvtier-bench-index [TRACE.jsonl] [--capacities 1M,inf] [--page-size 16] [--runs 3]
-//                      [--chat-requests 12031] [--no-chat] [--no-trace] [--csv FILE]
+//                      [--chat-requests 12031] [--no-chat] [--no-trace] [--engine kvtier|baseline|both]
+//                      [--csv FILE]
 //
 // Workloads: the Mooncake-format trace (expanded as kvtier-replay does) and a synthetic
 // multi-turn chat (kvtier::testing::chat_workload: sessions whose prompts are their whole history).
@@ -27,6 +29,7 @@
 #include <string>
 #include <string_view>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "common/mooncake_trace.hpp"
@@ -158,28 +161,60 @@ class vllm_style_engine {
 };
 
 // ----------------------------------------------------------------------- workloads
+constexpr std::size_t batch_tokens = 64 * 1024;
+
+struct request_batch {
+  struct request {
+    std::uint64_t ns;
+    std::size_t begin, size;  // in tokens
+  };
+  std::vector<token_id> tokens;
+  std::vector<request> requests;
+
+  void add(std::uint64_t ns, std::span<const token_id> t) {
+    requests.push_back({ns, tokens.size(), t.size()});
+    tokens.insert(tokens.end(), t.begin(), t.end());
+  }
+  void clear() {
+    tokens.clear();
+    requests.clear();
+  }
+  std::span<const token_id> prompt(const request& r) const { return std::span(tokens).subspan(r.begin, r.size); }
+};
+
 struct workload {
   std::string name;
   std::vector<examples::trace_request> trace;  // empty: the chat workload
   std::size_t chat_requests = 0;
 
-  // Calls f(ns, tokens) for every request, in order.
+  // Calls f(batch) for consecutive runs of requests, in order: each batch holds whole requests,
+  // about 64 K tokens (256 KB, cache-sized) unless one request is longer, so that the bench reads
+  // the clock once a batch instead of twice a request (two system calls each time).
   template <class F>
-  void for_each(F&& f) const {
-    std::vector<token_id> tokens;
+  void for_each_batch(F&& f) const {
+    request_batch batch;
+    auto add = [&](std::uint64_t ns, std::span<const token_id> tokens) {
+      batch.add(ns, tokens);
+      if (batch.tokens.size() >= batch_tokens) {
+        f(std::as_const(batch));
+        batch.clear();
+      }
+    };
     if (!trace.empty()) {
+      std::vector<token_id> tokens;
       for (const auto& r : trace) {
         examples::expand_prompt(r, tokens);
-        f(std::uint64_t{0}, std::span<const token_id>(tokens));
+        add(std::uint64_t{0}, std::span<const token_id>(tokens));
       }
-      return;
+    } else {
+      testing::chat_workload chat(chat_config());
+      for (std::size_t i = 0; i < chat_requests; ++i) {
+        auto r = chat.next();
+        if (!r) break;
+        add(r->name_space, std::span<const token_id>(r->prompt));
+      }
     }
-    testing::chat_workload chat(chat_config());
-    for (std::size_t i = 0; i < chat_requests; ++i) {
-      auto r = chat.next();
-      if (!r) break;
-      f(r->name_space, std::span<const token_id>(r->prompt));
-    }
+    if (!batch.requests.empty()) f(std::as_const(batch));
   }
   static testing::chat_workload_config chat_config() {
     testing::chat_workload_config c;
@@ -228,13 +263,13 @@ run_figures run_once(const workload& w, std::uint64_t capacity_tokens) {
   run_figures f;
   rusage r0, r1;
   getrusage(RUSAGE_THREAD, &r0);
-  w.for_each([&](std::uint64_t ns, std::span<const token_id> tokens) {
+  w.for_each_batch([&](const request_batch& batch) {
     const double c0 = thread_seconds(), w0 = wall_seconds();
-    f.hit_pages += e.serve(ns, tokens, capacity_pages);
+    for (const auto& r : batch.requests) f.hit_pages += e.serve(r.ns, batch.prompt(r), capacity_pages);
     f.cpu_s += thread_seconds() - c0;
     f.wall_s += wall_seconds() - w0;
-    f.pages += tokens.size() / page_tokens;
-    ++f.requests;
+    for (const auto& r : batch.requests) f.pages += r.size / page_tokens;
+    f.requests += batch.requests.size();
     if (e.pages() > 0) f.peak_bytes_per_page = std::max(f.peak_bytes_per_page, double(e.memory_bytes()) / double(e.pages()));
   });
   getrusage(RUSAGE_THREAD, &r1);
@@ -280,7 +315,7 @@ int main(int argc, char** argv) {
   std::vector<std::uint64_t> capacities{1'000'000, unbounded};
   int runs = 3;
   std::size_t chat_requests = 12'031;
-  bool chat = true, trace = true;
+  bool chat = true, trace = true, run_ours = true, run_base = true;
   for (int i = 1; i < argc; ++i) {
     const std::string_view a = argv[i];
     auto value = [&]() -> std::string_view {
@@ -303,6 +338,12 @@ int main(int argc, char** argv) {
     else if (a == "--chat-requests") chat_requests = std::size_t(std::atoll(std::string(value()).c_str()));
     else if (a == "--no-chat") chat = false;
     else if (a == "--no-trace") trace = false;
+    else if (a == "--engine") {  // kvtier, baseline or both (callgrind runs one at a time)
+      const std::string_view e = value();
+      run_ours = e != "baseline";
+      run_base = e != "kvtier";
+      if (!run_ours && !run_base) return 2;
+    }
     else if (a == "--csv") csv_path = value();
     else if (a == "--page-size") {
       if (std::string(value()) != "16") {
@@ -312,7 +353,7 @@ int main(int argc, char** argv) {
     } else if (!a.empty() && a[0] == '-') {
       std::fprintf(stderr,
                    "usage: kvtier-bench-index [TRACE.jsonl] [--capacities 1M,inf] [--runs 3] [--chat-requests N]\n"
-                   "                          [--no-chat] [--no-trace] [--csv FILE]\n");
+                   "                          [--no-chat] [--no-trace] [--engine kvtier|baseline|both] [--csv FILE]\n");
       return 2;
     } else trace_path = a;
   }
@@ -344,13 +385,15 @@ int main(int argc, char** argv) {
     for (const std::uint64_t cap : capacities) {
       std::vector<run_figures> ours, base;
       for (int r = 0; r < runs; ++r) {  // interleaved: load on the machine hits both alike
-        ours.push_back(run_once<kvtier_engine>(w, cap));
-        base.push_back(run_once<vllm_style_engine>(w, cap));
+        if (run_ours) ours.push_back(run_once<kvtier_engine>(w, cap));
+        if (run_base) base.push_back(run_once<vllm_style_engine>(w, cap));
       }
-      const run_figures a = median_run(ours), b = median_run(base);
+      const run_figures a = run_ours ? median_run(ours) : run_figures{};
+      const run_figures b = run_base ? median_run(base) : run_figures{};
       for (const auto* f : {&a, &b}) {
+        if ((f == &a && !run_ours) || (f == &b && !run_base)) continue;
         const char* engine = f == &a ? kvtier_engine::name : vllm_style_engine::name;
-        const double ratio = f->cpu_ns() / b.cpu_ns();
+        const double ratio = run_base ? f->cpu_ns() / b.cpu_ns() : 0;  // 0: no baseline this run
         const double sys_share = f->sys_s / std::max(1e-9, f->user_s + f->sys_s);
         std::printf("%-30s %5s %-26s %11llu %8.1f %8.1f %7.2fx %7.1f %7.1f %5.1f%% %9ld\n", w.name.c_str(),
                     capacity_text(cap).c_str(), engine, (unsigned long long)f->hit_pages, f->cpu_ns(), f->wall_ns(),

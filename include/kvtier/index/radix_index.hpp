@@ -19,7 +19,6 @@
 #include <cstdint>
 #include <cstring>
 #include <functional>
-#include <optional>
 #include <span>
 #include <type_traits>
 #include <unordered_map>
@@ -85,7 +84,7 @@ class radix_index {
                        insert_options options = {}, std::vector<page_id>* path = nullptr);
   insert_result insert(namespace_id ns, std::span<const token_id> tokens, page_residency residency,
                        insert_options options = {}, std::vector<page_id>* path = nullptr) {
-    return insert(ns, tokens, [&](std::size_t) { return residency; }, options, path);
+    return insert(ns, tokens, detail::same_residency{residency}, options, path);
   }
 
   // ------------------------------------------------------------------- locks
@@ -232,12 +231,18 @@ class radix_index {
       return nodes_[c].parent == parent && same_tokens(page_at(nodes_[c], 0), q);
     });
   }
-  static std::optional<page_source> source_of(std::uint8_t ready) noexcept {
-    if (ready & (1u << unsigned(tier_id::device))) return page_source::device;
-    if (ready & (1u << unsigned(tier_id::host))) return page_source::host;
-    if (ready != 0) return page_source::storage;
-    return std::nullopt;
-  }
+  // The fastest ready tier of a page by its ready-tier bits (device, then host, then storage);
+  // no_source: nothing ready. One load instead of a chain of tests.
+  static constexpr std::uint8_t no_source = 3;
+  static constexpr std::array<std::uint8_t, 1u << tier_count> source_table = [] {
+    std::array<std::uint8_t, 1u << tier_count> t{};
+    for (unsigned r = 0; r < t.size(); ++r)
+      t[r] = r & (1u << unsigned(tier_id::device))  ? std::uint8_t(page_source::device)
+             : r & (1u << unsigned(tier_id::host)) ? std::uint8_t(page_source::host)
+             : r != 0                               ? std::uint8_t(page_source::storage)
+                                                    : no_source;
+    return t;
+  }();
 
   std::uint32_t root_of(namespace_id ns, bool create);
   std::uint32_t alloc_node();

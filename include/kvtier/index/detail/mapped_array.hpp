@@ -2,10 +2,14 @@
 // A growable array of trivially copyable values whose growth never copies: on Linux the storage is
 // an anonymous mapping that mremap() enlarges (page tables move, the data and the pages already
 // touched stay), so a growing index faults each memory page in once instead of once per
-// reallocation. Arrays of 2 MiB and more ask for transparent huge pages (one fault per 2 MiB);
-// from 8 MiB on, sizes are rounded to 2 MiB. Shrinking hands the tail back to the system.
-// Elsewhere: realloc.
+// reallocation. Arrays of 2 MiB and more live at 2 MiB-aligned addresses and ask for transparent
+// huge pages (one fault per 2 MiB instead of 512): growth moves them with MREMAP_FIXED to a fresh
+// aligned range, so the kernel carries whole huge pages over; the one step that crosses 2 MiB
+// copies the small array into its first huge page. From 2 MiB on, sizes are whole 2 MiB ranges (a
+// range the mapping only partly covers gets small pages, and keeps them once touched).
+// Shrinking hands the tail back to the system. Elsewhere: realloc.
 #include <cstddef>
+#include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <new>
@@ -87,7 +91,7 @@ class mapped_array {
   static constexpr std::size_t page = 4096;
   static constexpr std::size_t huge = std::size_t{2} << 20;
   static std::size_t round_up(std::size_t b) noexcept {
-    const std::size_t unit = b >= 4 * huge ? huge : page;
+    const std::size_t unit = b >= huge ? huge : page;  // whole 2 MiB ranges: each can be one huge page
     return (b + unit - 1) / unit * unit;
   }
 
@@ -98,10 +102,23 @@ class mapped_array {
       release();
       return;
     }
-    if (!data_) p = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    else p = ::mremap(data_, bytes_, bytes, MREMAP_MAYMOVE);
-    if (p == MAP_FAILED) throw std::bad_alloc();
-    if (bytes >= huge) (void)::madvise(p, bytes, MADV_HUGEPAGE);  // its 2 MiB-aligned part
+    if (bytes < huge || (data_ && bytes < bytes_)) {  // small, or shrinking (in place: alignment kept)
+      if (!data_) p = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+      else p = ::mremap(data_, bytes_, bytes, MREMAP_MAYMOVE);
+      if (p == MAP_FAILED) throw std::bad_alloc();
+    } else {
+      p = map_aligned(bytes);
+      if (data_ && bytes_ >= huge) {  // aligned already: its page tables (huge pages whole) move
+        if (::mremap(data_, bytes_, bytes, MREMAP_MAYMOVE | MREMAP_FIXED, p) == MAP_FAILED) {
+          ::munmap(p, bytes);
+          throw std::bad_alloc();
+        }
+      } else if (data_) {  // small pages so far: copied once into huge ones
+        std::memcpy(p, data_, size_ * sizeof(T));
+        ::munmap(data_, bytes_);
+      }
+      (void)::madvise(p, bytes, MADV_HUGEPAGE);
+    }
 #else
     void* p = std::realloc(data_, bytes ? bytes : 1);
     if (!p) throw std::bad_alloc();
@@ -109,6 +126,18 @@ class mapped_array {
     data_ = static_cast<T*>(p);
     bytes_ = bytes;
   }
+#if defined(__linux__)
+  // A fresh mapping of `bytes` at a 2 MiB boundary (mapped 2 MiB longer, the ends given back).
+  static void* map_aligned(std::size_t bytes) {
+    void* raw = ::mmap(nullptr, bytes + huge, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (raw == MAP_FAILED) throw std::bad_alloc();
+    const auto at = reinterpret_cast<std::uintptr_t>(raw);
+    const std::uintptr_t aligned = (at + huge - 1) & ~std::uintptr_t(huge - 1);
+    if (aligned > at) ::munmap(raw, aligned - at);
+    if (const std::size_t tail = huge - (aligned - at); tail > 0) ::munmap(reinterpret_cast<void*>(aligned + bytes), tail);
+    return reinterpret_cast<void*>(aligned);
+  }
+#endif
   void release() noexcept {
     if (!data_) return;
 #if defined(__linux__)

@@ -1,7 +1,7 @@
 #pragma once
-// The prefix index's pages, indexed by page id (a structure of arrays): tokens, a 4-byte state
-// (tiers, in-flight tiers, lock count), device slot, host slot, the node holding the page, and the
-// page key once someone asked for it. Ids are handed out lowest first (a free bitmap), so the tail
+// The prefix index's pages, indexed by page id: tokens (one array), a 16-byte record (a 4-byte
+// state: tiers, in-flight tiers, lock count; device slot; host slot; the node holding the page)
+// in a second array, and the page key once someone asked for it in a third. Ids are handed out lowest first (a free bitmap), so the tail
 // above the highest live page can be given back when eviction shrinks the tree. 16 bytes of
 // bookkeeping a page (+ 16 for a key once keys are asked for); tokens apart.
 #include <algorithm>
@@ -47,6 +47,22 @@ struct page_state {
 };
 static_assert(sizeof(page_state) == 4);
 
+// insert()'s residency when every page gets the same one: append_pages then sets the run's pages
+// from one precomputed state word and slot pair.
+struct same_residency {
+  page_residency residency;
+  page_residency operator()(std::size_t) const noexcept { return residency; }
+};
+
+// One page's bookkeeping, 16 bytes in one place: a new page is one store, its state one load.
+struct page_record {
+  page_state state{};
+  device_slot device{};
+  host_slot host{};
+  std::uint32_t owner = UINT32_MAX;  // the node holding the page; none (UINT32_MAX) when free
+};
+static_assert(sizeof(page_record) == 16);
+
 template <class PageSize>
 class page_store {
  public:
@@ -58,49 +74,49 @@ class page_store {
   std::size_t tokens_per_page() const noexcept { return ps_.tokens(); }
   token_id* tokens(std::uint32_t p) noexcept { return tokens_.data() + std::size_t(p) * ps_.tokens(); }
   const token_id* tokens(std::uint32_t p) const noexcept { return tokens_.data() + std::size_t(p) * ps_.tokens(); }
-  page_state& state(std::uint32_t p) noexcept { return state_[p]; }
-  const page_state* states() const noexcept { return state_.data(); }
-  const page_state& state(std::uint32_t p) const noexcept { return state_[p]; }
-  device_slot& device(std::uint32_t p) noexcept { return device_[p]; }
-  host_slot& host(std::uint32_t p) noexcept { return host_[p]; }
-  std::uint32_t& owner(std::uint32_t p) noexcept { return owner_[p]; }
-  std::uint32_t owner(std::uint32_t p) const noexcept { return owner_[p]; }
-  bool live(std::uint32_t p) const noexcept { return p < owner_.size() && owner_[p] != none; }
+  page_state& state(std::uint32_t p) noexcept { return rec_[p].state; }
+  const page_record* records() const noexcept { return rec_.data(); }
+  const page_state& state(std::uint32_t p) const noexcept { return rec_[p].state; }
+  device_slot& device(std::uint32_t p) noexcept { return rec_[p].device; }
+  host_slot& host(std::uint32_t p) noexcept { return rec_[p].host; }
+  std::uint32_t& owner(std::uint32_t p) noexcept { return rec_[p].owner; }
+  std::uint32_t owner(std::uint32_t p) const noexcept { return rec_[p].owner; }
+  bool live(std::uint32_t p) const noexcept { return p < rec_.size() && rec_[p].owner != none; }
 
   page_residency residency(std::uint32_t p) const noexcept {
-    return page_residency{tier_set{state_[p].tiers()}, tier_set{state_[p].in_flight()}, device_[p], host_[p]};
+    return page_residency{tier_set{rec_[p].state.tiers()}, tier_set{rec_[p].state.in_flight()}, rec_[p].device, rec_[p].host};
   }
   // Stores r (normalized: in_flight within tiers, slots of absent tiers cleared).
   void set_residency(std::uint32_t p, const page_residency& r) noexcept {
-    state_[p].set_tiers(r.tiers.bits, r.in_flight.bits);
-    device_[p] = r.tiers.has(tier_id::device) ? r.device : device_slot{};
-    host_[p] = r.tiers.has(tier_id::host) ? r.host : host_slot{};
+    rec_[p].state.set_tiers(r.tiers.bits, r.in_flight.bits);
+    rec_[p].device = r.tiers.has(tier_id::device) ? r.device : device_slot{};
+    rec_[p].host = r.tiers.has(tier_id::host) ? r.host : host_slot{};
   }
 
   std::uint32_t locks(std::uint32_t p) const {
-    const std::uint32_t small = state_[p].locks();
+    const std::uint32_t small = rec_[p].state.locks();
     if (small < 0xFFFF) return small;
     const auto it = lock_overflow_.find(p);
     return small + (it == lock_overflow_.end() ? 0 : it->second);
   }
   void add_lock(std::uint32_t p) {
-    if (state_[p].locks() < 0xFFFF) state_[p].word += page_state::lock_one;
+    if (rec_[p].state.locks() < 0xFFFF) rec_[p].state.word += page_state::lock_one;
     else ++lock_overflow_[p];
   }
   void remove_lock(std::uint32_t p) {  // the page holds a lock
-    if (state_[p].locks() == 0xFFFF) {
+    if (rec_[p].state.locks() == 0xFFFF) {
       if (auto it = lock_overflow_.find(p); it != lock_overflow_.end()) {
         if (--it->second == 0) lock_overflow_.erase(it);
         return;
       }
     }
-    state_[p].word -= page_state::lock_one;
+    rec_[p].state.word -= page_state::lock_one;
   }
 
   // The memoized page key; zero (root_page_key) while unknown. `keys_` exists once asked for.
   page_key known_key(std::uint32_t p) const noexcept { return p < keys_.size() ? keys_[p] : page_key{}; }
   void remember_key(std::uint32_t p, page_key k) const {
-    if (keys_.size() < owner_.size()) keys_.resize(owner_.size());
+    if (keys_.size() < rec_.size()) keys_.resize(rec_.size());
     keys_[p] = k;
   }
 
@@ -123,62 +139,85 @@ class page_store {
   // A page id from take_ids() becomes a page of `node` with residency r and no lock; its tokens
   // are copied from `tokens`.
   void init(std::uint32_t p, std::uint32_t node, const page_residency& r, const token_id* tokens) noexcept {
-    state_[p] = page_state::of(r.tiers.bits, r.in_flight.bits);
-    device_[p] = r.tiers.has(tier_id::device) ? r.device : device_slot{};
-    host_[p] = r.tiers.has(tier_id::host) ? r.host : host_slot{};
-    owner_[p] = node;
+    rec_[p] = page_record{page_state::of(r.tiers.bits, r.in_flight.bits),
+                          r.tiers.has(tier_id::device) ? r.device : device_slot{},
+                          r.tiers.has(tier_id::host) ? r.host : host_slot{}, node};
     if (p < keys_.size()) keys_[p] = page_key{};
     std::memcpy(this->tokens(p), tokens, ps_.tokens() * sizeof(token_id));
     ++live_;
   }
 
+  // Pages ids[0..k) from take_ids() become pages of `node`, all with residency r and no lock;
+  // page i's tokens are tokens[i * tokens per page ...].
+  void init_run(const std::uint32_t* ids, std::size_t k, std::uint32_t node, const page_residency& r,
+                const token_id* tokens) noexcept {
+    const page_state s = page_state::of(r.tiers.bits, r.in_flight.bits);
+    const device_slot d = r.tiers.has(tier_id::device) ? r.device : device_slot{};
+    const host_slot h = r.tiers.has(tier_id::host) ? r.host : host_slot{};
+    const page_record rec{s, d, h, node};
+    page_record* const rs = rec_.data();
+    token_id* const tk = tokens_.data();
+    const std::size_t t = ps_.tokens();
+    for (std::size_t i = 0; i < k; ++i) {
+      const std::uint32_t p = ids[i];
+      rs[p] = rec;
+      std::memcpy(tk + std::size_t(p) * t, tokens + i * t, t * sizeof(token_id));
+    }
+    if (!keys_.empty())
+      for (std::size_t i = 0; i < k; ++i)
+        if (ids[i] < keys_.size()) keys_[ids[i]] = page_key{};
+    live_ += k;
+  }
+
   // Page p, whose one copy (in tier ti) is dropped and which holds no lock, leaves: its slot of
   // that tier is cleared and its id freed.
   void drop_last_copy(std::uint32_t p, std::uint32_t ti) noexcept {
-    state_[p] = page_state{};
-    if (ti == std::uint32_t(tier_id::device)) device_[p] = device_slot{};
-    if (ti == std::uint32_t(tier_id::host)) host_[p] = host_slot{};
-    free(p);
+    (void)ti;  // every field is cleared
+    rec_[p] = page_record{};
+    free_id(p);
   }
 
   void free(std::uint32_t p) noexcept {
-    owner_[p] = none;
+    rec_[p].owner = none;
+    free_id(p);
+  }
+
+ private:
+  void free_id(std::uint32_t p) noexcept {
     free_[p / 64] |= std::uint64_t{1} << (p % 64);
     lowest_free_word_ = std::min<std::size_t>(lowest_free_word_, p / 64);
     --live_;
   }
 
+ public:
   std::size_t live() const noexcept { return live_; }
-  std::size_t high_water() const noexcept { return owner_.size(); }
+  std::size_t high_water() const noexcept { return rec_.size(); }
 
   // Gives back the storage above the highest live page once it exceeds that page by a quarter.
   void trim() {
-    std::size_t n = owner_.size();
+    std::size_t n = rec_.size();
     if (n <= live_ + live_ / 8 + 64) return;
-    while (n > 0 && owner_[n - 1] == none) {
+    while (n > 0 && rec_[n - 1].owner == none) {
       const std::size_t w = (n - 1) / 64;
       if (n % 64 == 0 && free_[w] == ~std::uint64_t{0}) n -= 64;  // a whole free word at once
       else --n;
     }
-    if (n == owner_.size()) return;
+    if (n == rec_.size()) return;
     resize_all(n);
     free_.resize((n + 63) / 64);
     if (n % 64) free_.back() &= (std::uint64_t{1} << (n % 64)) - 1;
     lowest_free_word_ = std::min(lowest_free_word_, free_.size());
-    if (owner_.capacity() > n + n / 4 + 256) shrink_all();
+    if (rec_.capacity() > n + n / 4 + 256) shrink_all();
   }
 
   void reserve(std::size_t n) {
-    if (n <= owner_.capacity()) return;
+    if (n <= rec_.capacity()) return;
     tokens_.reserve(n * ps_.tokens());
-    state_.reserve(n);
-    device_.reserve(n);
-    host_.reserve(n);
-    owner_.reserve(n);
+    rec_.reserve(n);
   }
 
   std::size_t memory_bytes() const noexcept {
-    return state_.memory_bytes() + device_.memory_bytes() + host_.memory_bytes() + owner_.memory_bytes() +
+    return rec_.memory_bytes() +
            keys_.memory_bytes() + free_.capacity() * sizeof(std::uint64_t) +
            lock_overflow_.size() * 32 + lock_overflow_.bucket_count() * sizeof(void*);
   }
@@ -188,15 +227,12 @@ class page_store {
   // Every id in use: the arrays grow to the next multiple of 64 pages, the new ids all free (one
   // bitmap word). Returns that word.
   [[gnu::noinline]] std::size_t add_free_ids() {
-    const std::size_t n = owner_.size(), k = 64 - n % 64;
+    const std::size_t n = rec_.size(), k = 64 - n % 64;
     if (n + k > page_limit) throw std::length_error("kvtier: radix_index page count above 2^32-2");
-    if (n + k > owner_.capacity()) reserve(n + k + (n + k) / 4 + 64);  // 25% steps: mremap, no copy
+    if (n + k > rec_.capacity()) reserve(n + k + (n + k) / 4 + 64);  // 25% steps: mremap, no copy
     (void)tokens_.extend(k * ps_.tokens());
-    (void)state_.extend(k);
-    (void)device_.extend(k);
-    (void)host_.extend(k);
-    std::uint32_t* o = owner_.extend(k);
-    for (std::size_t i = 0; i < k; ++i) o[i] = none;
+    page_record* o = rec_.extend(k);
+    for (std::size_t i = 0; i < k; ++i) o[i] = page_record{};
     const std::size_t w = n / 64;
     if (free_.size() == w) free_.push_back(0);
     free_[w] |= ~std::uint64_t{0} << (n % 64);
@@ -204,28 +240,19 @@ class page_store {
   }
   void resize_all(std::size_t n) {
     tokens_.resize(n * ps_.tokens());
-    state_.resize(n);
-    device_.resize(n);
-    host_.resize(n);
-    owner_.resize(n);
+    rec_.resize(n);
     if (keys_.size() > n) keys_.resize(n);
   }
   void shrink_all() {
     tokens_.shrink_to_fit();
-    state_.shrink_to_fit();
-    device_.shrink_to_fit();
-    host_.shrink_to_fit();
-    owner_.shrink_to_fit();
+    rec_.shrink_to_fit();
     keys_.shrink_to_fit();
     free_.shrink_to_fit();
   }
 
   PageSize ps_;
   mapped_array<token_id> tokens_;  // (page, token)
-  mapped_array<page_state> state_;
-  mapped_array<device_slot> device_;
-  mapped_array<host_slot> host_;
-  mapped_array<std::uint32_t> owner_;  // the node holding the page; none when free
+  mapped_array<page_record> rec_;  // per page: state, slots, owner node
   mutable mapped_array<page_key> keys_;  // memoized page keys (zero: not computed yet)
   std::vector<std::uint64_t> free_;    // one bit a page id below high_water(): 1 = free
   std::size_t lowest_free_word_ = 0;   // no free bit in the words before it

@@ -122,7 +122,7 @@ void radix_index<Policy, PageSize>::compact_lists() {
 template <eviction_policy Policy, std::size_t PageSize>
 void radix_index<Policy, PageSize>::give_back_memory() {
   store_.trim();
-  if (list_garbage_ > 256 && list_garbage_ * 4 > lists_.size()) compact_lists();
+  if (list_garbage_ > 256 && list_garbage_ * 2 > lists_.size()) compact_lists();
   if (nodes_.size() > 1024 && live_nodes_ * 2 < nodes_.size()) {
     std::size_t keep = nodes_.size();
     while (keep > 0 && !nodes_[keep - 1].alive) --keep;

@@ -46,15 +46,19 @@ void radix_index<Policy, PageSize>::match(namespace_id ns, std::span<const token
   if (options.touch) ++clock_;
   const access_info access{clock_, options.priority};
   std::array<std::size_t, 3> by_source{};
-  (void)walk(
+  // Written in place (no capacity test a page), then cut to the matched length.
+  out.pages.resize(n);
+  out.sources.resize(n);
+  page_id* const pages = out.pages.data();
+  page_source* const sources = out.sources.data();
+  const walk_end end = walk(
       root, tokens,
-      [&](std::uint32_t p, std::size_t) {
-        const detail::page_state s = store_.state(p);
-        const auto src = source_of(s.ready());
-        if (!src) return false;
-        out.pages.push_back(page_id{p});
-        out.sources.push_back(*src);
-        ++by_source[std::size_t(*src)];
+      [&](std::uint32_t p, std::size_t i) {
+        const std::uint8_t src = source_table[store_.state(p).ready() & ((1u << tier_count) - 1)];
+        if (src == no_source) return false;
+        pages[i] = page_id{p};
+        sources[i] = page_source(src);
+        ++by_source[src];
         return true;
       },
       [&](std::uint32_t c, std::uint32_t j, std::size_t) {
@@ -64,6 +68,8 @@ void radix_index<Policy, PageSize>::match(namespace_id ns, std::span<const token
         }
         return c;
       });
+  out.pages.resize(end.pages);
+  out.sources.resize(end.pages);
   out.device_pages = by_source[std::size_t(page_source::device)];
   out.host_pages = by_source[std::size_t(page_source::host)];
   out.storage_pages = by_source[std::size_t(page_source::storage)];
@@ -101,13 +107,20 @@ std::uint32_t radix_index<Policy, PageSize>::append_pages(std::uint32_t parent, 
   store_.take_ids(n - first, ids);
   std::array<std::uint32_t, 1u << tier_count> by_tiers{};  // pages per tier set
   std::uint8_t first_tiers = 0;
-  for (std::size_t i = first; i < n; ++i) {
-    const std::uint32_t p = ids[i - first];
-    const page_residency r = residency(i);
-    store_.init(p, leaf, r, query_page(tokens, i));
-    const std::uint8_t tiers = store_.state(p).tiers();
-    if (i == first) first_tiers = tiers;
-    ++by_tiers[tiers];
+  if constexpr (std::same_as<std::remove_cvref_t<ResidencyOf>, detail::same_residency>) {
+    const page_residency r = residency(first);
+    store_.init_run(ids, n - first, leaf, r, query_page(tokens, first));
+    first_tiers = store_.state(ids[0]).tiers();
+    by_tiers[first_tiers] += std::uint32_t(n - first);
+  } else {
+    for (std::size_t i = first; i < n; ++i) {
+      const std::uint32_t p = ids[i - first];
+      const page_residency r = residency(i);
+      store_.init(p, leaf, r, query_page(tokens, i));
+      const std::uint8_t tiers = store_.state(p).tiers();
+      if (i == first) first_tiers = tiers;
+      ++by_tiers[tiers];
+    }
   }
   if (keep_path)
     for (std::size_t k = 0; k < n - first; ++k) path_scratch_.push_back(page_id{ids[k]});
@@ -142,7 +155,7 @@ insert_result radix_index<Policy, PageSize>::insert(namespace_id ns, std::span<c
     if (path) path->clear();
     return r;
   }
-  if (list_garbage_ > 256 && list_garbage_ * 4 > lists_.size()) compact_lists();
+  if (list_garbage_ > 256 && list_garbage_ * 2 > lists_.size()) compact_lists();
   const bool keep_path = options.lock || path;
   path_scratch_.clear();
   const access_info access{++clock_, options.priority};

@@ -53,7 +53,7 @@ std::size_t radix_index<Policy, PageSize>::drain_node(std::uint32_t n, std::size
   // No array grows during a pass (take() must not insert), so their addresses hold: kept in locals.
   node* const nodes = nodes_.data();
   const std::uint32_t* const lists = lists_.data();
-  const detail::page_state* const states = store_.states();
+  const detail::page_record* const rec = store_.records();
   std::size_t taken = 0;
   std::uint32_t j = std::min(nodes[n].count, nodes[n].tier_end[ti]);
   nodes[n].tier_end[ti] = nodes[n].count;  // trivially true; a gain of the tier during the pass resets it
@@ -68,7 +68,7 @@ std::size_t radix_index<Policy, PageSize>::drain_node(std::uint32_t n, std::size
       std::uint32_t k = j;
       while (taken < budget && k > 1) {
         const std::uint32_t p = lists[begin + k - 1];
-        if (states[p].word != bit) break;
+        if (rec[p].state.word != bit) break;
         if (!take(p)) {
           refused = true;
           top = k - 1;
@@ -86,7 +86,7 @@ std::size_t radix_index<Policy, PageSize>::drain_node(std::uint32_t n, std::size
         if (std::size_t(begin) + j == lists_.size()) lists_.resize(lists_.size() - gone);
         else list_garbage_ += gone;
         j = k;
-        if (!refused && states[lists[begin + k - 1]].unused()) trim(n);  // a copyless page now ends the leaf
+        if (!refused && rec[lists[begin + k - 1]].state.unused()) trim(n);  // a copyless page now ends the leaf
       }
       if (refused) {
         nodes_[n].tier_end[ti] = top + 1;
@@ -100,9 +100,9 @@ std::size_t radix_index<Policy, PageSize>::drain_node(std::uint32_t n, std::size
     if (j == 0) break;
     --j;
     const std::uint32_t p = lists[x.begin + j];
-    const detail::page_state s = states[p];
+    const detail::page_state s = rec[p].state;
     if (!(s.word & bit)) continue;
-    const bool below = j + 1 < x.count ? (states[lists[x.begin + j + 1]].word & bit) != 0
+    const bool below = j + 1 < x.count ? (rec[lists[x.begin + j + 1]].state.word & bit) != 0
                                        : x.children_holding[ti] > 0;
     if (below || (s.word >> 8) != 0) {  // another page holds it, or locked, or in flight
       if (top == none) top = j;
