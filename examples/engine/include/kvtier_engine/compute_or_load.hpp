@@ -137,6 +137,7 @@ struct compute_or_load_options {
   std::size_t loads_in_flight = 2;      // load batches queued on the loader at once
   std::size_t suffix_chunk_tokens = 0;  // the suffix's prefill chunk (0: the plan's compute chunk)
   std::chrono::microseconds poll_interval{100};  // the planner thread's sleep when nothing moved
+  std::function<void()> worker_init;  // run first on the compute worker (e.g. cudaSetDevice for device != 0)
 };
 
 // Prefills `prompt` (positions [0, N)) whose pages [0, first_slow) are already in the pool and
@@ -178,6 +179,7 @@ kvtier::result<compute_or_load_result> prefill_compute_or_load(Backend& be, Load
   std::mutex jm;
   std::condition_variable jcv;
   std::thread worker([&] {
+    if (o.worker_init) o.worker_init();
     for (;;) {
       kvtier::page_range r;
       {
