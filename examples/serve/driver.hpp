@@ -20,6 +20,9 @@
 
 #include "kvtier/core/error.hpp"
 #include "kvtier_engine/engine.hpp"
+#include "kvtier_engine/scheduling/cost_model.hpp"
+#include "kvtier_engine/scheduling/policies.hpp"
+#include "kvtier_engine/serving/cli.hpp"
 #include "kvtier_engine/serving/cost_model.hpp"
 #include "kvtier_engine/serving/metrics.hpp"
 #include "kvtier_engine/serving/modes.hpp"
@@ -36,84 +39,41 @@ struct options {
   std::string model_dir, shape;
   std::uint64_t seed = 7;
   std::size_t context = 0, threads = 0;
-  std::string workload = "longdoc";
-  longdoc_options longdoc;
-  chat_options chat;
-  mooncake_options trace;
+  cli::workload_options wl;
   std::vector<cache_mode> modes;
   std::size_t device_pages = 256, host_pages = 1024, disk_pages = 4096;
   std::string dir, out = "serve-out";
   std::string policy = "fcfs";
+  std::string cost_path;  // the IO-aware policies' cost model (kvtier-serve's cost_model.json); default the H200 one
+  bool batch_invariant = true;  // CUDA: batch-invariant kernels (cuda_options::batch_invariant)
   server_options server;
   std::vector<double> sweep;  // rates (trace: time-scale factors)
   bool quiet = false;
 };
-
-inline std::vector<double> parse_list(const std::string& s) {
-  std::vector<double> v;
-  std::size_t i = 0;
-  while (i < s.size()) {
-    const std::size_t c = s.find(',', i);
-    const std::string item = s.substr(i, c == std::string::npos ? std::string::npos : c - i);
-    char* end = nullptr;
-    const double x = std::strtod(item.c_str(), &end);
-    if (item.empty() || *end != '\0' || !(x > 0)) throw kvtier::config_error("kvtier-serve: --sweep takes positive numbers separated by commas");
-    v.push_back(x);
-    if (c == std::string::npos) break;
-    i = c + 1;
-  }
-  return v;
-}
 
 inline void usage(std::FILE* f, const char* prog) {
   std::fprintf(f,
                "usage: %s [options]\n"
                " model:     --model DIR (llama2.c checkpoint; CPU default models/stories260K) | --shape NAME --seed N\n"
                "            --context N (the longest prompt + reply; default the model's) --threads N\n"
-               " workload:  --workload longdoc|chat|trace\n"
-               "   longdoc: --docs D --questions Q --doc-min N --doc-max N --question-tokens N --answer-tokens N\n"
-               "            --requests N --rate R (req/s) --zipf S --workload-seed N\n"
-               "   chat:    --sessions N --turns N --system-tokens N --user-min N --user-max N --reply N --rate R (sessions/s) --think S\n"
-               "   trace:   --trace FILE --time-scale F --limit N --max-output N\n"
+               "            --batch-invariant 0|1 (CUDA: batch-invariant GEMMs and attention splits; default 1)\n"
+               "%s"
                " modes:     --modes none,device,host,file   capacities in pages: --device-pages N --host-pages N --disk-pages N\n"
                "            --dir PATH (file tier directory; default a temporary one)\n"
-               " scheduler: --policy fcfs|lpm --budget TOKENS --chunk TOKENS --max-batch N\n"
+               " scheduler: --policy BASE[+delay-hit][+balance][+bubble][+strata] (BASE fcfs|lpm) --cost-model FILE\n"
+               "            --budget TOKENS --chunk TOKENS --max-batch N\n"
                " output:    --out DIR (requests.csv, summary.csv, sweep.csv, sweep.svg, cost_model.json) --sweep R1,R2,...\n"
                "            (trace: --sweep takes time-scale factors)  --quiet\n",
-               prog);
+               prog, cli::workload_usage);
 }
 
 // Parses argv; exits 2 with a message on a bad argument.
 inline options parse(int argc, char** argv, const options& defaults) {
   options o = defaults;
   std::string modes = "none,device,host,file";
-  auto need = [&](int& i) -> std::string {
-    if (i + 1 >= argc) {
-      std::fprintf(stderr, "kvtier-serve: %s needs a value\n", argv[i]);
-      std::exit(2);
-    }
-    return argv[++i];
-  };
-  auto count = [&](int& i) -> std::size_t {
-    const std::string name = argv[i], v = need(i);
-    char* end = nullptr;
-    const long long x = std::strtoll(v.c_str(), &end, 10);
-    if (v.empty() || *end != '\0' || x < 0) {
-      std::fprintf(stderr, "kvtier-serve: %s takes a non-negative integer, not '%s'\n", name.c_str(), v.c_str());
-      std::exit(2);
-    }
-    return std::size_t(x);
-  };
-  auto real = [&](int& i) -> double {
-    const std::string name = argv[i], v = need(i);
-    char* end = nullptr;
-    const double x = std::strtod(v.c_str(), &end);
-    if (v.empty() || *end != '\0' || !(x >= 0)) {
-      std::fprintf(stderr, "kvtier-serve: %s takes a non-negative number, not '%s'\n", name.c_str(), v.c_str());
-      std::exit(2);
-    }
-    return x;
-  };
+  const cli::arg_reader r{argc, argv, "kvtier-serve"};
+  auto need = [&](int& i) { return r.need(i); };
+  auto count = [&](int& i) { return r.count(i); };
   for (int i = 1; i < argc; ++i) {
     const std::string_view a = argv[i];
     if (a == "--help" || a == "-h") usage(stdout, argv[0]), std::exit(0);
@@ -122,39 +82,20 @@ inline options parse(int argc, char** argv, const options& defaults) {
     else if (a == "--seed") o.seed = count(i);
     else if (a == "--context") o.context = count(i);
     else if (a == "--threads") o.threads = count(i);
-    else if (a == "--workload") o.workload = need(i);
-    else if (a == "--docs") o.longdoc.documents = count(i);
-    else if (a == "--questions") o.longdoc.questions = count(i);
-    else if (a == "--doc-min") o.longdoc.doc_min = count(i);
-    else if (a == "--doc-max") o.longdoc.doc_max = count(i);
-    else if (a == "--question-tokens") o.longdoc.question_tokens = count(i);
-    else if (a == "--answer-tokens") o.longdoc.answer_tokens = count(i);
-    else if (a == "--requests") o.longdoc.requests = count(i);
-    else if (a == "--rate") o.longdoc.rate = o.chat.rate = real(i);
-    else if (a == "--zipf") o.longdoc.zipf = real(i);
-    else if (a == "--workload-seed") o.longdoc.seed = o.chat.seed = count(i);
-    else if (a == "--sessions") o.chat.sessions = count(i);
-    else if (a == "--turns") o.chat.turns = count(i);
-    else if (a == "--system-tokens") o.chat.system_tokens = count(i);
-    else if (a == "--user-min") o.chat.user_min = count(i);
-    else if (a == "--user-max") o.chat.user_max = count(i);
-    else if (a == "--reply") o.chat.reply_tokens = count(i);
-    else if (a == "--think") o.chat.think_s = real(i);
-    else if (a == "--trace") o.trace.path = need(i);
-    else if (a == "--time-scale") o.trace.time_scale = real(i);
-    else if (a == "--limit") o.trace.limit = count(i);
-    else if (a == "--max-output") o.trace.max_output = count(i);
+    else if (cli::parse_workload_arg(r, i, o.wl)) continue;
     else if (a == "--modes") modes = need(i);
     else if (a == "--device-pages") o.device_pages = count(i);
     else if (a == "--host-pages") o.host_pages = count(i);
     else if (a == "--disk-pages") o.disk_pages = count(i);
     else if (a == "--dir") o.dir = need(i);
     else if (a == "--policy") o.policy = need(i);
+    else if (a == "--cost-model") o.cost_path = need(i);
+    else if (a == "--batch-invariant") o.batch_invariant = count(i) != 0;
     else if (a == "--budget") o.server.token_budget = count(i);
     else if (a == "--chunk") o.server.chunk_tokens = count(i);
     else if (a == "--max-batch") o.server.max_batch = count(i);
     else if (a == "--out") o.out = need(i);
-    else if (a == "--sweep") o.sweep = parse_list(need(i));
+    else if (a == "--sweep") o.sweep = cli::positive_list(need(i), "kvtier-serve: --sweep");
     else if (a == "--quiet") o.quiet = true;
     else {
       std::fprintf(stderr, "kvtier-serve: unknown argument '%s'\n", argv[i]);
@@ -163,58 +104,16 @@ inline options parse(int argc, char** argv, const options& defaults) {
     }
   }
   o.modes = parse_modes(modes);
-  if (o.policy != "fcfs" && o.policy != "lpm") throw kvtier::config_error("kvtier-serve: --policy is fcfs or lpm");
-  if (o.workload != "longdoc" && o.workload != "chat" && o.workload != "trace")
+  if (cli::parse_policy(o.policy, "kvtier-serve").prefetch)
+    throw kvtier::config_error("kvtier-serve: +prefetch (scheduler-aware prefetch) runs in kvtier-simulate only");
+  if (o.wl.kind != "longdoc" && o.wl.kind != "chat" && o.wl.kind != "trace")
     throw kvtier::config_error("kvtier-serve: --workload is longdoc, chat or trace");
   if (o.device_pages == 0 || o.host_pages == 0) throw kvtier::config_error("kvtier-serve: --device-pages and --host-pages must be positive");
   return o;
 }
 
-// The workload at one sweep point (rate, or the trace's time-scale factor; 0: as configured).
 inline workload make_workload(const options& o, std::size_t vocab, std::size_t context, double point) {
-  if (o.workload == "longdoc") {
-    longdoc_options l = o.longdoc;
-    if (point > 0) l.rate = point;
-    if (l.doc_max + l.question_tokens + l.answer_tokens > context)
-      throw kvtier::config_error("kvtier-serve: --doc-max + --question-tokens + --answer-tokens exceed the context (" +
-                                 std::to_string(context) + "); raise --context or shorten the documents");
-    return longdoc_workload(l, vocab);
-  }
-  if (o.workload == "chat") {
-    chat_options c = o.chat;
-    if (point > 0) c.rate = point;
-    if (c.system_tokens + c.turns * (c.user_max + c.reply_tokens) > context)
-      throw kvtier::config_error("kvtier-serve: a whole chat session exceeds the context (" + std::to_string(context) + ")");
-    return chat_workload(c, vocab);
-  }
-  mooncake_options t = o.trace;
-  if (point > 0) t.time_scale = point;
-  t.context = context;
-  return mooncake_workload(t, vocab);
-}
-
-// One (mode, point) run's outcome.
-struct mode_run {
-  cache_mode mode;
-  double point = 0;
-  summary sum;
-  run_result result;
-};
-
-// One server of cache type Cache over workload `wl`: mode none runs it with caching off.
-template <class Backend, class Cache, class... Slow>
-kvtier::result<run_result> serve_once(const model_config& m, const model_weights& w, precision p, backend_options bo,
-                                      const options& o, bool caching, std::size_t host_pages, const workload& wl,
-                                      std::unique_ptr<Slow>... slow) {
-  const auto cfg = engine<Backend, Cache>::cache_config(w, p, o.device_pages, host_pages);
-  server_options so = o.server;
-  so.caching = caching;
-  if (o.policy == "lpm") {
-    auto s = std::make_unique<server<Backend, Cache, longest_prefix>>(m, w, cfg, bo, so, longest_prefix{}, std::move(slow)...);
-    return s->run(wl);
-  }
-  auto s = std::make_unique<server<Backend, Cache, fcfs>>(m, w, cfg, bo, so, fcfs{}, std::move(slow)...);
-  return s->run(wl);
+  return cli::make_workload(o.wl, vocab, context, point, "kvtier-serve");
 }
 
 // A fresh directory for one file tier, removed by the destructor.
@@ -238,6 +137,70 @@ struct scratch_dir {
     if (own) std::filesystem::remove_all(path, ec);
   }
 };
+
+// One (mode, point) run's outcome.
+struct mode_run {
+  cache_mode mode;
+  double point = 0;
+  summary sum;
+  run_result result;
+};
+
+// One server of cache type Cache over workload `wl`: mode none runs it with caching off.
+template <class Backend, class Cache, class... Slow>
+kvtier::result<run_result> serve_once(const model_config& m, const model_weights& w, precision p, backend_options bo,
+                                      const options& o, bool caching, std::size_t host_pages, const workload& wl,
+                                      std::unique_ptr<Slow>... slow) {
+  const auto cfg = engine<Backend, Cache>::cache_config(w, p, o.device_pages, host_pages);
+  server_options so = o.server;
+  so.caching = caching;
+  auto go = [&](auto policy) {
+    auto s = std::make_unique<server<Backend, Cache, decltype(policy)>>(m, w, cfg, bo, so, std::move(policy), std::move(slow)...);
+    return s->run(wl);
+  };
+  const auto spec = cli::parse_policy(o.policy, "kvtier-serve");
+  if (!spec.io_aware()) return spec.lpm ? go(longest_prefix{}) : go(fcfs{});
+  const scheduling::cost_model cost = o.cost_path.empty() ? scheduling::h200_default() : scheduling::load_cost_model(o.cost_path, m.layers);
+  const scheduling::features use{spec.delay_hit, spec.balance, spec.bubble};
+  if (spec.lpm) return go(scheduling::io_aware<longest_prefix>(use, cost));
+  return go(scheduling::io_aware<fcfs>(use, cost));
+}
+
+// Runs one mode on the traits' backend and caches (Traits: device_only_cache, host_cache, and with
+// a file tier file_cache, file_tier_type and file_config(dir, pages); precision(); m, w, bo).
+template <class Backend, class Traits>
+kvtier::result<run_result> run_mode(const Traits& t, cache_mode mode, const options& o, const workload& wl) {
+  using device_only = typename Traits::device_only_cache;
+  switch (mode) {
+    case cache_mode::none: return serve_once<Backend, device_only>(t.m, t.w, t.run_precision(), t.bo, o, false, 1, wl);
+    case cache_mode::device: return serve_once<Backend, device_only>(t.m, t.w, t.run_precision(), t.bo, o, true, 1, wl);
+    case cache_mode::host:
+      return serve_once<Backend, typename Traits::host_cache>(t.m, t.w, t.run_precision(), t.bo, o, true, o.host_pages, wl);
+    case cache_mode::file:
+      if constexpr (Traits::has_file_tier) {
+        using tier = typename Traits::file_tier_type;
+        scratch_dir dir(o.dir);
+        return serve_once<Backend, typename Traits::file_cache>(t.m, t.w, t.run_precision(), t.bo, o, true, o.host_pages, wl,
+                                                                std::make_unique<tier>(t.file_config(dir.path, o.disk_pages)));
+      }
+      break;
+  }
+  return kvtier::make_error(kvtier::errc::invalid_argument);
+}
+
+// The file tier's put and get bandwidth on a scratch tier of its own (`pages` pages, one batch each way).
+template <class Traits>
+std::vector<slow_tier_measurement> file_bandwidth_of(const Traits& t, const options& o, std::size_t pages) {
+  if constexpr (Traits::has_file_tier) {
+    scratch_dir dir(o.dir);
+    auto cfg = t.file_config(dir.path, pages);
+    typename Traits::file_tier_type tier(cfg);
+    return {slow_tier_bandwidth(tier, cfg.page_bytes, pages, kvtier::namespace_id{0xca1})};
+  } else {
+    (void)t, (void)o, (void)pages;
+    return {};
+  }
+}
 
 // Compares greedy tokens of every run with the first: requests and tokens that differ.
 struct token_check {
@@ -264,7 +227,7 @@ inline void plot_sweep(const options& o, const std::vector<mode_run>& runs) {
   if (!f) return;
   std::fprintf(f, "set terminal svg size 800,500\nset output '%s'\nset xlabel 'throughput (requests/s)'\n"
                   "set ylabel 'p90 TTFT (s)'\nset logscale y\nset key top left\nset grid\nset title 'kvtier-serve: %s, latency vs throughput'\n",
-               svg.c_str(), o.workload.c_str());
+               svg.c_str(), o.wl.kind.c_str());
   std::vector<std::string> modes;
   for (const auto& r : runs)
     if (std::find(modes.begin(), modes.end(), r.sum.mode) == modes.end()) modes.push_back(r.sum.mode);
@@ -306,7 +269,7 @@ int run_all(const options& o, Traits& traits) {
   std::vector<mode_run> runs;
   cost_samples all_samples;
   std::printf("kvtier-serve: %s on %s (%s), context %zu, workload %s, policy %s, budget %zu tokens/step, chunk %zu, max batch %zu\n",
-              m.name.c_str(), traits.backend_name().c_str(), traits.device_name().c_str(), m.seq_len, o.workload.c_str(),
+              m.name.c_str(), traits.backend_name().c_str(), traits.device_name().c_str(), m.seq_len, o.wl.kind.c_str(),
               o.policy.c_str(), o.server.token_budget, o.server.chunk_tokens, o.server.max_batch);
   std::printf("capacities: device %zu pages, host %zu pages, file %zu pages (%zu tokens/page, %zu bytes/page)\n", o.device_pages,
               o.host_pages, o.disk_pages, Traits::page_tokens, std::size_t(m.kv_shape(traits.kv_type()).bytes_per_page(Traits::page_tokens)));
@@ -315,9 +278,9 @@ int run_all(const options& o, Traits& traits) {
     const workload w = make_workload(o, m.vocab, m.seq_len, point);
     std::size_t prompt_tokens = 0;
     for (const auto& r : w.requests) prompt_tokens += r.prompt.size();
-    const double shown = point > 0 ? point : (o.workload == "trace" ? o.trace.time_scale : o.workload == "chat" ? o.chat.rate : o.longdoc.rate);
+    const double shown = point > 0 ? point : (o.wl.kind == "trace" ? o.wl.trace.time_scale : o.wl.kind == "chat" ? o.wl.chat.rate : o.wl.longdoc.rate);
     std::printf("\n%s: %zu requests, %zu prompt tokens (first turns only for chat), %s %g\n", w.name.c_str(), w.requests.size(),
-                prompt_tokens, o.workload == "trace" ? "time scale" : "rate", shown);
+                prompt_tokens, o.wl.kind == "trace" ? "time scale" : "rate", shown);
     print_summary_header(stdout);
     std::optional<std::size_t> ref;
     for (cache_mode mode : o.modes) {

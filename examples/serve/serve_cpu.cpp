@@ -17,15 +17,22 @@ namespace kvtier_serve {
 
 struct cpu_traits {
   static constexpr std::size_t page_tokens = 16;
-#ifdef KVTIER_SERVE_FILE
-  static constexpr bool has_file_tier = true;
-#else
-  static constexpr bool has_file_tier = false;
-#endif
   using pages = kvtier::page_size<page_tokens>;
   using device_only_cache = kvtier::cache_builder<pages, kvtier::device_memory<>, kvtier::host_memory<>, kvtier::slow_tiers<>,
                                                   kvtier::auto_choice, kvtier::write_policies<no_backup, kvtier::auto_choice>>::cache_type;
   using host_cache = kvtier::cache_builder<pages>::cache_type;
+#ifdef KVTIER_SERVE_FILE
+  static constexpr bool has_file_tier = true;
+  using file_tier_type = kvtier::file_tier<>;
+  using file_cache = kvtier::cache_builder<pages, kvtier::device_memory<>, kvtier::host_memory<>,
+                                           kvtier::slow_tiers<kvtier::slow_tier<kvtier::file_tier>>>::cache_type;
+  kvtier::file_tier_config file_config(const std::filesystem::path& dir, std::size_t capacity) const {
+    const kvtier::kv_shape shape = m.kv_shape(kvtier::dtype::fp32);
+    return {dir, shape, shape.bytes_per_page(page_tokens), capacity, 256, 32, true, false};  // buffered I/O
+  }
+#else
+  static constexpr bool has_file_tier = false;
+#endif
 
   model_weights w;
   model_config m;
@@ -44,44 +51,15 @@ struct cpu_traits {
     bo = backend_options{precision::fp32, o.threads, 0};
   }
   const model_config& config() const { return m; }
+  precision run_precision() const { return precision::fp32; }
   std::string backend_name() const { return "cpu-fp32"; }
   std::string device_name() const { return "CPU, " + std::to_string(std::thread::hardware_concurrency()) + " hardware threads"; }
   kvtier::dtype kv_type() const { return kvtier::dtype::fp32; }
 
   kvtier::result<run_result> run(cache_mode mode, const options& o, const workload& wl) {
-    switch (mode) {
-      case cache_mode::none: return serve_once<cpu_backend, device_only_cache>(m, w, precision::fp32, bo, o, false, 1, wl);
-      case cache_mode::device: return serve_once<cpu_backend, device_only_cache>(m, w, precision::fp32, bo, o, true, 1, wl);
-      case cache_mode::host: return serve_once<cpu_backend, host_cache>(m, w, precision::fp32, bo, o, true, o.host_pages, wl);
-      case cache_mode::file: {
-#ifdef KVTIER_SERVE_FILE
-        using file_cache = kvtier::cache_builder<pages, kvtier::device_memory<>, kvtier::host_memory<>,
-                                                 kvtier::slow_tiers<kvtier::slow_tier<kvtier::file_tier>>>::cache_type;
-        scratch_dir dir(o.dir);
-        const kvtier::kv_shape shape = m.kv_shape(kvtier::dtype::fp32);
-        kvtier::file_tier_config fc{dir.path, shape, shape.bytes_per_page(page_tokens), o.disk_pages, 256, 32, true, false};
-        return serve_once<cpu_backend, file_cache>(m, w, precision::fp32, bo, o, true, o.host_pages, wl,
-                                                   std::make_unique<kvtier::file_tier<>>(fc));
-#else
-        break;
-#endif
-      }
-    }
-    return kvtier::make_error(kvtier::errc::invalid_argument);
+    return run_mode<cpu_backend>(*this, mode, o, wl);
   }
-  // The file tier's put and get bandwidth on a scratch tier of its own (1024 pages, one batch each way).
-  std::vector<slow_tier_measurement> file_bandwidth(const options& o) const {
-#ifdef KVTIER_SERVE_FILE
-    scratch_dir dir(o.dir);
-    const kvtier::kv_shape shape = m.kv_shape(kvtier::dtype::fp32);
-    const std::size_t page_bytes = shape.bytes_per_page(page_tokens);
-    kvtier::file_tier<> tier(kvtier::file_tier_config{dir.path, shape, page_bytes, 1024, 256, 32, true, false});
-    return {slow_tier_bandwidth(tier, page_bytes, 1024, kvtier::namespace_id{0xca1})};
-#else
-    (void)o;
-    return {};
-#endif
-  }
+  std::vector<slow_tier_measurement> file_bandwidth(const options& o) const { return file_bandwidth_of(*this, o, 1024); }
   std::vector<copy_measurement> copy_bandwidth(const options&) const {
     return serving::copy_bandwidth<host_cache>(m.kv_shape(kvtier::dtype::fp32), page_tokens, {1, 16, 256});
   }
@@ -94,16 +72,11 @@ int main(int argc, char** argv) {
     kvtier_serve::options defaults;
     // CPU defaults sized for stories260K on two cores: documents of 256-768 tokens, a 1,024-token context.
     defaults.context = 1024;
-    defaults.longdoc.documents = 8;
-    defaults.longdoc.questions = 3;
-    defaults.longdoc.doc_min = 256;
-    defaults.longdoc.doc_max = 768;
-    defaults.longdoc.question_tokens = 16;
-    defaults.longdoc.answer_tokens = 16;
-    defaults.longdoc.rate = 2;
-    defaults.chat.rate = 4;
-    defaults.trace.path = KVTIER_SERVE_DEFAULT_TRACE;
-    defaults.trace.max_output = 16;
+    defaults.wl.longdoc = {.documents = 8, .questions = 3, .doc_min = 256, .doc_max = 768, .question_tokens = 16,
+                           .answer_tokens = 16, .rate = 2};
+    defaults.wl.chat.rate = 4;
+    defaults.wl.trace.path = KVTIER_SERVE_DEFAULT_TRACE;
+    defaults.wl.trace.max_output = 16;
     defaults.device_pages = 128;    // 3 documents; the 8 need ~2.5x that
     defaults.host_pages = 1024;
     defaults.disk_pages = 4096;

@@ -16,18 +16,35 @@
 
 namespace kvtier_serve {
 
+// cuda_backend with cuBLAS's heuristics and occupancy-driven attention splits (--batch-invariant 0):
+// the A side of the batch-invariance cost measurement.
+struct cuda_backend_heuristic : kvtier_engine::cuda::cuda_backend {
+  cuda_backend_heuristic(const model_config& m, const model_weights& w, const kv_pool& pool, backend_options o)
+      : cuda_backend(m, w, pool, o, heuristic()) {}
+  static kvtier_engine::cuda::cuda_options heuristic() {
+    kvtier_engine::cuda::cuda_options c;
+    c.batch_invariant = false;
+    return c;
+  }
+};
+
 struct cuda_traits {
   static constexpr std::size_t page_tokens = 16;
-#ifdef KVTIER_SERVE_FILE
-  static constexpr bool has_file_tier = true;
-#else
-  static constexpr bool has_file_tier = false;
-#endif
-  using backend = kvtier_engine::cuda::cuda_backend;
   using pages = kvtier::page_size<page_tokens>;
   using device_only_cache =
       kvtier::gpu_cache_builder<pages, kvtier::slow_tiers<>, kvtier::write_policies<no_backup, kvtier::auto_choice>>::cache_type;
   using host_cache = kvtier::gpu_cache_builder<pages>::cache_type;
+#ifdef KVTIER_SERVE_FILE
+  static constexpr bool has_file_tier = true;
+  using file_tier_type = kvtier::file_tier<>;
+  using file_cache = kvtier::gpu_cache_builder<pages, kvtier::slow_tiers<kvtier::slow_tier<kvtier::file_tier>>>::cache_type;
+  kvtier::file_tier_config file_config(const std::filesystem::path& dir, std::size_t capacity) const {
+    const kvtier::kv_shape shape = m.kv_shape(kvtier::dtype::bf16);
+    return {dir, shape, shape.bytes_per_page(page_tokens), capacity, 256, 64, true, true};  // O_DIRECT
+  }
+#else
+  static constexpr bool has_file_tier = false;
+#endif
 
   model_weights w;
   model_config m;
@@ -41,6 +58,7 @@ struct cuda_traits {
     bo = backend_options{precision::bf16, 0, 0};
   }
   const model_config& config() const { return m; }
+  precision run_precision() const { return precision::bf16; }
   std::string backend_name() const { return "cuda-bf16"; }
   std::string device_name() const {
     cudaDeviceProp p{};
@@ -50,38 +68,10 @@ struct cuda_traits {
   kvtier::dtype kv_type() const { return kvtier::dtype::bf16; }
 
   kvtier::result<run_result> run(cache_mode mode, const options& o, const workload& wl) {
-    switch (mode) {
-      case cache_mode::none: return serve_once<backend, device_only_cache>(m, w, precision::bf16, bo, o, false, 1, wl);
-      case cache_mode::device: return serve_once<backend, device_only_cache>(m, w, precision::bf16, bo, o, true, 1, wl);
-      case cache_mode::host: return serve_once<backend, host_cache>(m, w, precision::bf16, bo, o, true, o.host_pages, wl);
-      case cache_mode::file: {
-#ifdef KVTIER_SERVE_FILE
-        using file_cache = kvtier::gpu_cache_builder<pages, kvtier::slow_tiers<kvtier::slow_tier<kvtier::file_tier>>>::cache_type;
-        scratch_dir dir(o.dir);
-        const kvtier::kv_shape shape = m.kv_shape(kvtier::dtype::bf16);
-        kvtier::file_tier_config fc{dir.path, shape, shape.bytes_per_page(page_tokens), o.disk_pages, 256, 64, true, true};
-        return serve_once<backend, file_cache>(m, w, precision::bf16, bo, o, true, o.host_pages, wl,
-                                               std::make_unique<kvtier::file_tier<>>(fc));
-#else
-        break;
-#endif
-      }
-    }
-    return kvtier::make_error(kvtier::errc::invalid_argument);
+    if (!o.batch_invariant) return run_mode<cuda_backend_heuristic>(*this, mode, o, wl);
+    return run_mode<kvtier_engine::cuda::cuda_backend>(*this, mode, o, wl);
   }
-  // The file tier's put and get bandwidth on a scratch tier of its own (256 pages, one batch each way).
-  std::vector<slow_tier_measurement> file_bandwidth(const options& o) const {
-#ifdef KVTIER_SERVE_FILE
-    scratch_dir dir(o.dir);
-    const kvtier::kv_shape shape = m.kv_shape(kvtier::dtype::bf16);
-    const std::size_t page_bytes = shape.bytes_per_page(page_tokens);
-    kvtier::file_tier<> tier(kvtier::file_tier_config{dir.path, shape, page_bytes, 256, 256, 32, true, true});
-    return {slow_tier_bandwidth(tier, page_bytes, 256, kvtier::namespace_id{0xca1})};
-#else
-    (void)o;
-    return {};
-#endif
-  }
+  std::vector<slow_tier_measurement> file_bandwidth(const options& o) const { return file_bandwidth_of(*this, o, 256); }
   std::vector<copy_measurement> copy_bandwidth(const options&) const {
     return serving::copy_bandwidth<host_cache>(m.kv_shape(kvtier::dtype::bf16), page_tokens, {1, 16, 256});
   }
@@ -94,14 +84,9 @@ int main(int argc, char** argv) {
     kvtier_serve::options defaults;
     defaults.shape = "llama3-8b";
     defaults.context = 34816;
-    defaults.longdoc.documents = 12;
-    defaults.longdoc.questions = 4;
-    defaults.longdoc.doc_min = 8192;
-    defaults.longdoc.doc_max = 24576;
-    defaults.longdoc.question_tokens = 32;
-    defaults.longdoc.answer_tokens = 32;
-    defaults.longdoc.rate = 1;
-    defaults.trace.path = KVTIER_SERVE_DEFAULT_TRACE;
+    defaults.wl.longdoc = {.documents = 12, .questions = 4, .doc_min = 8192, .doc_max = 24576, .question_tokens = 32,
+                           .answer_tokens = 32, .rate = 1};
+    defaults.wl.trace.path = KVTIER_SERVE_DEFAULT_TRACE;
     defaults.server.token_budget = 8192;
     defaults.server.chunk_tokens = 4096;
     defaults.server.max_batch = 32;

@@ -5,91 +5,34 @@
 // so the test compares genuinely different schedules.
 #include <boost/test/unit_test.hpp>
 
+#include <algorithm>
 #include <memory>
+#include <string_view>
 #include <vector>
 
-#include "kvtier/cache.hpp"
-#include "kvtier_engine/cpu/cpu_backend.hpp"
-#include "kvtier_engine/engine.hpp"
-#include "kvtier_engine/model_files.hpp"
 #include "kvtier_engine/scheduling/cost_model.hpp"
 #include "kvtier_engine/scheduling/policies.hpp"
-#include "kvtier_engine/serving/server.hpp"
-#include "kvtier_engine/serving/workloads.hpp"
+#include "serving/serving_fixture.hpp"
 
-using namespace kvtier_engine;
-using namespace kvtier_engine::serving;
+using namespace kvtier_test::serving;
 using kvtier_engine::scheduling::features;
 using kvtier_engine::scheduling::io_aware;
 
 namespace {
 
-constexpr std::size_t P = 16;
-using host_cache = kvtier::cache_builder<kvtier::page_size<P>>::cache_type;
-
-struct stories {
-  model_files files = model_files::in(KVTIER_ENGINE_MODELS_DIR "/stories260K");
-  model_weights w = model_weights::load_llama2c(files.checkpoint.string(), files.name);
-  model_config m = [this] {
-    model_config c = w.config();
-    c.seq_len = 1024;
-    return c;
-  }();
-};
-const stories& model() {
-  static const stories s;
-  return s;
-}
-
 // Long-document questions arriving at once (a queue for the policies to order) and chat sessions.
 workload mixed() {
-  const std::size_t vocab = model().m.vocab;
-  longdoc_options l;
-  l.documents = 5;
-  l.questions = 3;
-  l.doc_min = 160;
-  l.doc_max = 320;
-  l.question_tokens = 12;
-  l.answer_tokens = 6;
-  l.requests = 18;
-  l.rate = 2000;
-  l.zipf = 0.5;
-  l.seed = 9;
-  workload w = longdoc_workload(l, vocab);
-  chat_options c;
-  c.sessions = 3;
-  c.turns = 3;
-  c.system_tokens = 32;
-  c.user_min = 8;
-  c.user_max = 24;
-  c.reply_tokens = 8;
-  c.rate = 1000;
-  c.think_s = 0.001;
-  c.seed = 2;
-  const workload chat = chat_workload(c, vocab);
-  const std::size_t base = w.requests.size();
-  for (request_spec r : chat.requests) {
-    r.id += base;
-    if (r.parent != no_parent) r.parent += base;
-    r.ns = kvtier::namespace_id{2};
-    w.requests.push_back(std::move(r));
-  }
-  return w;
+  const longdoc_options l{.documents = 5, .questions = 3, .doc_min = 160, .doc_max = 320, .question_tokens = 12,
+      .answer_tokens = 6, .requests = 18, .rate = 2000, .zipf = 0.5, .seed = 9};
+  const chat_options c{.sessions = 3, .turns = 3, .system_tokens = 32, .user_min = 8, .user_max = 24,
+      .reply_tokens = 8, .rate = 1000, .think_s = 0.001, .seed = 2};
+  return mixed_workload(l, c, 0.0);
 }
 
 template <class Policy>
 run_result serve(const workload& wl, Policy p) {
-  const stories& s = model();
-  const auto cfg = engine<cpu_backend, host_cache>::cache_config(s.w, precision::fp32, 64, 256);
-  server_options so;
-  so.token_budget = 96;
-  so.chunk_tokens = 64;
-  so.max_batch = 3;
-  auto srv = std::make_unique<server<cpu_backend, host_cache, Policy>>(s.m, s.w, cfg, backend_options{}, so, std::move(p));
-  auto r = srv->run(wl);
-  BOOST_TEST_REQUIRE(r.has_value(), "the run failed: " << (r ? "" : kvtier::to_string(r.code())));
-  BOOST_TEST(srv->cache().audit());
-  return std::move(*r);
+  const server_options so{.token_budget = 96, .chunk_tokens = 64, .max_batch = 3};
+  return serve_stories<host_cache>(wl, 64, 256, so, std::move(p));
 }
 
 // Admission order: request ids by the time they were admitted (ties by id).
@@ -107,6 +50,7 @@ BOOST_AUTO_TEST_CASE(io_aware_policies_keep_greedy_tokens) {
   const run_result base = serve(w, fcfs{});
   const auto cm = scheduling::h200_default();
   std::vector<run_result> runs;
+  runs.push_back(serve(w, io_aware<fcfs>(features{true, false, false}, cm)));  // delay-hit alone: not_now in the server
   runs.push_back(serve(w, io_aware<fcfs>(features{false, true, false}, cm)));
   runs.push_back(serve(w, io_aware<fcfs>(features{false, false, true}, cm)));
   runs.push_back(serve(w, io_aware<fcfs>(features{true, true, true}, cm)));
@@ -126,4 +70,51 @@ BOOST_AUTO_TEST_CASE(io_aware_policies_keep_greedy_tokens) {
     }
   }
   BOOST_TEST(reordered > 0u);  // at least one policy admitted in another order than FCFS
+  // Delay-hit avoidance ran in the real server: questions on a document another request was
+  // computing were left queued (not_now), and none of the policies without it deferred anything.
+  BOOST_TEST(runs[0].counters.policy_deferrals > 0u);
+  BOOST_TEST(runs[3].counters.policy_deferrals > 0u);
+  BOOST_TEST(runs[1].counters.policy_deferrals == 0u);
+  BOOST_TEST(base.counters.policy_deferrals == 0u);
+}
+
+// The prefix identity the server shows a policy: requests on the same uncached document share it
+// (the document's first page) while the document is missing; once the document is cached, a
+// question's missing prefix lies past it (another key). Checked through a policy that records what
+// it is shown.
+struct recording {
+  using kvtier_serving_policy = policy_tag;
+  static constexpr bool uses_cached_prefix = true;
+  std::shared_ptr<std::vector<queued_request>> seen = std::make_shared<std::vector<queued_request>>();
+  std::string_view name() const noexcept { return "recording"; }
+  double priority(const queued_request& q, const in_flight&) const {
+    seen->push_back(q);
+    return q.arrival_s;
+  }
+};
+
+BOOST_AUTO_TEST_CASE(queued_requests_carry_their_missing_prefix) {
+  const longdoc_options l{.documents = 1, .questions = 4, .doc_min = 200, .doc_max = 200, .question_tokens = 12,
+      .answer_tokens = 4, .requests = 4, .rate = 4000, .seed = 4};
+  const workload w = longdoc_workload(l, model().m.vocab);
+  // One at a time: the others queue while the document is computed, then hit it.
+  const server_options so{.token_budget = 64, .chunk_tokens = 64, .max_batch = 1};
+  recording rec;
+  (void)serve_stories<host_cache>(w, 64, 256, so, rec);
+  std::size_t uncached = 0, same_key = 0, cached = 0, other_key = 0;
+  std::uint64_t first = 0;
+  for (const auto& q : *rec.seen) {
+    if (q.cached_total() == 0) {
+      ++uncached;
+      if (first == 0) first = q.missing_prefix;
+      same_key += q.missing_prefix != 0 && q.missing_prefix == first;
+    } else if (q.cached_total() >= 192) {  // the document's 12 whole pages
+      ++cached;
+      other_key += q.missing_prefix != first;
+    }
+  }
+  BOOST_TEST(uncached > 1u);
+  BOOST_TEST(same_key == uncached);
+  BOOST_TEST(cached > 0u);
+  BOOST_TEST(other_key == cached);
 }

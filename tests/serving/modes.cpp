@@ -11,105 +11,40 @@
 #include <string>
 #include <vector>
 
-#include "kvtier/cache.hpp"
 #include "kvtier/testing/temp_dir.hpp"
-#include "kvtier_engine/cpu/cpu_backend.hpp"
-#include "kvtier_engine/engine.hpp"
-#include "kvtier_engine/model_files.hpp"
 #include "kvtier_engine/serving/metrics.hpp"
 #include "kvtier_engine/serving/modes.hpp"
-#include "kvtier_engine/serving/server.hpp"
-#include "kvtier_engine/serving/workloads.hpp"
+#include "serving/serving_fixture.hpp"
 #ifdef KVTIER_TEST_FILE_TIER
 #  include "kvtier/storage/file_tier.hpp"
 #endif
 
-using namespace kvtier_engine;
-using namespace kvtier_engine::serving;
+using namespace kvtier_test::serving;
 
 namespace {
 
-constexpr std::size_t P = 16;
-using pages = kvtier::page_size<P>;
 using device_only_cache = kvtier::cache_builder<pages, kvtier::device_memory<>, kvtier::host_memory<>, kvtier::slow_tiers<>,
                                                 kvtier::auto_choice, kvtier::write_policies<no_backup, kvtier::auto_choice>>::cache_type;
-using host_cache = kvtier::cache_builder<pages>::cache_type;
-
-struct stories {
-  model_files files = model_files::in(KVTIER_ENGINE_MODELS_DIR "/stories260K");
-  model_weights w = model_weights::load_llama2c(files.checkpoint.string(), files.name);
-  model_config m = [this] {
-    model_config c = w.config();
-    c.seq_len = 1024;
-    return c;
-  }();
-};
-const stories& model() {
-  static const stories s;
-  return s;
-}
 
 constexpr std::size_t device_pages = 64, host_pages = 32, disk_pages = 1024;
 
 server_options options_for(bool caching) {
-  server_options so;
-  so.token_budget = 128;
-  so.chunk_tokens = 64;
-  so.max_batch = 2;  // two requests of at most 27 pages each fit the 64-page device with room to evict
-  so.caching = caching;
-  return so;
+  // max_batch 2: two requests of at most 27 pages each fit the 64-page device with room to evict.
+  return server_options{.token_budget = 128, .chunk_tokens = 64, .max_batch = 2, .caching = caching};
 }
 
 template <class Cache, class Policy = fcfs, class... Slow>
 run_result serve(const workload& wl, bool caching, std::size_t host, std::unique_ptr<Slow>... slow) {
-  const stories& s = model();
-  const auto cfg = engine<cpu_backend, Cache>::cache_config(s.w, precision::fp32, device_pages, host);
-  auto srv = std::make_unique<server<cpu_backend, Cache, Policy>>(s.m, s.w, cfg, backend_options{}, options_for(caching), Policy{},
-                                                                  std::move(slow)...);
-  auto r = srv->run(wl);
-  BOOST_TEST_REQUIRE(r.has_value(), "the run failed: " << (r ? "" : kvtier::to_string(r.code())));
-  BOOST_TEST(srv->cache().audit());
-  return std::move(*r);
+  return serve_stories<Cache>(wl, device_pages, host, options_for(caching), Policy{}, std::move(slow)...);
 }
 
 // Long-document questions and chat sessions in one workload: ids 0..L-1 long-document, then chat.
 workload mixed() {
-  const std::size_t vocab = model().m.vocab;
-  longdoc_options l;
-  l.documents = 6;
-  l.questions = 4;
-  l.doc_min = 192;
-  l.doc_max = 384;
-  l.question_tokens = 12;
-  l.answer_tokens = 8;
-  l.requests = 24;
-  l.rate = 400;
-  l.zipf = 0.3;
-  l.seed = 3;
-  workload w = longdoc_workload(l, vocab);
-  chat_options c;
-  c.sessions = 4;
-  c.turns = 4;
-  c.system_tokens = 40;
-  c.user_min = 8;
-  c.user_max = 24;
-  c.reply_tokens = 12;
-  c.rate = 200;
-  c.think_s = 0.002;
-  c.seed = 5;
-  const workload chat = chat_workload(c, vocab);
-  const std::size_t base = w.requests.size();
-  const double t_end = w.requests.back().arrival_s;
-  for (request_spec r : chat.requests) {
-    r.id += base;
-    if (r.parent != no_parent) r.parent += base;
-    else r.arrival_s += t_end / 2;  // sessions start while documents are still asked about
-    r.session += 1000;
-    r.ns = kvtier::namespace_id{2};
-    w.requests.push_back(std::move(r));
-  }
-  w.name = "mixed";
-  return w;
+  const longdoc_options l{.documents = 6, .questions = 4, .doc_min = 192, .doc_max = 384, .question_tokens = 12,
+      .answer_tokens = 8, .requests = 24, .rate = 400, .zipf = 0.3, .seed = 3};
+  const chat_options c{.sessions = 4, .turns = 4, .system_tokens = 40, .user_min = 8, .user_max = 24,
+      .reply_tokens = 12, .rate = 200, .think_s = 0.002, .seed = 5};
+  return mixed_workload(l, c, 0.5);  // sessions start while documents are still asked about
 }
 
 // The metrics add up, whatever the mode.

@@ -15,6 +15,7 @@
 #include "kvtier_engine/backend.hpp"
 #include "kvtier_engine/cuda/common.cuh"
 #include "kvtier_engine/cuda/flash_prefill.cuh"
+#include "kvtier_engine/cuda/invariant_gemm.cuh"
 #include "kvtier_engine/cuda/kernels.cuh"
 #include "kvtier_engine/cuda/linear.cuh"
 #include "kvtier_engine/cuda/paged_attention.cuh"
@@ -24,7 +25,15 @@ namespace kvtier_engine::cuda {
 struct cuda_options {
   int max_chunk_rows = 4096;  // rows one prefill pass holds; longer chunks run in page-aligned pieces
   int max_batch = 64;         // decode sequences per step
-  int max_splits = 16;        // split-KV blocks per (row, kv head) in paged_attention
+  int max_splits = 16;        // split-KV blocks per (row, kv head) in paged_attention (batch_invariant off)
+  // bf16: every row's result independent of the batch it runs in (decode batch size, prefill chunk
+  // length and start, cached or computed prefix): GEMMs through one checked cuBLASLt algorithm per
+  // shape (invariant_gemm.cuh), attention split over keys at fixed absolute positions (every
+  // prefill_split_keys keys for prefill, decode_split_keys for decode) instead of by occupancy.
+  // Off: cuBLAS's heuristics and occupancy-driven splits (faster at some shapes, batch-dependent).
+  bool batch_invariant = true;
+  int prefill_split_keys = 4096;  // a multiple of the flash kernel's 64-key tile
+  int decode_split_keys = 1024;
 };
 
 namespace detail {
@@ -48,6 +57,12 @@ class cuda_model {
       kv_[l].head_dim = int(m.head_size);
     }
     upload_weights(w);
+    invariant_ = std::is_same_v<T, __nv_bfloat16> && o_.batch_invariant;
+    if (invariant_) {
+      if (o_.prefill_split_keys < 64 || o_.prefill_split_keys % 64 != 0 || o_.decode_split_keys < 1)
+        throw kvtier::config_error("kvtier_engine: cuda_backend: split keys must be positive (prefill: a multiple of 64)");
+      plan_gemms();
+    }
     const std::size_t R = std::max<std::size_t>(o_.max_chunk_rows, o_.max_batch), qkv = m.q_dim() + 2 * m.kv_dim();
     x_ = device_buffer<float>(R * m.dim);
     xb_ = device_buffer<T>(R * m.dim);
@@ -62,7 +77,8 @@ class cuda_model {
     row_seq_ = device_buffer<std::int32_t>(R);
     row_keys_ = device_buffer<std::int32_t>(R);
     tables_ = device_buffer<std::int32_t>(std::size_t(o_.max_batch) * max_pages_);
-    workspace_ = device_buffer<float>(paged_attention_workspace(o_.max_batch, int(m.heads), int(m.head_size), o_.max_splits));
+    const int decode_splits = invariant_ ? int((m.seq_len + o_.decode_split_keys - 1) / o_.decode_split_keys) : o_.max_splits;
+    workspace_ = device_buffer<float>(paged_attention_workspace(o_.max_batch, int(m.heads), int(m.head_size), decode_splits));
     host_ints_.resize(4 * R + std::size_t(o_.max_batch) * max_pages_);
     int dev = 0;
     check(cudaGetDevice(&dev), "cudaGetDevice");
@@ -73,6 +89,9 @@ class cuda_model {
   ~cuda_model() { (void)cudaStreamDestroy(stream_); }
 
   cudaStream_t stream() const noexcept { return stream_; }
+  // Whether every row's result is independent of the batch (bf16 with batch_invariant and every
+  // GEMM shape's algorithm passing its check; fp32 mode is not claimed).
+  bool batch_invariant() const noexcept { return invariant_ && gemm_ && gemm_->invariant(); }
 
   kvtier::result<void> prefill(const prefill_chunk& c, std::span<float> logits, const layer_hook& before_layer) {
     const std::size_t n = c.tokens.size(), P = kv_[0].page_tokens;
@@ -150,7 +169,7 @@ class cuda_model {
       kv.block_tables = tables_.data();
       kv.table_stride = decode ? max_pages_ : 0;
       rmsnorm(x_.data(), attn_norm_.data() + l * D, xb_.data(), rows, D, m_.norm_eps, stream_);
-      linear(blas_.get(), xb_.data(), wqkv_[l].data(), qkv_.data(), rows, D, qkv, false);
+      gemm(xb_.data(), wqkv_[l].data(), qkv_.data(), rows, D, qkv, false);
       rope_store(qkv_.data(), q_.data(), kv, positions_.data(), row_seq, rows, int(m_.heads), m_.rope_theta, m_.rope,
                  stream_);
       attention_rows<T> a;
@@ -169,33 +188,65 @@ class cuda_model {
       } else {
         attend_paged(a, kv, decode);
       }
-      linear(blas_.get(), att_.data(), wo_[l].data(), x_.data(), rows, qd, D, true);
+      gemm(att_.data(), wo_[l].data(), x_.data(), rows, qd, D, true);
       rmsnorm(x_.data(), ffn_norm_.data() + l * D, xb_.data(), rows, D, m_.norm_eps, stream_);
-      linear(blas_.get(), xb_.data(), w13_[l].data(), gu_.data(), rows, D, 2 * H, false);
+      gemm(xb_.data(), w13_[l].data(), gu_.data(), rows, D, 2 * H, false);
       swiglu(gu_.data(), hb_.data(), rows, H, stream_);
-      linear(blas_.get(), hb_.data(), w2_[l].data(), x_.data(), rows, H, D, true);
+      gemm(hb_.data(), w2_[l].data(), x_.data(), rows, H, D, true);
     }
   }
 
+  // Batch-invariant: key splits at fixed absolute positions (a row's keys [0, pos] split at every
+  // prefill_split_keys whatever the chunk), merged in split order; a row in one split only gets the
+  // same value through the merge as without it (weight exp2(0) = 1, empty splits add exact zeros).
   void attend_flash(const attention_rows<T>& a, const paged_kv_layer<T>& kv) {
-    const int splits = flash_prefill_splits(a.rows, a.causal_start, a.q_heads, sms_, o_.max_splits);
+    const int tiles_per_split = invariant_ ? o_.prefill_split_keys / 64 : 0;
+    const int splits = invariant_ ? (a.causal_start + a.rows + o_.prefill_split_keys - 1) / o_.prefill_split_keys
+                                  : flash_prefill_splits(a.rows, a.causal_start, a.q_heads, sms_, o_.max_splits);
     const std::size_t need = splits > 1 ? paged_attention_workspace(a.rows, a.q_heads, kv.head_dim, splits) : 0;
     if (need > prefill_ws_.size()) prefill_ws_ = device_buffer<float>(need);  // grows once per new shape
-    flash_prefill(a, kv, stream_, splits, prefill_ws_.data());
+    flash_prefill(a, kv, stream_, splits, prefill_ws_.data(), tiles_per_split);
   }
 
   void attend_paged(const attention_rows<T>& a, const paged_kv_layer<T>& kv, bool decode) {
+    if (decode && invariant_) {  // every row's keys split at multiples of decode_split_keys
+      const int splits = (a.max_keys + o_.decode_split_keys - 1) / o_.decode_split_keys;
+      paged_attention(a, kv, splits, workspace_.data(), stream_, o_.decode_split_keys);
+      return;
+    }
     const int splits = decode && a.rows <= o_.max_batch
                            ? paged_attention_splits(a.rows, kv.kv_heads, a.max_keys, sms_, o_.max_splits)
                            : 1;
     paged_attention(a, kv, splits, workspace_.data(), stream_);
   }
 
+  // The linear layers: the checked fixed algorithm when batch-invariant, else cuBLAS's heuristics.
+  template <class Out>
+  void gemm(const T* x, const T* w, Out* y, int rows, int in, int out, bool accumulate) {
+    if constexpr (std::is_same_v<T, __nv_bfloat16>) {
+      if (gemm_) return gemm_->run(x, w, y, rows, in, out, accumulate);
+    }
+    linear(blas_.get(), x, w, y, rows, in, out, accumulate);
+  }
+
+  void plan_gemms() {
+    if constexpr (std::is_same_v<T, __nv_bfloat16>) {
+      const int D = int(m_.dim), H = int(m_.hidden_dim), qd = int(m_.q_dim()), qkv = qd + 2 * int(m_.kv_dim());
+      const int R = o_.max_chunk_rows, B = o_.max_batch;
+      gemm_ = std::make_unique<invariant_gemm>(blas_.get(), stream_);
+      gemm_->plan<T>(wqkv_[0].data(), D, qkv, std::max(R, B));
+      gemm_->plan<float>(wo_[0].data(), qd, D, std::max(R, B));
+      gemm_->plan<T>(w13_[0].data(), D, 2 * H, std::max(R, B));
+      gemm_->plan<float>(w2_[0].data(), H, D, std::max(R, B));
+      gemm_->plan<float>(cls_ != nullptr ? cls_ : emb_.data(), D, int(m_.vocab), B);
+    }
+  }
+
   // Final norm and classifier for `count` rows from `first`; logits to the host.
   void head(int first, int count, std::span<float> logits) {
     const int D = int(m_.dim), V = int(m_.vocab);
     rmsnorm(x_.data() + std::size_t(first) * D, final_norm_.data(), xb_.data(), count, D, m_.norm_eps, stream_);
-    linear(blas_.get(), xb_.data(), cls_ != nullptr ? cls_ : emb_.data(), logits_.data(), count, D, V, false);
+    gemm(xb_.data(), cls_ != nullptr ? cls_ : emb_.data(), logits_.data(), count, D, V, false);
     check(cudaMemcpyAsync(logits.data(), logits_.data(), std::size_t(count) * V * sizeof(float), cudaMemcpyDeviceToHost,
                           stream_), "logits D2H");
     check(cudaStreamSynchronize(stream_), "forward");
@@ -253,6 +304,8 @@ class cuda_model {
   cublas_handle blas_;
   int max_pages_ = 0;
   int sms_ = 132;
+  bool invariant_ = false;
+  std::unique_ptr<invariant_gemm> gemm_;
   std::vector<paged_kv_layer<T>> kv_;
   device_buffer<T> emb_, cls_buf_;
   T* cls_ = nullptr;
@@ -286,6 +339,8 @@ class cuda_backend {
   std::string_view name() const noexcept { return mode_ == precision::bf16 ? "cuda-bf16" : "cuda-fp32"; }
   // The stream every kernel of this backend runs on (a layer hook may make it wait on an event).
   cudaStream_t stream() const noexcept { return bf16_ ? bf16_->stream() : fp32_->stream(); }
+  // Whether each request's tokens are independent of the batch it runs in (see cuda_options).
+  bool batch_invariant() const noexcept { return bf16_ && bf16_->batch_invariant(); }
 
   kvtier::result<void> prefill(const prefill_chunk& c, std::span<float> logits, const layer_hook& before_layer) {
     try {

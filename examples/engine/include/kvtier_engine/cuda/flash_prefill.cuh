@@ -274,16 +274,19 @@ inline bool flash_prefill_supports(const paged_kv_layer<__nv_bfloat16>& kv) {
 
 // Causal prefill attention of a chunk (rows at positions causal_start + row of sequence 0) over the
 // paged pool, head_dim 128, bf16. The chunk's K and V must already be in the pool. With splits > 1,
-// workspace holds paged_attention_workspace(rows, q_heads, 128, splits) floats.
+// workspace holds paged_attention_workspace(rows, q_heads, 128, splits) floats. tiles_per_split > 0
+// fixes each split's key range in absolute positions (split z: key tiles [z t, (z + 1) t)), so a
+// row's partition of its keys does not depend on the chunk (batch-invariant); splits must then be
+// ceil(tiles / tiles_per_split).
 inline void flash_prefill(const attention_rows<__nv_bfloat16>& a, const paged_kv_layer<__nv_bfloat16>& kv,
-                          cudaStream_t s, int splits = 1, float* workspace = nullptr) {
+                          cudaStream_t s, int splits = 1, float* workspace = nullptr, int tiles_per_split = 0) {
   if (a.rows == 0) return;
   if (!flash_prefill_supports(kv) || a.q_heads % kv.kv_heads != 0 || (splits > 1 && workspace == nullptr))
     throw std::invalid_argument("kvtier_engine: flash_prefill needs head_dim 128, whole query groups, a power-of-two page");
   int shift = 0;
   while ((1 << shift) < kv.page_tokens) ++shift;
   const int tiles = (a.causal_start + a.rows + detail::fa_keys - 1) / detail::fa_keys;
-  const int per_split = (tiles + splits - 1) / splits;
+  const int per_split = tiles_per_split > 0 ? tiles_per_split : (tiles + splits - 1) / splits;
   splits = (tiles + per_split - 1) / per_split;
   float* part_o = workspace;
   float* part_lse = workspace == nullptr ? nullptr : workspace + std::size_t(splits) * a.rows * a.q_heads * detail::fa_dim;

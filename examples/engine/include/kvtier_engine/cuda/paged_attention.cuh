@@ -159,13 +159,15 @@ inline int paged_attention_splits(int rows, int kv_heads, int max_keys, int sms,
 
 // Attention of every row over its sequence's paged keys. head_dim <= 256, q_heads / kv_heads <= 8.
 // workspace: paged_attention_workspace(rows, q_heads, head_dim, splits) floats, or null when splits == 1.
+// split_keys > 0 fixes each split's keys in absolute positions (split z: [z split_keys, (z + 1)
+// split_keys)), so a row's partition does not depend on the batch; splits must cover max_keys.
 template <class T>
 void paged_attention(const attention_rows<T>& a, const paged_kv_layer<T>& kv, int splits, float* workspace,
-                     cudaStream_t s) {
+                     cudaStream_t s, int fixed_split_keys = 0) {
   if (a.rows == 0) return;
   if (kv.head_dim > 256 || a.q_heads % kv.kv_heads != 0 || a.q_heads / kv.kv_heads > detail::pa_max_group)
     throw std::invalid_argument("kvtier_engine: paged_attention supports head_dim <= 256 and groups of <= 8");
-  const int split_keys = splits > 1 ? (a.max_keys + splits - 1) / splits : a.max_keys;
+  const int split_keys = fixed_split_keys > 0 ? fixed_split_keys : splits > 1 ? (a.max_keys + splits - 1) / splits : a.max_keys;
   float* part_o = workspace;
   float* part_lse = workspace == nullptr ? nullptr : workspace + std::size_t(splits) * a.rows * a.q_heads * kv.head_dim;
   if (kv.head_dim <= 32) detail::launch_paged_attention<T, 1>(a, kv, splits, split_keys, part_o, part_lse, s);

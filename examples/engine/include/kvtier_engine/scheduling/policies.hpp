@@ -21,10 +21,11 @@
 //  - select(candidates, state, out): the batch-level choice (every remedy), which needs what
 //    serving::queued_request does not carry: each request's first missing page and the groups of
 //    the requests already admitted. The simulator calls it.
-//  - priority(q, f): serving's scheduling_policy (one number per request, lower first), so the
-//    real server can run balance and bubble today: they need only the cached prefix by tier and
-//    the pages loading (in_flight::load_pages). delay_hit has no per-request form (no prefix
-//    identity in queued_request, no way to defer); it is select()-only.
+//  - priority(q, f): serving's scheduling_policy (one number per request, lower first), what the
+//    real server calls: balance and bubble from the cached prefix by tier and the pages loading
+//    (in_flight::load_pages); delay_hit answers serving::not_now when the request's missing prefix
+//    (queued_request::missing_prefix) is pending (in_flight::pending_prefixes: admitted, not yet
+//    committed, or admitted earlier this round), so the server leaves it queued.
 #include <algorithm>
 #include <cmath>
 #include <cstddef>
@@ -83,6 +84,7 @@ class io_aware {
 
   // serving's per-request form: Base's priority, after a class offset for balance and bubble.
   double priority(const serving::queued_request& q, const serving::in_flight& f) const noexcept {
+    if (use_.delay_hit && f.pending(q.missing_prefix)) return serving::not_now;
     const double base = base_.priority(q, f);
     const double load = load_of(q);
     const double compute = compute_of(q);

@@ -54,6 +54,7 @@ struct sim_record {
   std::size_t loaded_pages = 0, fetched_pages = 0;
   double load_wait_s = 0;
   std::uint32_t served = 0;  // times it finished (1)
+  bool warmup = false;       // its request_spec's warmup: not in the summary
   double ttft_s() const noexcept { return first_token_s - arrival_s; }
 };
 
@@ -160,6 +161,7 @@ class simulator {
       done_.clear();
     }
     out.counters.duration_s = last_finish - std::max(0.0, first_arrival);
+    for (const auto& r : w.requests) out.records[r.id].warmup = r.warmup;
     out.counters.pages_backed_up = cache_.backups();
     out.counters.pages_written_disk = cache_.disk_writes();
     out.wall_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - wall0).count();

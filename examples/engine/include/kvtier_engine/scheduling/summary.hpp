@@ -31,19 +31,26 @@ inline double percentile(std::vector<double> v, double p) {
 
 inline sim_summary summarize(const sim_result& r) {
   sim_summary s;
-  s.requests = r.records.size();
   std::vector<double> ttft;
-  double prompt = 0, output = 0, reused = 0;
-  bool once = true;
+  double prompt = 0, output = 0, reused = 0, first = -1, last = 0;
+  bool once = true, warm = false;
   for (const auto& x : r.records) {
     once = once && x.served == 1;
+    if (x.warmup) {
+      warm = true;
+      continue;
+    }
+    ++s.requests;
+    if (first < 0 || x.arrival_s < first) first = x.arrival_s;
+    last = std::max(last, x.finish_s);
     ttft.push_back(x.ttft_s());
     prompt += double(x.prompt_tokens);
     output += double(x.output_tokens);
     reused += double(x.reused_tokens);
   }
   const auto& c = r.counters;
-  const double d = c.duration_s > 0 ? c.duration_s : 1;
+  const double measured = warm ? (first >= 0 ? last - first : 0) : c.duration_s;  // the warm-up's time left out
+  const double d = measured > 0 ? measured : 1;
   s.throughput_rps = double(s.requests) / d;
   s.prompt_tokens_per_s = prompt / d;
   s.output_tokens_per_s = output / d;

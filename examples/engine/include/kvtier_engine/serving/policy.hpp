@@ -5,13 +5,21 @@
 //    prefix of its prompt by tier, as a lookup would find it now (device, host, disk/remote);
 //  - what is in flight: running requests by phase, host → device pages still loading, slow-tier
 //    pages being fetched, the step's token budget and the free device pages.
-// That is enough for FCFS and longest-prefix-match (SGLang's default) now, and for IO-aware
-// policies later (e.g. defer a request whose prefix is still on disk while the PCIe link is busy).
+//  - a prefix identity per queued request (the content key of the first page of its prompt that is
+//    ready neither on the device nor on host) and the same key of every admitted request that has
+//    not committed its prompt yet (in flight, or admitted earlier in the same round);
+// and takes the answer `not_now` (+infinity): the request stays queued this round. The server asks
+// again, with what it admitted so far this round, right before it admits each request, so a policy
+// can defer a request whose missing prefix another request is computing or fetching (Strata's
+// delay-hit avoidance: once the first commits, the later one finds the pages cached).
 //
 // A type opts in with `using kvtier_serving_policy = kvtier_engine::serving::policy_tag;`.
 #include <array>
 #include <concepts>
 #include <cstddef>
+#include <cstdint>
+#include <limits>
+#include <span>
 #include <string_view>
 
 #include "kvtier/core/tier.hpp"
@@ -19,6 +27,9 @@
 namespace kvtier_engine::serving {
 
 struct policy_tag {};
+
+// A priority meaning "leave this request queued this round".
+inline constexpr double not_now = std::numeric_limits<double>::infinity();
 
 // A queued request as a policy sees it.
 struct queued_request {
@@ -28,6 +39,10 @@ struct queued_request {
   // Tokens of the cached prefix by the fastest tier holding each page (device, host, disk, remote),
   // filled only for policies with uses_cached_prefix; whole pages, at most the prompt.
   std::array<std::size_t, kvtier::tier_count> cached_tokens{};
+  // Content key of the first whole page of the prompt ready neither on the device nor on host (a
+  // chained hash of the namespace and every token up to that page's end: two requests share it iff
+  // they share that prefix); 0 when nothing is missing. Filled with cached_tokens.
+  std::uint64_t missing_prefix = 0;
   std::size_t cached_total() const noexcept {
     std::size_t s = 0;
     for (std::size_t t : cached_tokens) s += t;
@@ -43,6 +58,15 @@ struct in_flight {
   std::size_t fetch_pages = 0;        // slow tier → host pages requested by admitted requests
   std::size_t token_budget = 0;       // tokens a step may compute
   std::size_t free_device_pages = 0;
+  // missing_prefix of every admitted request that has not committed its prompt yet (fetching or
+  // prefilling), then of those admitted earlier in this round; 0s left out.
+  std::span<const std::uint64_t> pending_prefixes;
+  bool pending(std::uint64_t key) const noexcept {
+    if (key == 0) return false;
+    for (std::uint64_t k : pending_prefixes)
+      if (k == key) return true;
+    return false;
+  }
 };
 
 namespace detail {
@@ -58,7 +82,7 @@ concept scheduling_policy =
   requires(const P& p, const queued_request& q, const in_flight& f) {
     { P::uses_cached_prefix } -> std::convertible_to<bool>;      // the server fills cached_tokens
     { p.name() } -> std::convertible_to<std::string_view>;
-    { p.priority(q, f) } -> std::same_as<double>;                // lower is admitted first
+    { p.priority(q, f) } -> std::same_as<double>;                // lower is admitted first; not_now: not this round
   };
 // clang-format on
 

@@ -26,6 +26,7 @@ struct request_spec {
   std::size_t parent = no_parent;         // the previous turn of the same session
   std::size_t session = 0, turn = 0;
   std::size_t doc = 0;                    // long-document QA: the document asked about
+  bool warmup = false;                    // served, but left out of the summary (cli::add_warmup)
 };
 
 struct workload {
@@ -45,6 +46,7 @@ struct request_record {
   std::size_t loaded_pages = 0;           // pages this request's load() queued host → device
   double load_wait_s = 0;                 // time its prefill waited for those layers
   std::size_t prefill_chunks = 0;
+  bool warmup = false;                    // its request_spec's warmup: not in the summary
   std::vector<kvtier::token_id> output;   // the generated tokens
 
   double ttft_s() const noexcept { return first_token_s - arrival_s; }

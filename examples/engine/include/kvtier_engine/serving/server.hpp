@@ -156,6 +156,7 @@ class server {
       }
     }
     cache_.drain();
+    for (const auto& r : w.requests) out.records[r.id].warmup = r.warmup;
     const auto& after = cache_.stats();
     auto& c = out.counters;
     c.duration_s = last_finish - std::max(0.0, first_arrival);
@@ -189,6 +190,7 @@ class server {
   struct active_request {
     queued q;
     phase ph = phase::prefill;
+    std::uint64_t missing_prefix = 0;        // its first missing page's key until the prompt is committed
     lease_type lease;
     std::vector<kvtier::device_slot> table;  // the cached prefix's slots, then the reserved ones
     std::size_t cached_pages = 0;            // usable prefix after load
@@ -217,6 +219,10 @@ class server {
     }
     f.token_budget = so_.token_budget;
     f.free_device_pages = cache_.device_pool().available();
+    pending_.clear();
+    for (const auto& a : active_)
+      if (a->ph != phase::decode && a->missing_prefix != 0) pending_.push_back(a->missing_prefix);
+    f.pending_prefixes = pending_;
     return f;
   }
 
@@ -241,14 +247,14 @@ class server {
     if (queue_.empty() || active_.size() >= so_.max_batch) return {};
     // Rank the first policy_window queued requests (arrival order) by the policy's priority.
     const std::size_t n = std::min(queue_.size(), so_.policy_window);
-    const in_flight f = flight();
+    in_flight f = flight();
     ranked_.clear();
     for (std::size_t i = 0; i < n; ++i) {
       queued_request v{queue_[i].id, queue_[i].arrival_s, queue_[i].prompt.size(), {}};
       if constexpr (Policy::uses_cached_prefix) {
         if (so_.caching) peek(queue_[i], v);
       }
-      ranked_.push_back({policy_.priority(v, f), queue_[i].arrival_s, i});
+      ranked_.push_back({policy_.priority(v, f), queue_[i].arrival_s, i, v});
     }
     std::stable_sort(ranked_.begin(), ranked_.end(), [](const rank& a, const rank& b) {
       return a.priority != b.priority ? a.priority < b.priority : a.arrival < b.arrival;
@@ -256,6 +262,12 @@ class server {
     std::vector<std::size_t> taken;
     for (const rank& rk : ranked_) {
       if (active_.size() >= so_.max_batch) break;
+      // Asked again with what this round admitted: not_now leaves the request queued.
+      f.pending_prefixes = pending_;
+      if (policy_.priority(rk.view, f) == not_now) {
+        out.counters.policy_deferrals++;
+        continue;
+      }
       auto a = std::make_unique<active_request>();
       a->q = std::move(queue_[rk.index]);
       request_record& rec = out.records[a->q.id];
@@ -274,6 +286,8 @@ class server {
         const std::span<const kvtier::token_id> p(a->q.prompt);
         if (auto e = cache_.lookup(a->q.ns, p.first(p.size() - 1), a->lease); !e) return e.err();
         for (std::size_t t = 0; t < kvtier::tier_count; ++t) rec.hit_tokens[t] = cache_.stats().hit_tokens[t] - hits0[t];
+        a->missing_prefix = missing_key(a->q, a->lease.sources());
+        if (a->missing_prefix != 0) pending_.push_back(a->missing_prefix);
         fetches = cache_.prefetch(a->lease);
       }
       if (fetches > 0) {  // load on the next step: the reads run meanwhile
@@ -306,7 +320,26 @@ class server {
       const std::size_t t = s == kvtier::page_source::device ? 0 : s == kvtier::page_source::host ? 1 : 2;
       v.cached_tokens[t] += page_tokens;
     }
+    v.missing_prefix = missing_key(q, src);
     (void)cache_.release(peek_lease_);
+  }
+
+  // The content key of the first page (of those a lookup may find) not ready on device or host:
+  // a chained hash of the namespace and the tokens up to that page's end; 0 when none is missing.
+  template <class Sources>
+  static std::uint64_t missing_key(const queued& q, const Sources& src) {
+    std::size_t k = 0;
+    while (k < src.size() && src[k] != kvtier::page_source::storage) ++k;
+    if (k >= (q.prompt.size() - 1) / page_tokens) return 0;
+    auto mix = [](std::uint64_t h, std::uint64_t v) {
+      h ^= v + 0x9e3779b97f4a7c15ull + (h << 6) + (h >> 2);
+      h ^= h >> 33;
+      h *= 0xff51afd7ed558ccdull;
+      return h ^ (h >> 29);
+    };
+    std::uint64_t h = mix(0x5157ull, q.ns.value());
+    for (std::size_t i = 0; i < (k + 1) * page_tokens; ++i) h = mix(h, std::uint32_t(q.prompt[i].value()));
+    return h ? h : 1;
   }
 
   // load() and slots for the rest: true when admitted, false when the device has no room now.
@@ -382,6 +415,7 @@ class server {
       rec.prefill_chunks++;
       if (a.next < N) continue;
       // ---- the prompt is in: commit its whole pages, sample the first token
+      a.missing_prefix = 0;
       if (so_.caching) {
         const std::size_t full = N / P;
         if (auto e = cache_.commit(a.lease, a.seq, std::span(a.table).subspan(a.committed, full - a.committed)); !e) return e.err();
@@ -441,6 +475,7 @@ class server {
   struct rank {
     double priority, arrival;
     std::size_t index;
+    queued_request view;
   };
 
   model_config cfg_;
@@ -456,6 +491,7 @@ class server {
   std::vector<decode_entry> batch_;
   std::vector<active_request*> decoding_;
   std::vector<rank> ranked_;
+  mutable std::vector<std::uint64_t> pending_;  // missing prefixes in flight (see flight())
   std::deque<queued> queue_;
   std::vector<std::unique_ptr<active_request>> active_;
   std::vector<std::size_t> children_;
