@@ -18,7 +18,7 @@
 // tokens' (token, layer) K/V recomputed, layers up to the selection layer (all tokens) included.
 //
 //   kvtier-blend-quality [--model DIR] [--trials N] [--seed S] [--chunk-tokens T] [--continuation T]
-//                        [--methods "name:layer=1,keep=2/1,heads=1,per=1,part=kv;..."] [--csv FILE]
+//                        [--methods "name:layer=1,keep=2/1,weight=question,heads=1,per=1,part=kv;..."] [--csv FILE]
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -112,7 +112,7 @@ std::vector<method> parse_methods(const std::string& spec) {
       else if (k == "heads") m.heads = std::stoul(v);
       else if (k == "per") m.per_range = v == "1";
       else if (k == "all") m.all_chunks = v == "1";
-      else if (k == "weight") m.weighting = v == "attention" ? blend_weighting::attention : blend_weighting::deviation;
+      else if (k == "weight") m.weighting = v == "attention" ? blend_weighting::attention : v == "question" ? blend_weighting::question : blend_weighting::deviation;
       else if (k == "part") m.part = v == "k" ? blend::kv_part::k : v == "v" ? blend::kv_part::v : blend::kv_part::both;
       else if (k == "keep") {
         m.keep.clear();
@@ -132,10 +132,9 @@ std::vector<method> parse_methods(const std::string& spec) {
 int main(int argc, char** argv) try {
   std::string dir = std::string(KVTIER_ENGINE_MODELS_DIR) + "/stories260K", csv;
   // CacheBlend's one-shot selection; its gradual filtering (shares 1.5r, r, 0.5r: r on average);
-  // the same weighted by the cue's attention; and that at twice the work (3r, 2r, r).
+  // the one-shot selection weighted by the cue's last-layer attention over the placed KV.
   std::string methods_spec =
-      "cacheblend:layer=1,keep=1;gradual:layer=1,keep=1.5/1/0.5;gradual-att:layer=1,keep=1.5/1/0.5,weight=attention;"
-      "gradual-att-2x:layer=1,keep=3/2/1,weight=attention";
+      "cacheblend:layer=1,keep=1;gradual:layer=1,keep=1.5/1/0.5;question:layer=1,keep=1,weight=question";
   std::size_t trials = 6, chunk_tokens = 64, continuation = 32, seed = 500;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
@@ -263,7 +262,8 @@ int main(int argc, char** argv) try {
     std::printf("method %s: selection on layer %zu, kept shares", m.name.c_str(), m.layer);
     for (double k : m.keep) std::printf(" %g×r", k);
     std::printf("%s%s%s, deviation over %s%s\n", m.heads ? ", range heads kept" : "", m.per_range ? ", per-chunk budgets" : "",
-                m.weighting == blend_weighting::attention ? ", weighted by the cue's attention" : "",
+                m.weighting == blend_weighting::attention ? ", weighted by the cue's attention on the layer measured"
+                : m.weighting == blend_weighting::question ? ", weighted by the cue's last-layer attention (first pass over the placed KV)" : "",
                 m.part == blend::kv_part::both ? "K and V" : m.part == blend::kv_part::k ? "K" : "V",
                 m.all_chunks ? ", r of all chunk tokens" : "");
   }

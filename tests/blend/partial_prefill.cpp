@@ -3,8 +3,8 @@
 // blend::chunk_set, placed, blended)
 // recomputing every reused token (r = 100%) is full prefill bit for bit, logits and KV; at r = 0
 // only the new text is computed on the layers after the selection; the selection keeps the share
-// asked for; the quality curve on a short set: blending at 30% is closer to full prefill than naive
-// concatenation, and gets closer as r grows. Bad plans are errors.
+// asked for; the quality curve on a short set (question-weighted selection): blending at 15% is
+// closer to full prefill than naive concatenation, and gets closer as r grows. Bad plans are errors.
 #include <boost/test/unit_test.hpp>
 
 #include <cmath>
@@ -149,12 +149,16 @@ BOOST_AUTO_TEST_CASE(recomputing_every_token_is_full_prefill_bit_for_bit) {
   BOOST_TEST(differing == 0u);
   BOOST_TEST(rep->reused == 96u);
   BOOST_TEST(rep->recomputed_share() == 1.0);
-  // The same through the gradual path with shares of 1.
-  place(scratch, blended, ps.chunks);
-  plan.keep = {1.0, 1.0, 1.0};
-  plan.weighting = blend_weighting::attention;
-  BOOST_TEST_REQUIRE(blend_prefill(blended.backend, blended.view, P, ps.prompt, ps.first, blended.table, ps.ranges, plan, logits).has_value());
-  BOOST_TEST(std::memcmp(logits.data(), ref.data(), ref.size() * sizeof(float)) == 0);
+  // The same through the gradual path with shares of 1, and with the question's first pass.
+  for (auto w : {blend_weighting::attention, blend_weighting::question}) {
+    place(scratch, blended, ps.chunks);
+    plan.keep = {1.0, 1.0, 1.0};
+    plan.weighting = w;
+    auto r2 = blend_prefill(blended.backend, blended.view, P, ps.prompt, ps.first, blended.table, ps.ranges, plan, logits);
+    BOOST_TEST_REQUIRE(r2.has_value());
+    BOOST_TEST(std::memcmp(logits.data(), ref.data(), ref.size() * sizeof(float)) == 0);
+    BOOST_TEST(r2->question_rows == (w == blend_weighting::question ? 4u : 0u));
+  }
 }
 
 BOOST_AUTO_TEST_CASE(shares_are_kept_and_the_rest_keeps_the_placed_kv) {
@@ -198,8 +202,8 @@ BOOST_AUTO_TEST_CASE(quality_curve_on_a_short_set) {
     for (int i = 0; i < 3; ++i) {
       place(scratch, blended, ps.chunks);
       blend_plan plan;
-      plan.keep = {std::min(1.0, 3 * shares[i]), std::min(1.0, 2 * shares[i]), shares[i]};
-      plan.weighting = blend_weighting::attention;
+      plan.keep = {shares[i]};
+      plan.weighting = blend_weighting::question;
       std::vector<float> logits(full.cfg.vocab);
       BOOST_TEST_REQUIRE(blend_prefill(blended.backend, blended.view, P, ps.prompt, ps.first, blended.table, ps.ranges, plan, logits).has_value());
       at[i] += kl(ref, logits);
@@ -207,9 +211,9 @@ BOOST_AUTO_TEST_CASE(quality_curve_on_a_short_set) {
   }
   BOOST_TEST_MESSAGE("KL naive " << naive << ", blend 15% " << at[0] << ", 30% " << at[1] << ", 60% " << at[2]);
   BOOST_TEST(naive > 0.0);
-  BOOST_TEST(at[1] < naive);
-  BOOST_TEST(at[2] < at[0]);
-  BOOST_TEST(at[2] < 0.5 * naive);
+  BOOST_TEST(at[0] < 0.5 * naive);  // 15% closes over half the gap on this set (87% when written)
+  BOOST_TEST(at[1] < at[0]);
+  BOOST_TEST(at[2] < at[1]);
 }
 
 BOOST_AUTO_TEST_CASE(bad_plans_are_errors) {

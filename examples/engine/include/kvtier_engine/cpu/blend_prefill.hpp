@@ -10,7 +10,11 @@
 // whose K/V is computed on layer select_layer + 1 + i (the last share holds for the layers after);
 // the rows kept are measured again on each listed layer and the smaller share is kept. On the last
 // layer reused rows stop once their K/V is written (their attention and FFN would feed nothing).
-// Weighting `attention` ranks by attention mass from the new text's rows × sqrt(deviation).
+// Weightings: `deviation` ranks reused tokens by their K/V deviation (CacheBlend); `question` by the
+// attention mass the new text gives them on the last layer × sqrt(deviation) — the first-order error
+// a token's stale K/V leaves in the new text's attention output, the mass taken from a first pass of
+// the new text alone over the placed KV (naive concatenation: new-text rows only, every layer);
+// `attention` by the new text's attention mass on the layer measured × sqrt(deviation).
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
@@ -31,7 +35,7 @@ struct reused_range {
   std::size_t first = 0, last = 0;
 };
 
-enum class blend_weighting : std::uint8_t { deviation, attention };
+enum class blend_weighting : std::uint8_t { deviation, question, attention };
 
 struct blend_plan {
   std::size_t select_layer = 1;       // the first layer whose deviation is measured
@@ -47,6 +51,7 @@ struct blend_report {
   std::size_t reused = 0;                 // reused tokens (sum of the ranges)
   std::vector<std::size_t> kv_rows;       // per layer: rows whose Q/K/V were computed
   std::vector<std::size_t> reused_kv;     // per layer: reused rows among them
+  std::size_t question_rows = 0;          // rows of the new text's first pass (weighting `question`), every layer
   // Share of the reused tokens' (token, layer) K/V that was recomputed.
   double recomputed_share() const noexcept {
     double s = 0;
@@ -140,6 +145,24 @@ inline kvtier::result<blend_report> blend_prefill(cpu_backend& b, const kvtier::
   for (std::size_t p = start; p < n; ++p)
     if (is_reused[p]) cur.push_back(p);
   kvtier::result<void> failed{};
+  // Weighting `question`: the new text alone over the placed KV, its last layer's attention mass.
+  std::vector<double> mass_at(n, 0.0);
+  if (plan.weighting == blend_weighting::question) {
+    std::vector<decode_entry> qrows;
+    std::vector<std::size_t> qpos;
+    for (std::size_t p = start; p < n; ++p)
+      if (!is_reused[p]) qrows.push_back(rows[p - start]), qpos.push_back(p);
+    const auto grab = [&](std::size_t l, std::vector<std::size_t>& active) {
+      if (l + 1 != cfg.layers || !failed) return;
+      auto mass = kvtier::blend::attention_mass(fresh, l, b.queries(active.size()), qpos, cfg.heads, cur, kvtier::dtype::fp32);
+      if (!mass) failed = mass.err();
+      else
+        for (std::size_t i = 0; i < cur.size(); ++i) mass_at[cur[i]] = (*mass)[i];
+    };
+    if (auto r = b.prefill_rows(qrows, logits, {}, grab); !r) return r.err();
+    if (!failed) return failed.err();
+    rep.question_rows = qrows.size();
+  }
   const auto measured = [&](std::size_t l) { return l >= plan.select_layer && l < plan.select_layer + plan.keep.size(); };
   const auto before = [&](std::size_t l) {
     if (!measured(l)) return;
@@ -169,6 +192,8 @@ inline kvtier::result<blend_report> blend_prefill(cpu_backend& b, const kvtier::
         else
           for (std::size_t i = 0; i < cur.size(); ++i) (*dev)[i] = (*mass)[i] * std::sqrt((*dev)[i]);
       }
+      if (dev && plan.weighting == blend_weighting::question)
+        for (std::size_t i = 0; i < cur.size(); ++i) (*dev)[i] = mass_at[cur[i]] * std::sqrt((*dev)[i]);
       if (!dev) {
         failed = dev.err();
         return;
