@@ -94,6 +94,11 @@ struct k_layout {
     if (rope->head_dim != shape.head_dim() || shape.kv_planes() < 2)
       throw config_error("kvtier: the rope_spec's head_dim is not the KV shape's (or the shape keeps no K)");
   }
+  // check(), and K kept rotated (what a cache whose engines write RoPE'd K can hold).
+  void check_rotated(const kv_shape& shape) const {
+    check(shape);
+    if (storage != k_storage::rotated) throw config_error("kvtier: this cache keeps K rotated, not pre-rotation");
+  }
   friend bool operator==(const k_layout& a, const k_layout& b) noexcept { return a.fingerprint() == b.fingerprint(); }
 };
 

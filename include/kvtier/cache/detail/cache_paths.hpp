@@ -148,8 +148,7 @@ class cache_paths {
     if (c.device_pages > UINT32_MAX - 1 || c.host_pages > UINT32_MAX - 1)
       throw config_error("kvtier: hierarchical_cache pools hold at most 2^32 - 2 pages");
     check_remote_lookup(c.remote, slow_tier_count);
-    c.k_layout.check(c.shape);  // the engine writes RoPE'd K: pages are never pre-rotation here
-    if (c.k_layout.storage != transfer::k_storage::rotated) throw config_error("kvtier: hierarchical_cache keeps K rotated");
+    c.k_layout.check_rotated(c.shape);  // engines write RoPE'd K: the cache keeps and serves it rotated
     return c;
   }
 
