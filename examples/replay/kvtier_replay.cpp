@@ -63,6 +63,7 @@ struct outcome {
   double index_s = 0, expand_s = 0;
   double index_cpu_s = 0;        // the same index work on the thread's CPU clock (load on the machine apart)
   double sys_share = 0;          // system time over user + system time of the whole replay
+  double user_s = 0, sys_s = 0;  // the replay thread's user and system time (getrusage)
   long minor_faults = 0;
   std::size_t peak_pages = 0;
   double bytes_per_page = 0;
@@ -312,6 +313,8 @@ outcome replay(const std::vector<trace_request>& trace, const options& o, page_s
   auto secs = [](const timeval& a, const timeval& b) { return double(b.tv_sec - a.tv_sec) + 1e-6 * double(b.tv_usec - a.tv_usec); };
   const double user_s = secs(usage0.ru_utime, usage1.ru_utime), sys_s = secs(usage0.ru_stime, usage1.ru_stime);
   r.sys_share = user_s + sys_s > 0 ? sys_s / (user_s + sys_s) : 0;
+  r.user_s = user_s;
+  r.sys_s = sys_s;
   r.minor_faults = usage1.ru_minflt - usage0.ru_minflt;
   return r;
 }
@@ -369,8 +372,9 @@ void print_human(const outcome& r, double parse_s) {
               r.index_cpu_s, r.pages ? r.index_cpu_s * 1e9 / double(r.pages) : 0);
   std::printf("not timed in   parse %.3f s, token expansion %.3f s; index bookkeeping %.1f B per cached page\n",
               parse_s, r.expand_s, r.bytes_per_page);
-  std::printf("system time    %.1f%% of the replay's CPU time (expansion included), %ld minor page faults\n",
-              100 * r.sys_share, r.minor_faults);
+  std::printf("system time    %.1f%% of the replay's CPU time (%.3f s system, %.3f s user, expansion included),\n"
+              "               %ld minor page faults\n",
+              100 * r.sys_share, r.sys_s, r.user_s, r.minor_faults);
 }
 
 int sweep(const std::vector<trace_request>& trace, const options& o, double parse_s) {

@@ -152,10 +152,14 @@ class model_driver {
     const bool lock = ch_.next(4) == 0;
     std::vector<page_residency> given;
     const std::size_t n = t.size() / ps_;
-    for (std::size_t i = 0; i < n; ++i) given.push_back(random_residency(!lock && ch_.next(8) == 0));
+    // Half the time one residency for every page (the overload that sets a run from one record).
+    const bool same = ch_.next(2) == 0;
+    for (std::size_t i = 0; i < n; ++i)
+      given.push_back(same && i > 0 ? given[0] : random_residency(!lock && ch_.next(8) == 0));
     std::vector<page_id> path;
-    const auto r = idx_.insert(ns, t, [&](std::size_t i) { return given.at(i); },
-                               insert_options{.lock = lock, .priority = std::uint8_t(ch_.next(3))}, &path);
+    const insert_options options{.lock = lock, .priority = std::uint8_t(ch_.next(3))};
+    const auto r = same && n > 0 ? idx_.insert(ns, t, given[0], options, &path)
+                                 : idx_.insert(ns, t, [&](std::size_t i) { return given.at(i); }, options, &path);
     std::size_t existing = 0, inserted = 0;
     for (std::size_t i = 0; i < n; ++i) {
       const key k = prefix_key(ns, t, i + 1);

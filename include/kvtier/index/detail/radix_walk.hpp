@@ -5,12 +5,16 @@
 
 namespace kvtier {
 
-// One node boundary costs one edge-hash probe; inside a node each page is one memcmp.
+// One node boundary costs one edge-hash probe; inside a node each page is one 64-byte compare.
 template <eviction_policy Policy, std::size_t PageSize>
 template <class OnPage, class OnNode>
 auto radix_index<Policy, PageSize>::walk(std::uint32_t root, std::span<const token_id> tokens, OnPage&& on_page,
                                          OnNode&& on_node) -> walk_end {
   const std::size_t n = pages_.full_pages(tokens.size());
+  // No page is added or moved during a walk (append_pages runs after it, splits reuse ranges), so
+  // the arena's and the tokens' addresses stay in registers whatever on_page stores.
+  const std::uint32_t* const lists = lists_.data();
+  const token_id* const stored = store_.tokens(0);
   std::uint32_t at = root;
   std::size_t i = 0;
   while (i < n) {
@@ -18,11 +22,12 @@ auto radix_index<Policy, PageSize>::walk(std::uint32_t root, std::span<const tok
     if (c == none) break;
     const std::uint32_t count = nodes_[c].count;
     const std::uint32_t begin = nodes_[c].begin;
+    const std::uint32_t last = std::uint32_t(std::min<std::size_t>(count, n - i));
     std::uint32_t j = 0;
     bool go = true;
-    for (; j < count && i < n; ++j, ++i) {
-      const std::uint32_t p = lists_[begin + j];
-      if (j > 0 && !same_tokens(p, query_page(tokens, i))) break;
+    for (; j < last; ++j, ++i) {
+      const std::uint32_t p = lists[begin + j];
+      if (j > 0 && !same_tokens(stored + std::size_t(p) * pages_.tokens(), query_page(tokens, i))) break;
       if (!on_page(p, i)) {
         go = false;
         break;
@@ -51,10 +56,11 @@ void radix_index<Policy, PageSize>::match(namespace_id ns, std::span<const token
   out.sources.resize(n);
   page_id* const pages = out.pages.data();
   page_source* const sources = out.sources.data();
+  const detail::page_record* const records = store_.records();  // no page is added during a match
   const walk_end end = walk(
       root, tokens,
       [&](std::uint32_t p, std::size_t i) {
-        const std::uint8_t src = source_table[store_.state(p).ready() & ((1u << tier_count) - 1)];
+        const std::uint8_t src = source_table[records[p].state.ready() & ((1u << tier_count) - 1)];
         if (src == no_source) return false;
         pages[i] = page_id{p};
         sources[i] = page_source(src);
