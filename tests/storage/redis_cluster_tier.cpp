@@ -483,3 +483,77 @@ BOOST_AUTO_TEST_CASE(foreign_page_acl_user_and_ttl) {
   BOOST_REQUIRE(outside.wait(b, 10s).has_value());
   BOOST_TEST(b.count(errc::ok) == 0u);
 }
+
+// read_from_replicas: GETs and EXISTS go to the replicas (READONLY), writes to the masters; a
+// replica killed leaves its reads to its master. Every page read is checked: none is wrong.
+BOOST_AUTO_TEST_CASE(reads_from_replicas) {
+  test::redis_cluster cluster({});
+  redis_cluster_tier<> writer(config(cluster));
+  pages a(11, 0, 600);
+  put_all(writer, a);
+  // Replication is asynchronous: wait until every replica holds its master's keys (the slots of a
+  // master without a replica, if any, are read from the master).
+  auto dbsize = [&](std::size_t i) {
+    const test::reply_ptr r = cluster.command(i, {"DBSIZE"});
+    return r && r->type == REDIS_REPLY_INTEGER ? r->integer : -1;
+  };
+  auto master_port_of = [&](std::size_t i) {  // 0 for a master
+    const std::string info = cluster.text(i, {"INFO", "replication"});
+    const std::size_t at = info.find("master_port:");
+    return info.find("role:slave") == std::string::npos || at == std::string::npos ? 0 : std::atoi(info.c_str() + at + 12);
+  };
+  auto replicated = [&] {  // keys of masters that have a replica, once every replica has them all; -1 before
+    long long n = 0;
+    std::set<int> counted;
+    for (std::size_t i = 0; i < cluster.size(); ++i) {
+      const int m = cluster.running(i) ? master_port_of(i) : 0;
+      if (m == 0) continue;
+      const long long want = dbsize(cluster.index_of(m));
+      if (dbsize(i) != want) return -1LL;
+      if (counted.insert(m).second) n += want;
+    }
+    return n;
+  };
+  long long on_replicas = -1;
+  for (int i = 0; i < 200 && (on_replicas = replicated()) < 0; ++i) std::this_thread::sleep_for(50ms);
+  BOOST_REQUIRE(on_replicas == 600);  // the harness gives every master a replica
+  auto gets_served = [&](bool replicas) {  // GET calls the masters (or the replicas) have served
+    long long n = 0;
+    for (std::size_t i = 0; i < cluster.size(); ++i) {
+      if (!cluster.running(i)) continue;
+      const std::string info = cluster.text(i, {"INFO", "replication"}) + cluster.text(i, {"INFO", "commandstats"});
+      if ((info.find("role:slave") != std::string::npos) != replicas) continue;
+      const std::size_t at = info.find("cmdstat_get:calls=");
+      if (at != std::string::npos) n += std::atoll(info.c_str() + at + 18);
+    }
+    return n;
+  };
+
+  redis_cluster_tier_config cfg = config(cluster);
+  cfg.read_from_replicas = true;
+  redis_cluster_tier<> reader(cfg);
+  const test::ledger l = get_all(reader, a);
+  BOOST_TEST(l.served == 600u);
+  BOOST_TEST(l.wrong == 0u);
+  BOOST_TEST(gets_served(true) == 600);  // every read on a replica
+  BOOST_TEST(gets_served(false) == 0);   // none on a master
+  storage_batch b;
+  std::vector<page_address> where;
+  for (const auto& w : a.writes) where.push_back(w.where);
+  BOOST_REQUIRE(reader.contains(where, b).has_value());
+  BOOST_REQUIRE(reader.wait(b, 10s).has_value());
+  BOOST_TEST(b.count(errc::ok) == 600u);
+  put_all(reader, a);  // writes still go to the masters (a replica would answer MOVED)
+  BOOST_TEST(reader.cluster_stats().moved == 0u);
+
+  // A replica killed: reads in flight on it fail, later ones go to its master; never a wrong page.
+  const long long master_gets = gets_served(false);
+  std::size_t victim = 0;
+  while (master_port_of(victim) == 0) ++victim;
+  cluster.kill(victim);
+  test::ledger after = get_when_settled(reader, a, 10s);
+  BOOST_TEST_MESSAGE("replica reads after a replica was killed: " << after.served << " served, " << after.missed << " missed");
+  BOOST_TEST(after.served == 600u);
+  BOOST_TEST(after.wrong == 0u);
+  BOOST_TEST(gets_served(false) > master_gets);  // the killed replica's master took its reads
+}

@@ -32,6 +32,10 @@ struct redis_cluster_tier_config {
   std::chrono::milliseconds reconnect_max{2000};
   std::chrono::milliseconds refresh_min{100};  // topology refreshes at most this often
   unsigned max_redirects = 5;                  // MOVED/ASK followed per request before io_error
+  // GET and EXISTS go to a replica of the slot's master (READONLY), writes to the master. A replica
+  // may lag: a page written a moment ago can be a miss there (never wrong data). A replica that
+  // cannot be reached leaves its reads to the master.
+  bool read_from_replicas = false;
 };
 
 // Cluster-specific counters, beside storage_stats.

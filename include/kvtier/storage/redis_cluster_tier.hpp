@@ -53,7 +53,7 @@ class redis_cluster_tier : public detail::redis_tier_base<redis_cluster_tier<Cod
       : redis_cluster_tier(cfg, default_tier_codec<Codec>(cfg.shape, cfg.page_bytes)) {}
   // With a codec built for this tier's pages (a cachegen codec and its profile, say).
   redis_cluster_tier(redis_cluster_tier_config cfg, Codec codec) : base(std::move(cfg), std::move(codec)) {
-    endpoint_ = {"", 0, cfg_.user, cfg_.password, cfg_.connect_timeout, cfg_.io_timeout};
+    endpoint_ = {"", 0, cfg_.user, cfg_.password, cfg_.connect_timeout, cfg_.io_timeout, cfg_.read_from_replicas};
     for (const auto& s : cfg_.seeds) (void)node_of(s);
   }
   redis_cluster_tier(const redis_cluster_tier&) = delete;
@@ -95,7 +95,8 @@ class redis_cluster_tier : public detail::redis_tier_base<redis_cluster_tier<Cod
         detail::cluster_slot_map map;
         for (const auto& s : *shards) {
           const std::uint16_t m = node_of(s.master);
-          for (auto [a, b] : s.ranges) map.assign(a, b, m);
+          const std::uint16_t r = cfg_.read_from_replicas && !s.replicas.empty() ? node_of(s.replicas.front()) : map.unknown;
+          for (auto [a, b] : s.ranges) map.assign(a, b, m, r);
         }
         slots_ = map;
         refresh_due_ = false;
@@ -172,7 +173,8 @@ class redis_cluster_tier : public detail::redis_tier_base<redis_cluster_tier<Cod
       char key[192];
       const std::size_t key_len = detail::format_page_key(cfg_.prefix, q.where, key);
       q.slot = detail::cluster_hash_slot(std::string_view(key, key_len));
-      const std::uint16_t n = slots_[q.slot];
+      const std::uint16_t replica = reads_replica(q) ? slots_.replica(q.slot) : detail::cluster_slot_map::unknown;
+      const std::uint16_t n = replica != detail::cluster_slot_map::unknown ? replica : slots_[q.slot];
       if (n == detail::cluster_slot_map::unknown) {  // not discovered (the whole cluster unreachable)
         finish(q, make_error(errc::connection_lost, EHOSTUNREACH));
         continue;
@@ -188,6 +190,9 @@ class redis_cluster_tier : public detail::redis_tier_base<redis_cluster_tier<Cod
     node& to = *nodes_[n];
     if (const error e = to.open(endpoint_, cfg_.reconnect_min, cfg_.reconnect_max); e.code != errc::ok) {
       refresh_due_ = true;
+      const std::uint16_t master = slots_[q.slot];
+      if (reads_replica(q) && master != n && master != detail::cluster_slot_map::unknown && q.redirects == 0)
+        return route(std::move(q), master);  // the replica is down: its master serves the read
       finish(q, e);
       return;
     }
@@ -206,6 +211,11 @@ class redis_cluster_tier : public detail::redis_tier_base<redis_cluster_tier<Cod
     } catch (...) {
       finish(q, make_error(errc::capacity_exhausted, ENOMEM));
     }
+  }
+
+  // A read a replica may serve (with read_from_replicas).
+  bool reads_replica(const request& q) const noexcept {
+    return cfg_.read_from_replicas && (q.op == op::get || q.op == op::exists);
   }
 
   void flush(std::uint16_t n) noexcept {
@@ -306,6 +316,13 @@ class redis_cluster_tier : public detail::redis_tier_base<redis_cluster_tier<Cod
           continue;
         }
         c.note(it.text);
+        const std::uint16_t master = slots_[front.slot];
+        if (reads_replica(front) && master != n && master != detail::cluster_slot_map::unknown && front.redirects < cfg_.max_redirects) {
+          request q = c.pop_front();  // a replica that cannot serve (LOADING, MASTERDOWN): its master can
+          ++q.redirects;
+          route(std::move(q), master);
+          continue;
+        }
       }
       if (front.op == op::get && it.type == resp_type::bulk) {
         if (!begin_value(c, front, std::size_t(it.value))) {

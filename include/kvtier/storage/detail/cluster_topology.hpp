@@ -91,12 +91,12 @@ inline std::optional<std::vector<cluster_shard>> parse_cluster_shards(const redi
           cluster_node_address a{endpoint_host(endpoint.empty() || endpoint == "?" ? ip : endpoint, asked_host), int(port)};
           const bool online = health != "fail";
           if (role == "master" && (!have_master || (online && !master_online))) {
-            if (have_master) out.replicas.push_back(out.master);
+            if (have_master && master_online) out.replicas.push_back(out.master);
             out.master = std::move(a);
             have_master = true;
             master_online = online;
-          } else {
-            out.replicas.push_back(std::move(a));
+          } else if (role != "master" && online) {  // ("loading" may be a peer's stale view: a replica
+            out.replicas.push_back(std::move(a));  // that cannot serve yet answers LOADING, and its master serves)
           }
         }
       }
@@ -192,17 +192,29 @@ inline std::optional<std::vector<cluster_shard>> query_cluster_shards(const clus
   return out;
 }
 
-// Which node (an index into the tier's node list) serves each slot; `unknown` before discovery.
+// Which node (an index into the tier's node list) serves each slot, and a replica that may serve
+// its reads; `unknown` before discovery (or for a slot without a replica).
 class cluster_slot_map {
  public:
   static constexpr std::uint16_t unknown = 0xffff;
-  cluster_slot_map() { owner_.fill(unknown); }
-  std::uint16_t operator[](std::uint16_t slot) const noexcept { return owner_[slot]; }
-  void assign(std::uint16_t slot, std::uint16_t node) noexcept { owner_[slot] = node; }
-  void assign(std::uint16_t first, std::uint16_t last, std::uint16_t node) noexcept {
-    for (std::uint32_t s = first; s <= last; ++s) owner_[s] = node;
+  cluster_slot_map() {
+    owner_.fill(unknown);
+    replica_.fill(unknown);
   }
-  void clear() noexcept { owner_.fill(unknown); }
+  std::uint16_t operator[](std::uint16_t slot) const noexcept { return owner_[slot]; }
+  std::uint16_t replica(std::uint16_t slot) const noexcept { return replica_[slot]; }
+  // A new owner (MOVED): the replica known for the slot was its old master's.
+  void assign(std::uint16_t slot, std::uint16_t node) noexcept {
+    owner_[slot] = node;
+    replica_[slot] = unknown;
+  }
+  void assign(std::uint16_t first, std::uint16_t last, std::uint16_t node, std::uint16_t replica = unknown) noexcept {
+    for (std::uint32_t s = first; s <= last; ++s) owner_[s] = node, replica_[s] = replica;
+  }
+  void clear() noexcept {
+    owner_.fill(unknown);
+    replica_.fill(unknown);
+  }
   std::size_t covered() const noexcept {
     std::size_t n = 0;
     for (const std::uint16_t o : owner_) n += o != unknown;
@@ -211,6 +223,7 @@ class cluster_slot_map {
 
  private:
   std::array<std::uint16_t, cluster_slots> owner_;
+  std::array<std::uint16_t, cluster_slots> replica_;
 };
 
 }  // namespace kvtier::detail

@@ -36,6 +36,7 @@ struct redis_endpoint {
   std::string password;  // empty: no AUTH
   std::chrono::milliseconds connect_timeout{500};  // TCP connect, and the whole handshake
   std::chrono::milliseconds io_timeout{2000};      // the socket's send timeout afterwards
+  bool readonly = false;  // Redis Cluster: READONLY, so that a replica serves reads of its master's slots
 };
 
 class redis_connection {
@@ -143,9 +144,10 @@ class redis_connection {
     else if (ep.user.empty()) redisAppendCommand(ctx_, "AUTH %b", ep.password.data(), ep.password.size());
     else redisAppendCommand(ctx_, "AUTH %b %b", ep.user.data(), ep.user.size(), ep.password.data(), ep.password.size());
     redisAppendCommand(ctx_, "CONFIG GET proto-max-bulk-len");
+    if (ep.readonly) redisAppendCommand(ctx_, "READONLY");
     error e{};
     max_bulk_ = 0;
-    for (int i = 0; i < 2; ++i) {
+    for (int i = 0; i < (ep.readonly ? 3 : 2); ++i) {
       void* raw = nullptr;
       if (redisGetReply(ctx_, &raw) != REDIS_OK || raw == nullptr) {
         note(ctx_->errstr);
@@ -163,6 +165,9 @@ class redis_connection {
         std::size_t v = 0;
         const char* s = r->element[1]->str;
         if (std::from_chars(s, s + r->element[1]->len, v).ec == std::errc{}) max_bulk_ = v;
+      } else if (i == 2 && r->type != REDIS_REPLY_STATUS && e.code == errc::ok) {  // not a cluster node, or refused
+        note(r->type == REDIS_REPLY_ERROR ? std::string_view(r->str, r->len) : std::string_view("unexpected reply to READONLY"));
+        e = make_error(errc::connection_lost, ENOTSUP);
       }  // CONFIG refused (ACL, renamed command): the limit stays unknown
       freeReplyObject(r);
     }

@@ -1,7 +1,10 @@
 #pragma once
 // A real Redis Cluster on loopback for the cluster tier's tests and bench: `masters` masters with
 // `replicas` replicas each, every node a redis-server child in a temporary directory (no
-// persistence), joined by `redis-cli --cluster create`, torn down by the destructor. Helpers look
+// persistence), the masters joined by `redis-cli --cluster create`, then each replica met and
+// attached to its master by CLUSTER MEET / CLUSTER REPLICATE (nodes m + k * masters replicate
+// master m: redis-cli's own placement on one host may give a master two replicas and another
+// none, until replica migration moves one), torn down by the destructor. Helpers look
 // at and change the cluster behind the tier's back: raw commands, CLUSTER NODES, kill, restart,
 // failover, waiting for a converged cluster.
 // Needs hiredis and KVTIER_REDIS_SERVER (the redis-server binary), like redis_server.hpp.
@@ -62,14 +65,17 @@ class redis_cluster {
       if (!opt_.password.empty()) args.insert(args.end(), {"--requirepass", opt_.password, "--masterauth", opt_.password});
       args.insert(args.end(), opt_.extra.begin(), opt_.extra.end());
       nodes_.push_back(std::make_unique<redis_server>(args, port));
+      bus_.push_back(bus);
     }
     std::string cmd = "redis-cli";
     if (!opt_.password.empty()) cmd += " --no-auth-warning -a '" + opt_.password + "'";
     cmd += " --cluster create";
-    for (auto& s : nodes_) cmd += " 127.0.0.1:" + std::to_string(s->port());
-    cmd += " --cluster-replicas " + std::to_string(opt_.replicas) + " --cluster-yes >/dev/null 2>&1";
+    for (int m = 0; m < opt_.masters; ++m) cmd += " 127.0.0.1:" + std::to_string(nodes_[m]->port());
+    cmd += " --cluster-replicas 0 --cluster-yes >/dev/null 2>&1";
     if (std::system(cmd.c_str()) != 0) throw std::runtime_error("redis-cli --cluster create failed");
+    for (std::size_t r = std::size_t(opt_.masters); r < nodes_.size(); ++r) attach_replica(r, r % std::size_t(opt_.masters));
     if (!wait_converged(std::chrono::seconds(20))) throw std::runtime_error("the cluster did not converge");
+    if (!wait_replicas_synced(std::chrono::seconds(20))) throw std::runtime_error("the replicas did not sync");
   }
   redis_cluster(const redis_cluster&) = delete;
   redis_cluster& operator=(const redis_cluster&) = delete;
@@ -197,6 +203,18 @@ class redis_cluster {
     }
     return false;
   }
+  // Node r meets the cluster through master m and becomes m's replica.
+  void attach_replica(std::size_t r, std::size_t m) {
+    const std::string master_id = id_of(m);
+    (void)command(r, {"CLUSTER", "MEET", "127.0.0.1", std::to_string(port(m)), std::to_string(bus_[m])});
+    const auto end = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+    while (std::chrono::steady_clock::now() < end) {  // REPLICATE needs the master known to r first
+      if (text(r, {"CLUSTER", "REPLICATE", master_id}) == "OK") return;
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    throw std::runtime_error("a replica could not attach to its master");
+  }
+
   // True once every running replica's link to its master is up and caught up (master_link_status).
   bool wait_replicas_synced(std::chrono::milliseconds timeout) const {
     const auto end = std::chrono::steady_clock::now() + timeout;
@@ -218,6 +236,7 @@ class redis_cluster {
   options opt_;
   temp_dir dir_;
   std::vector<std::unique_ptr<redis_server>> nodes_;
+  std::vector<int> bus_;  // each node's cluster bus port
 };
 
 }  // namespace kvtier::testing
