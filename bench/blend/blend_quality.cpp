@@ -77,6 +77,7 @@ struct method {
   blend::kv_part part = blend::kv_part::both;
   bool all_chunks = false;  // shares of all chunk tokens (the prefix chunk too), as CacheBlend counts
   blend_weighting weighting = blend_weighting::deviation;
+  bool oracle = false;  // question weighting with full prefill's own last-layer attention (not reachable: a bound)
 
   blend_plan plan(double r, std::size_t chunk_tokens_total) const {
     blend_plan p;
@@ -112,7 +113,11 @@ std::vector<method> parse_methods(const std::string& spec) {
       else if (k == "heads") m.heads = std::stoul(v);
       else if (k == "per") m.per_range = v == "1";
       else if (k == "all") m.all_chunks = v == "1";
-      else if (k == "weight") m.weighting = v == "attention" ? blend_weighting::attention : v == "question" ? blend_weighting::question : blend_weighting::deviation;
+      else if (k == "weight") {
+        m.weighting = v == "attention" ? blend_weighting::attention : v == "deviation" ? blend_weighting::deviation : blend_weighting::question;
+        m.oracle = v == "oracle";
+        if (v != "attention" && v != "deviation" && v != "question" && v != "oracle") throw std::runtime_error("unknown weight " + v);
+      }
       else if (k == "part") m.part = v == "k" ? blend::kv_part::k : v == "v" ? blend::kv_part::v : blend::kv_part::both;
       else if (k == "keep") {
         m.keep.clear();
@@ -132,9 +137,11 @@ std::vector<method> parse_methods(const std::string& spec) {
 int main(int argc, char** argv) try {
   std::string dir = std::string(KVTIER_ENGINE_MODELS_DIR) + "/stories260K", csv;
   // CacheBlend's one-shot selection; its gradual filtering (shares 1.5r, r, 0.5r: r on average);
-  // the one-shot selection weighted by the cue's last-layer attention over the placed KV.
+  // the one-shot selection weighted by the cue's last-layer attention over the placed KV; the same
+  // with full prefill's own attention (an oracle: how far better weights could go).
   std::string methods_spec =
-      "cacheblend:layer=1,keep=1;gradual:layer=1,keep=1.5/1/0.5;question:layer=1,keep=1,weight=question";
+      "cacheblend:layer=1,keep=1;gradual:layer=1,keep=1.5/1/0.5;question:layer=1,keep=1,weight=question;"
+      "oracle:layer=1,keep=1,weight=oracle";
   std::size_t trials = 6, chunk_tokens = 64, continuation = 32, seed = 500;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
@@ -211,7 +218,25 @@ int main(int argc, char** argv) try {
       prompt.insert(prompt.end(), cue.begin(), cue.end());
       std::fprintf(stderr, "\r%zu chunks, trial %zu/%zu   ", n, trial + 1, trials);
       // Full prefill.
-      const auto ref_logits = full.prefill(prompt, 0);
+      // Full prefill, keeping the cue's last-layer attention mass (the oracle methods' weights).
+      std::vector<float> ref_logits(cfg.vocab);
+      std::vector<double> oracle_mass(prompt.size(), 0.0);
+      {
+        std::vector<decode_entry> rows;
+        for (std::size_t p = 0; p < prompt.size(); ++p) rows.push_back({prompt[p], p, full.block_table()});
+        std::vector<std::size_t> qpos, at(S);
+        for (std::size_t p = S; p < prompt.size(); ++p) qpos.push_back(p);
+        for (std::size_t p = 0; p < S; ++p) at[p] = p;
+        const blend::sequence_kv fk{full.pool(), full.block_table(), P};
+        const auto grab = [&](std::size_t l, std::vector<std::size_t>& active) {
+          if (l + 1 != cfg.layers) return;
+          const auto q = full.backend().queries(active.size());
+          auto m = blend::attention_mass(fk, l, q.subspan(q.size() - cue.size() * cfg.q_dim()), qpos, cfg.heads, at, dtype::fp32);
+          if (!m) throw std::runtime_error("attention mass failed");
+          std::copy(m->begin(), m->end(), oracle_mass.begin());
+        };
+        if (!full.backend().prefill_rows(rows, ref_logits, {}, grab)) throw std::runtime_error("full prefill failed");
+      }
       const auto ref_cont = full.greedy(ref_logits, prompt.size(), continuation);
       const std::size_t ref_top = sampler::argmax(ref_logits);
       // Placement: each chunk computed alone at 0.., its pages moved to its offset with RoPE on load.
@@ -242,7 +267,8 @@ int main(int argc, char** argv) try {
       for (std::size_t mi = 0; mi < M; ++mi)
         for (std::size_t ri = 0; ri < R; ++ri) {
           place();
-          const blend_plan plan = methods[mi].plan(ratios[ri], S);
+          blend_plan plan = methods[mi].plan(ratios[ri], S);
+          if (methods[mi].oracle) plan.question_mass = oracle_mass;
           auto rep = blend_prefill(blend.backend(), blend.pool(), P, prompt, chunk_tokens, blend.block_table(), ranges, plan, logits);
           if (!rep) throw std::runtime_error("blend_prefill failed: " + rep.err().message());
           const auto cont = blend.greedy(logits, prompt.size(), continuation);
@@ -263,6 +289,7 @@ int main(int argc, char** argv) try {
     for (double k : m.keep) std::printf(" %g×r", k);
     std::printf("%s%s%s, deviation over %s%s\n", m.heads ? ", range heads kept" : "", m.per_range ? ", per-chunk budgets" : "",
                 m.weighting == blend_weighting::attention ? ", weighted by the cue's attention on the layer measured"
+                : m.oracle ? ", weighted by the cue's last-layer attention in full prefill (an oracle: a bound, not a method)"
                 : m.weighting == blend_weighting::question ? ", weighted by the cue's last-layer attention (first pass over the placed KV)" : "",
                 m.part == blend::kv_part::both ? "K and V" : m.part == blend::kv_part::k ? "K" : "V",
                 m.all_chunks ? ", r of all chunk tokens" : "");

@@ -238,6 +238,11 @@ BOOST_AUTO_TEST_CASE(bad_plans_are_errors) {
   const reused_range to_the_end[] = {{48, ps.prompt.size()}};
   BOOST_TEST((call(ok, to_the_end) == errc::invalid_argument));  // the last token is computed
   BOOST_TEST((call(ok, ps.ranges, ps.prompt.size()) == errc::invalid_argument));
+  blend_plan weights_short = ok;
+  const std::vector<double> three(3, 1.0);
+  weights_short.weighting = blend_weighting::question;
+  weights_short.question_mass = three;  // one per prompt position
+  BOOST_TEST((call(weights_short, ps.ranges) == errc::invalid_argument));
 }
 
 BOOST_AUTO_TEST_CASE(chunks_through_the_cache_then_blended) {

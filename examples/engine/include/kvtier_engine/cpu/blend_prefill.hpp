@@ -45,6 +45,9 @@ struct blend_plan {
   bool per_range = false;             // each range keeps its share of the budget (else one top-k over all)
   kvtier::blend::kv_part part = kvtier::blend::kv_part::both;
   std::size_t budget_of = 0;          // tokens the shares are of (0: the reused tokens)
+  // Weighting `question` with masses given per prompt position instead of the first pass (an
+  // engine's own estimate; the bench's oracle from full prefill). Empty: the first pass.
+  std::span<const double> question_mass;
 };
 
 struct blend_report {
@@ -147,7 +150,10 @@ inline kvtier::result<blend_report> blend_prefill(cpu_backend& b, const kvtier::
   kvtier::result<void> failed{};
   // Weighting `question`: the new text alone over the placed KV, its last layer's attention mass.
   std::vector<double> mass_at(n, 0.0);
-  if (plan.weighting == blend_weighting::question) {
+  if (!plan.question_mass.empty()) {
+    if (plan.question_mass.size() != n) return kvtier::make_error(kvtier::errc::invalid_argument);
+    mass_at.assign(plan.question_mass.begin(), plan.question_mass.end());
+  } else if (plan.weighting == blend_weighting::question) {
     std::vector<decode_entry> qrows;
     std::vector<std::size_t> qpos;
     for (std::size_t p = start; p < n; ++p)
