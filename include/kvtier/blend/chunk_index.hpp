@@ -100,7 +100,8 @@ class chunk_set {
 
   // Finds the known chunks of `prompt`: at each page boundary, the longest chain of chunk pages that
   // starts there; a hit is taken whole and the search goes on after it. Each hit is locked until
-  // release(). invalid_argument while hits from an earlier lookup are held.
+  // release(). Each probe is a cache lookup (cache_stats counts it). invalid_argument while hits
+  // from an earlier lookup are held.
   result<void> lookup(std::span<const token_id> prompt) {
     if (!leases_.empty()) return make_error(errc::invalid_argument);
     const std::size_t P = page_tokens();
