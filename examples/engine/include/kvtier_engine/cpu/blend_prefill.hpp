@@ -153,7 +153,7 @@ inline kvtier::result<blend_report> blend_prefill(cpu_backend& b, const kvtier::
   if (!plan.question_mass.empty()) {
     if (plan.question_mass.size() != n) return kvtier::make_error(kvtier::errc::invalid_argument);
     mass_at.assign(plan.question_mass.begin(), plan.question_mass.end());
-  } else if (plan.weighting == blend_weighting::question) {
+  } else if (plan.weighting == blend_weighting::question && rep.reused > 0) {
     std::vector<decode_entry> qrows;
     std::vector<std::size_t> qpos;
     for (std::size_t p = start; p < n; ++p)
