@@ -14,6 +14,7 @@
 // common options: --shape stories260K|cpu-100m (default stories260K; cpu-100m has synthetic weights)
 //   --docs N (3) --doc-tokens N (448) --question N (24) --reply N (16) --seed N (1) --threads N (0: all)
 //   --probe-pages N (256) --probe-timeout-ms N (500) --prefix P (kvtier-share)
+//   --replica-reads (cluster: readers fetch from the masters' replicas, READONLY)
 // Exit status: 0 when every reader reused every whole page of each document and its tokens equal
 // its recompute's; 3 when tokens differ; 4 when a document was not found; 1 on a failure.
 #include <sys/wait.h>
@@ -54,6 +55,7 @@ struct options {
   std::size_t probe_pages = 256, reader = 1, readers = 2;
   int probe_timeout_ms = 500, masters = 3, replicas = 1;
   std::string prefix = "kvtier-share", csv;
+  bool replica_reads = false;
   std::vector<std::string> passed;  // the common options, as given (handed to the child processes)
 };
 
@@ -63,7 +65,7 @@ struct options {
                "       kvtier-share write --cluster HOST:PORT[,...] | --redis HOST:PORT [options]\n"
                "       kvtier-share read  --cluster HOST:PORT[,...] | --redis HOST:PORT [options] [--reader K] [--csv FILE]\n"
                "options: --shape stories260K|cpu-100m --docs N --doc-tokens N --question N --reply N --seed N\n"
-               "         --threads N --probe-pages N --probe-timeout-ms N --prefix P\n");
+               "         --threads N --probe-pages N --probe-timeout-ms N --prefix P --replica-reads\n");
   std::exit(2);
 }
 
@@ -106,6 +108,7 @@ options parse(int argc, char** argv) {
     else if (a == "--probe-pages") o.probe_pages = std::stoull(common(value()));
     else if (a == "--probe-timeout-ms") o.probe_timeout_ms = std::stoi(common(value()));
     else if (a == "--prefix") o.prefix = common(value());
+    else if (a == "--replica-reads") o.replica_reads = true, o.passed.push_back(a);
     else if (a == "--reader") o.reader = std::stoull(value());
     else if (a == "--readers") o.readers = std::stoull(value());
     else if (a == "--masters") o.masters = std::stoi(value());
@@ -280,6 +283,9 @@ int demo(const options& o) {
   std::vector<std::string> w = {"write"};
   w.insert(w.end(), common.begin(), common.end());
   if (const int rc = run_child(w); rc != 0) return rc;
+  // Replication is asynchronous: readers of replicas wait until they hold what the writer wrote.
+  if (o.replica_reads && o.replicas > 0 && !cluster.wait_replicas_caught_up(std::chrono::seconds(20)))
+    std::printf("kvtier-share demo: the replicas did not catch up within 20 s: readers may miss pages\n");
   int worst = 0;
   for (std::size_t k = 1; k <= o.readers; ++k) {
     std::vector<std::string> r = {"read", "--reader", std::to_string(k)};
@@ -307,7 +313,9 @@ int main(int argc, char** argv) {
     if (o.mode != "write" && o.mode != "read") usage();
     if (!o.cluster.empty())
       return run_engine<kvtier::redis_cluster_tier>(o, [&](kvtier::kv_shape shape, std::size_t page_bytes) {
-        return kvtier::redis_cluster_tier_config{.shape = shape, .page_bytes = page_bytes, .seeds = o.cluster};
+        kvtier::redis_cluster_tier_config c{.shape = shape, .page_bytes = page_bytes, .seeds = o.cluster};
+        c.read_from_replicas = o.replica_reads;
+        return c;
       });
     if (o.redis.port == 0) usage();
     return run_engine<kvtier::redis_tier>(o, [&](kvtier::kv_shape shape, std::size_t page_bytes) {

@@ -203,6 +203,29 @@ class redis_cluster {
     }
     return false;
   }
+  // True once every running replica has applied all its master has written (INFO replication:
+  // its slave_repl_offset has reached the master's master_repl_offset).
+  bool wait_replicas_caught_up(std::chrono::milliseconds timeout) const {
+    auto field = [](const std::string& info, const std::string& name) {
+      const std::size_t at = info.find(name + ":");
+      return at == std::string::npos ? -1LL : std::atoll(info.c_str() + at + name.size() + 1);
+    };
+    const auto end = std::chrono::steady_clock::now() + timeout;
+    while (std::chrono::steady_clock::now() < end) {
+      bool all = true;
+      for (std::size_t i = 0; i < nodes_.size() && all; ++i) {
+        if (!running(i)) continue;
+        const std::string info = text(i, {"INFO", "replication"});
+        if (info.find("role:slave") == std::string::npos) continue;
+        const std::size_t m = index_of(int(field(info, "master_port")));
+        all = field(info, "slave_repl_offset") >= field(text(m, {"INFO", "replication"}), "master_repl_offset");
+      }
+      if (all) return true;
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    return false;
+  }
+
   // Node r meets the cluster through master m and becomes m's replica.
   void attach_replica(std::size_t r, std::size_t m) {
     const std::string master_id = id_of(m);
