@@ -98,8 +98,7 @@ class hierarchical_cache<cache_parts<PageSize, DevicePool, HostPool, HostLayout,
   void adopt_thread() noexcept { owner_ = std::this_thread::get_id(); }
 
   // ------------------------------------------------------------------------ lifecycle
-  // The longest cached prefix of `tokens` in `ns`, locked until release(). Never waits, except
-  // with config.remote enabled: past the index it asks the shared slow tier (remote_lookup.hpp).
+  // The longest cached prefix of `tokens` in `ns`, locked until release(). Never waits (config.remote: see remote_lookup.hpp).
   // Reuse one lease object: no allocation once its vectors have grown.
   // `priority` is the request's retention priority (priority_lru keeps higher ones longer).
   result<void> lookup(namespace_id ns, std::span<const token_id> tokens, lease_type& l, std::uint8_t priority = 0) {
