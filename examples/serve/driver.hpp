@@ -255,7 +255,8 @@ inline void plot_sweep(const options& o, const std::vector<mode_run>& runs) {
 }
 
 // Runs every mode at every sweep point, writes the reports; returns the exit code.
-// Traits: backend, cache_for<mode>, model_config(), weights(), make_slow(...) — see serve_cpu.cpp.
+// Traits (serve_cpu.cpp, serve_cuda.cu): page_tokens, the caches of the modes (run_mode), config(),
+// kv_type(), backend_name(), device_name(), run(mode, options, workload), file_bandwidth_pages.
 template <class Traits>
 int run_all(const options& o, Traits& traits) {
   std::filesystem::create_directories(o.out);
@@ -341,8 +342,8 @@ int run_all(const options& o, Traits& traits) {
   // The cost model: compute fits from every run, copy bandwidth of the device+host cache's path.
   cost_model_info info{m.name, traits.backend_name(), traits.device_name(), "all modes", Traits::page_tokens,
                        std::size_t(m.kv_shape(traits.kv_type()).bytes_per_page(Traits::page_tokens))};
-  const auto copies = traits.copy_bandwidth(o);
-  info.file_tier = traits.file_bandwidth(o);
+  const auto copies = serving::copy_bandwidth<typename Traits::host_cache>(m.kv_shape(traits.kv_type()), Traits::page_tokens, {1, 16, 256});
+  info.file_tier = file_bandwidth_of(traits, o, Traits::file_bandwidth_pages);
   write_cost_model_json(o.out + "/cost_model.json", info, all_samples, copies);
   const linear_fit pf = fit_prefill(all_samples.prefill), df = fit_decode(all_samples.decode);
   std::printf("cost model: prefill t = %.3g + %.3g*n + %.3g*n*(s+n/2) s (R2 %.3f, %zu chunks); decode t = %.3g + %.3g*B + %.3g*C s "
@@ -357,6 +358,19 @@ int run_all(const options& o, Traits& traits) {
                 c.ok ? "" : " (FAILED: some put or get did not succeed)");
   std::printf("wrote %s/{summary.csv, requests.csv, cost_model.json%s}\n", o.out.c_str(), points.size() > 1 ? ", sweep.csv, sweep.svg" : "");
   return rc;
+}
+
+// main() of both programs: options over `defaults`, the traits, every run; 2 on a bad configuration.
+template <class Traits>
+int serve_main(int argc, char** argv, const options& defaults, const char* prog) {
+  try {
+    const options o = parse(argc, argv, defaults);
+    Traits traits(o);
+    return run_all(o, traits);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "%s: %s\n", prog, e.what());
+    return 2;
+  }
 }
 
 }  // namespace kvtier_serve

@@ -59,32 +59,22 @@ struct cpu_traits {
   kvtier::result<run_result> run(cache_mode mode, const options& o, const workload& wl) {
     return run_mode<cpu_backend>(*this, mode, o, wl);
   }
-  std::vector<slow_tier_measurement> file_bandwidth(const options& o) const { return file_bandwidth_of(*this, o, 1024); }
-  std::vector<copy_measurement> copy_bandwidth(const options&) const {
-    return serving::copy_bandwidth<host_cache>(m.kv_shape(kvtier::dtype::fp32), page_tokens, {1, 16, 256});
-  }
+  static constexpr std::size_t file_bandwidth_pages = 1024;  // the file tier's bandwidth: pages in one batch
 };
 
 }  // namespace kvtier_serve
 
 int main(int argc, char** argv) {
-  try {
-    kvtier_serve::options defaults;
-    // CPU defaults sized for stories260K on two cores: documents of 256-768 tokens, a 1,024-token context.
-    defaults.context = 1024;
-    defaults.wl.longdoc = {.documents = 8, .questions = 3, .doc_min = 256, .doc_max = 768, .question_tokens = 16,
-                           .answer_tokens = 16, .rate = 2};
-    defaults.wl.chat.rate = 4;
-    defaults.wl.trace.path = KVTIER_SERVE_DEFAULT_TRACE;
-    defaults.wl.trace.max_output = 16;
-    defaults.device_pages = 128;    // 3 documents; the 8 need ~2.5x that
-    defaults.host_pages = 1024;
-    defaults.disk_pages = 4096;
-    const kvtier_serve::options o = kvtier_serve::parse(argc, argv, defaults);
-    kvtier_serve::cpu_traits traits(o);
-    return kvtier_serve::run_all(o, traits);
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "kvtier-serve: %s\n", e.what());
-    return 2;
-  }
+  kvtier_serve::options defaults;
+  // CPU defaults sized for stories260K on two cores: documents of 256-768 tokens, a 1,024-token context.
+  defaults.context = 1024;
+  defaults.wl.longdoc = {.documents = 8, .questions = 3, .doc_min = 256, .doc_max = 768, .question_tokens = 16,
+                         .answer_tokens = 16, .rate = 2};
+  defaults.wl.chat.rate = 4;
+  defaults.wl.trace.path = KVTIER_SERVE_DEFAULT_TRACE;
+  defaults.wl.trace.max_output = 16;
+  defaults.device_pages = 128;    // 3 documents; the 8 need ~2.5x that
+  defaults.host_pages = 1024;
+  defaults.disk_pages = 4096;
+  return kvtier_serve::serve_main<kvtier_serve::cpu_traits>(argc, argv, defaults, "kvtier-serve");
 }

@@ -71,33 +71,23 @@ struct cuda_traits {
     if (!o.batch_invariant) return run_mode<cuda_backend_heuristic>(*this, mode, o, wl);
     return run_mode<kvtier_engine::cuda::cuda_backend>(*this, mode, o, wl);
   }
-  std::vector<slow_tier_measurement> file_bandwidth(const options& o) const { return file_bandwidth_of(*this, o, 256); }
-  std::vector<copy_measurement> copy_bandwidth(const options&) const {
-    return serving::copy_bandwidth<host_cache>(m.kv_shape(kvtier::dtype::bf16), page_tokens, {1, 16, 256});
-  }
+  static constexpr std::size_t file_bandwidth_pages = 256;  // the file tier's bandwidth: pages in one batch
 };
 
 }  // namespace kvtier_serve
 
 int main(int argc, char** argv) {
-  try {
-    kvtier_serve::options defaults;
-    defaults.shape = "llama3-8b";
-    defaults.context = 34816;
-    defaults.wl.longdoc = {.documents = 12, .questions = 4, .doc_min = 8192, .doc_max = 24576, .question_tokens = 32,
-                           .answer_tokens = 32, .rate = 1};
-    defaults.wl.trace.path = KVTIER_SERVE_DEFAULT_TRACE;
-    defaults.server.token_budget = 8192;
-    defaults.server.chunk_tokens = 4096;
-    defaults.server.max_batch = 32;
-    defaults.device_pages = 4096;   // 8 GiB of llama3-8b bf16 KV (2 MiB a page)
-    defaults.host_pages = 16384;    // 32 GiB pinned
-    defaults.disk_pages = 16384;
-    const kvtier_serve::options o = kvtier_serve::parse(argc, argv, defaults);
-    kvtier_serve::cuda_traits traits(o);
-    return kvtier_serve::run_all(o, traits);
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "kvtier-serve-cuda: %s\n", e.what());
-    return 2;
-  }
+  kvtier_serve::options defaults;
+  defaults.shape = "llama3-8b";
+  defaults.context = 34816;
+  defaults.wl.longdoc = {.documents = 12, .questions = 4, .doc_min = 8192, .doc_max = 24576, .question_tokens = 32,
+                         .answer_tokens = 32, .rate = 1};
+  defaults.wl.trace.path = KVTIER_SERVE_DEFAULT_TRACE;
+  defaults.server.token_budget = 8192;
+  defaults.server.chunk_tokens = 4096;
+  defaults.server.max_batch = 32;
+  defaults.device_pages = 4096;   // 8 GiB of llama3-8b bf16 KV (2 MiB a page)
+  defaults.host_pages = 16384;    // 32 GiB pinned
+  defaults.disk_pages = 16384;
+  return kvtier_serve::serve_main<kvtier_serve::cuda_traits>(argc, argv, defaults, "kvtier-serve-cuda");
 }
