@@ -138,6 +138,14 @@ struct scratch_dir {
   }
 };
 
+// What the traits of both programs hold: the model as it runs, its weights, the backend's options.
+struct traits_base {
+  model_weights w;
+  model_config m;
+  backend_options bo;
+  const model_config& config() const { return m; }
+};
+
 // One (mode, point) run's outcome.
 struct mode_run {
   cache_mode mode;

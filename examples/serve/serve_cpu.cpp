@@ -15,7 +15,7 @@
 
 namespace kvtier_serve {
 
-struct cpu_traits {
+struct cpu_traits : traits_base {
   static constexpr std::size_t page_tokens = 16;
   using pages = kvtier::page_size<page_tokens>;
   using device_only_cache = kvtier::cache_builder<pages, kvtier::device_memory<>, kvtier::host_memory<>, kvtier::slow_tiers<>,
@@ -34,10 +34,6 @@ struct cpu_traits {
   static constexpr bool has_file_tier = false;
 #endif
 
-  model_weights w;
-  model_config m;
-  backend_options bo;
-
   explicit cpu_traits(const options& o) {
     if (!o.shape.empty()) {
       m = shapes::by_name(o.shape);
@@ -50,7 +46,6 @@ struct cpu_traits {
     if (o.context) m.seq_len = o.context;  // RoPE has no length limit; the model was trained at its own
     bo = backend_options{precision::fp32, o.threads, 0};
   }
-  const model_config& config() const { return m; }
   precision run_precision() const { return precision::fp32; }
   std::string backend_name() const { return "cpu-fp32"; }
   std::string device_name() const { return "CPU, " + std::to_string(std::thread::hardware_concurrency()) + " hardware threads"; }

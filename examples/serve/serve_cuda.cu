@@ -28,7 +28,7 @@ struct cuda_backend_heuristic : kvtier_engine::cuda::cuda_backend {
   }
 };
 
-struct cuda_traits {
+struct cuda_traits : traits_base {
   static constexpr std::size_t page_tokens = 16;
   using pages = kvtier::page_size<page_tokens>;
   using device_only_cache =
@@ -46,10 +46,6 @@ struct cuda_traits {
   static constexpr bool has_file_tier = false;
 #endif
 
-  model_weights w;
-  model_config m;
-  backend_options bo;
-
   explicit cuda_traits(const options& o) {
     if (!o.model_dir.empty()) throw kvtier::config_error("kvtier-serve-cuda: synthetic shapes only (--shape NAME)");
     m = shapes::by_name(o.shape.empty() ? "llama3-8b" : o.shape);
@@ -57,7 +53,6 @@ struct cuda_traits {
     w = model_weights::synthetic(m, o.seed, /*materialize=*/false);  // generated on the device
     bo = backend_options{precision::bf16, 0, 0};
   }
-  const model_config& config() const { return m; }
   precision run_precision() const { return precision::bf16; }
   std::string backend_name() const { return "cuda-bf16"; }
   std::string device_name() const {
