@@ -16,14 +16,17 @@ namespace kvtier_engine::cpu::detail {
 
 typedef float v8 __attribute__((vector_size(32)));
 
-static inline v8 load8(const float* p) noexcept {
+// The v8 helpers are always inlined: matmul_rows' AVX2 clone passes v8 in ymm registers, the
+// baseline-target helpers in memory, so a real call between them (at -O0) reads garbage (a Debug
+// build's products came out 0).
+[[gnu::always_inline]] static inline v8 load8(const float* p) noexcept {
   v8 v;
   std::memcpy(&v, p, sizeof v);
   return v;
 }
-static inline float reduce8(v8 a) noexcept { return ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7])); }
+[[gnu::always_inline]] static inline float reduce8(v8 a) noexcept { return ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7])); }
 
-static inline float dot(const float* w, const float* x, std::size_t n) noexcept {
+[[gnu::always_inline]] static inline float dot(const float* w, const float* x, std::size_t n) noexcept {
   v8 s = {};
   const std::size_t n8 = n & ~std::size_t(7);
   for (std::size_t i = 0; i < n8; i += 8) s += load8(w + i) * load8(x + i);
