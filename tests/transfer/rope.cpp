@@ -56,6 +56,15 @@ struct pools {
     src = paged_view(host.data(), s, pages, page_size<>(P));
     dst = layer_first_view(dev.data(), s, pages * P);
   }
+  // Every fp32 element of the host pages drawn from N(0, 1).
+  void fill_normal(std::uint64_t seed) {
+    std::mt19937_64 rng(seed);
+    std::normal_distribution<float> n01;
+    for (std::size_t i = 0; i < host.size() / 4; ++i) {
+      const float v = n01(rng);
+      std::memcpy(host.data() + 4 * i, &v, 4);
+    }
+  }
 };
 
 }  // namespace
@@ -92,12 +101,7 @@ BOOST_DATA_TEST_CASE(pre_rotation_k_loaded_at_p_equals_rope_at_p,
                      conv, rotary) {
   const kv_shape s = kv_shape::mha(2, 4, 128, dtype::fp32);
   pools p(s, 3);
-  std::mt19937_64 rng(2);
-  std::normal_distribution<float> n01;
-  for (std::size_t i = 0; i < p.host.size() / 4; ++i) {
-    const float v = n01(rng);
-    std::memcpy(p.host.data() + 4 * i, &v, 4);
-  }
+  p.fill_normal(2);
   const rope_spec r{conv, 500000.f, 128, std::size_t(rotary)};
   // Page 1 of a sequence holds positions [16, 32): load page i of the pool to serve at page i + 7.
   const page_pair pairs[] = {{0, 0}, {1, 1}, {2, 2}};
@@ -161,12 +165,7 @@ BOOST_DATA_TEST_CASE(pre_rotation_storage_rotates_each_row_to_its_own_position,
                      boost::unit_test::data::make({rope_convention::adjacent_pairs, rope_convention::rotate_half}), conv) {
   const kv_shape s = kv_shape::mha(2, 2, 64, dtype::fp32);
   pools p(s, 3);
-  std::mt19937_64 rng(4);
-  std::normal_distribution<float> n01;
-  for (std::size_t i = 0; i < p.host.size() / 4; ++i) {
-    const float v = n01(rng);
-    std::memcpy(p.host.data() + 4 * i, &v, 4);
-  }
+  p.fill_normal(4);
   const rope_spec r{conv, 10000.f, 64, 0};
   const page_pair pairs[] = {{0, 2}, {2, 0}};
   const long first[] = {0, 1024};  // the first page serves positions [0, 16), the second [1024, 1040)
