@@ -196,12 +196,7 @@ class redis_cluster {
     return true;
   }
   bool wait_converged(std::chrono::milliseconds timeout) const {
-    const auto end = std::chrono::steady_clock::now() + timeout;
-    while (std::chrono::steady_clock::now() < end) {
-      if (converged()) return true;
-      std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    }
-    return false;
+    return poll_until(timeout, std::chrono::milliseconds(50), [&] { return converged(); });
   }
   // True once every running replica has applied all its master has written (INFO replication:
   // its slave_repl_offset has reached the master's master_repl_offset).
@@ -210,52 +205,54 @@ class redis_cluster {
       const std::size_t at = info.find(name + ":");
       return at == std::string::npos ? -1LL : std::atoll(info.c_str() + at + name.size() + 1);
     };
-    const auto end = std::chrono::steady_clock::now() + timeout;
-    while (std::chrono::steady_clock::now() < end) {
-      bool all = true;
-      for (std::size_t i = 0; i < nodes_.size() && all; ++i) {
-        if (!running(i)) continue;
-        const std::string info = text(i, {"INFO", "replication"});
-        if (info.find("role:slave") == std::string::npos) continue;
+    return poll_until(timeout, std::chrono::milliseconds(20), [&] {
+      return every_running_replica([&](const std::string& info) {
         const std::size_t m = index_of(int(field(info, "master_port")));
-        all = field(info, "slave_repl_offset") >= field(text(m, {"INFO", "replication"}), "master_repl_offset");
-      }
-      if (all) return true;
-      std::this_thread::sleep_for(std::chrono::milliseconds(20));
-    }
-    return false;
+        return field(info, "slave_repl_offset") >= field(text(m, {"INFO", "replication"}), "master_repl_offset");
+      });
+    });
   }
 
   // Node r meets the cluster through master m and becomes m's replica.
   void attach_replica(std::size_t r, std::size_t m) {
     const std::string master_id = id_of(m);
     (void)command(r, {"CLUSTER", "MEET", "127.0.0.1", std::to_string(port(m)), std::to_string(bus_[m])});
-    const auto end = std::chrono::steady_clock::now() + std::chrono::seconds(20);
-    while (std::chrono::steady_clock::now() < end) {  // REPLICATE needs the master known to r first
-      if (text(r, {"CLUSTER", "REPLICATE", master_id}) == "OK") return;
-      std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    }
-    throw std::runtime_error("a replica could not attach to its master");
+    // REPLICATE needs the master known to r first.
+    if (!poll_until(std::chrono::seconds(20), std::chrono::milliseconds(50),
+                    [&] { return text(r, {"CLUSTER", "REPLICATE", master_id}) == "OK"; }))
+      throw std::runtime_error("a replica could not attach to its master");
   }
 
   // True once every running replica's link to its master is up and caught up (master_link_status).
   bool wait_replicas_synced(std::chrono::milliseconds timeout) const {
-    const auto end = std::chrono::steady_clock::now() + timeout;
-    while (std::chrono::steady_clock::now() < end) {
-      bool all = true;
-      for (std::size_t i = 0; i < nodes_.size() && all; ++i) {
-        if (!running(i)) continue;
-        const std::string info = text(i, {"INFO", "replication"});
-        if (info.find("role:slave") != std::string::npos && info.find("master_link_status:up") == std::string::npos)
-          all = false;
-      }
-      if (all) return true;
-      std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    }
-    return false;
+    return poll_until(timeout, std::chrono::milliseconds(50), [&] {
+      return every_running_replica([](const std::string& info) { return info.find("master_link_status:up") != std::string::npos; });
+    });
   }
 
  private:
+  // Calls pred every `period` until it holds (true) or `timeout` has passed (false).
+  template <class Pred>
+  static bool poll_until(std::chrono::milliseconds timeout, std::chrono::milliseconds period, Pred&& pred) {
+    const auto end = std::chrono::steady_clock::now() + timeout;
+    while (std::chrono::steady_clock::now() < end) {
+      if (pred()) return true;
+      std::this_thread::sleep_for(period);
+    }
+    return false;
+  }
+  // True when ok(info) holds for each running replica (info: its INFO replication), asked in node
+  // order up to the first that fails.
+  template <class Ok>
+  bool every_running_replica(Ok&& ok) const {
+    for (std::size_t i = 0; i < nodes_.size(); ++i) {
+      if (!running(i)) continue;
+      const std::string info = text(i, {"INFO", "replication"});
+      if (info.find("role:slave") != std::string::npos && !ok(info)) return false;
+    }
+    return true;
+  }
+
   options opt_;
   temp_dir dir_;
   std::vector<std::unique_ptr<redis_server>> nodes_;
