@@ -52,8 +52,7 @@ class kvtier_engine {
  public:
   static constexpr const char* name = "kvtier radix_index";
   [[gnu::noinline]] std::size_t serve(std::uint64_t ns, std::span<const token_id> tokens, std::size_t capacity_pages) {
-    idx_.match(namespace_id{ns}, tokens, m_);
-    (void)idx_.insert(namespace_id{ns}, tokens, on_device(device_slot{0}));
+    (void)idx_.match_and_insert(namespace_id{ns}, tokens, m_, on_device(device_slot{0}));
     const std::size_t held = idx_.pages_in(tier_id::device);
     if (held > capacity_pages) (void)idx_.evict(tier_id::device, held - capacity_pages, [](const victim&) { return true; });
     return m_.size();

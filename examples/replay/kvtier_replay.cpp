@@ -285,9 +285,9 @@ outcome replay(const std::vector<trace_request>& trace, const options& o, page_s
     const double c0 = cpu_now();
     const auto t0 = clock_type::now();
     if constexpr (hook) idx.unexpect(ns, tokens);  // it leaves the queue: served now
-    idx.match(ns, tokens, m, match_options{.priority = priority});
+    (void)idx.match_and_insert(ns, tokens, m, on_device(device_slot{0}), match_options{.priority = priority},
+                               insert_options{.priority = priority});  // match, then insert: one walk
     r.hit_tokens += m.size() * ps.tokens();
-    (void)idx.insert(ns, tokens, on_device(device_slot{0}), insert_options{.priority = priority});
     if constexpr (std::same_as<Policy, priority_lru>)
       if (shared_rule && !m.empty())  // the shared prefix is retained first
         idx.match(ns, std::span(tokens).first(m.size() * ps.tokens()), m, match_options{.priority = 1});

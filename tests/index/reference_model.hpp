@@ -61,7 +61,8 @@ class model_driver {
   // One random operation, checked. Returns its name (for failure messages).
   const char* step() {
     switch (ch_.next(16)) {
-      case 0: case 1: case 2: case 3: insert(); return "insert";
+      case 0: case 1: case 2: insert(false); return "insert";
+      case 3: insert(true); return "match_and_insert";
       case 4: case 5: case 6: match(); return "match";
       case 7: unlock_one(); return "unlock";
       case 8: case 9: evict(); return "evict";
@@ -146,7 +147,9 @@ class model_driver {
     if (info->locks != e.locks) fail(std::string(where) + ": lock count differs");
   }
 
-  void insert() {
+  // With `with_match`: match_and_insert, checked as a match against the model as it was, then as
+  // the insert.
+  void insert(bool with_match) {
     const namespace_id ns = pick_ns();
     const auto t = pick_prompt();
     const bool lock = ch_.next(4) == 0;
@@ -158,8 +161,18 @@ class model_driver {
       given.push_back(same && i > 0 ? given[0] : random_residency(!lock && ch_.next(8) == 0));
     std::vector<page_id> path;
     const insert_options options{.lock = lock, .priority = std::uint8_t(ch_.next(3))};
-    const auto r = same && n > 0 ? idx_.insert(ns, t, given[0], options, &path)
-                                 : idx_.insert(ns, t, [&](std::size_t i) { return given.at(i); }, options, &path);
+    insert_result r;
+    if (with_match) {
+      const bool match_lock = ch_.next(3) == 0;
+      const match_options m{.lock = match_lock, .touch = ch_.next(4) != 0, .priority = std::uint8_t(ch_.next(3))};
+      r = same && n > 0 ? idx_.match_and_insert(ns, t, result_, given[0], m, options, &path)
+                        : idx_.match_and_insert(ns, t, result_, [&](std::size_t i) { return given.at(i); }, m,
+                                                options, &path);
+      check_match(ns, t, match_lock, false);
+    } else {
+      r = same && n > 0 ? idx_.insert(ns, t, given[0], options, &path)
+                        : idx_.insert(ns, t, [&](std::size_t i) { return given.at(i); }, options, &path);
+    }
     std::size_t existing = 0, inserted = 0;
     for (std::size_t i = 0; i < n; ++i) {
       const key k = prefix_key(ns, t, i + 1);
@@ -192,6 +205,11 @@ class model_driver {
     const auto t = pick_prompt();
     const bool lock = ch_.next(3) == 0;
     idx_.match(ns, t, result_, match_options{.lock = lock, .touch = ch_.next(4) != 0, .priority = std::uint8_t(ch_.next(3))});
+    check_match(ns, t, lock, true);
+  }
+  // result_ against the model (before any insert of the same call); `pages`: compare each matched
+  // page's residency and locks too (not after match_and_insert: its insert part has run).
+  void check_match(namespace_id ns, const std::vector<token_id>& t, bool lock, bool pages) {
     std::size_t i = 0, dev = 0, host = 0, storage = 0;
     for (; i < t.size() / ps_; ++i) {
       auto it = model_.find(prefix_key(ns, t, i + 1));
@@ -204,7 +222,7 @@ class model_driver {
       if (i >= result_.size()) fail("match: index prefix shorter than the model's");
       if (!(result_.pages[i] == it->second.handle)) fail("match: handle differs");
       if (lock) ++it->second.locks;
-      compare_page(it->second, result_.pages[i], "match");
+      if (pages) compare_page(it->second, result_.pages[i], "match");
     }
     if (result_.size() != i) fail("match: length " + std::to_string(result_.size()) + " vs model " + std::to_string(i));
     expect(result_.device_pages == dev && result_.host_pages == host && result_.storage_pages == storage,

@@ -84,10 +84,28 @@ class radix_index {
   template <class ResidencyOf>
     requires std::is_invocable_r_v<page_residency, ResidencyOf&, std::size_t>
   insert_result insert(namespace_id ns, std::span<const token_id> tokens, ResidencyOf&& residency,
-                       insert_options options = {}, std::vector<page_id>* path = nullptr);
+                       insert_options options = {}, std::vector<page_id>* path = nullptr) {
+    return insert_walk<false>(ns, tokens, residency, options, path, nullptr, {});
+  }
   insert_result insert(namespace_id ns, std::span<const token_id> tokens, page_residency residency,
                        insert_options options = {}, std::vector<page_id>* path = nullptr) {
     return insert(ns, tokens, detail::same_residency{residency}, options, path);
+  }
+  // match(ns, tokens, out, match_options) then insert(ns, tokens, residency, insert_options) in
+  // one walk: `out` is what match would have answered before the insert, the return what insert
+  // would have; policy state and locks end as after the two calls. Hit pages are compared once.
+  template <class ResidencyOf>
+    requires std::is_invocable_r_v<page_residency, ResidencyOf&, std::size_t>
+  insert_result match_and_insert(namespace_id ns, std::span<const token_id> tokens, match_result& out,
+                                 ResidencyOf&& residency, match_options match = {}, insert_options options = {},
+                                 std::vector<page_id>* path = nullptr) {
+    return insert_walk<true>(ns, tokens, residency, options, path, &out, match);
+  }
+  insert_result match_and_insert(namespace_id ns, std::span<const token_id> tokens, match_result& out,
+                                 page_residency residency, match_options match = {}, insert_options options = {},
+                                 std::vector<page_id>* path = nullptr) {
+    detail::same_residency same{residency};
+    return insert_walk<true>(ns, tokens, same, options, path, &out, match);
   }
 
   // ------------------------------------------------------------------- locks
@@ -267,6 +285,11 @@ class radix_index {
   // walked, prompt pages walked) -> the node standing for them (insert splits there).
   template <class OnPage, class OnNode>
   walk_end walk(std::uint32_t root, std::span<const token_id> tokens, OnPage&& on_page, OnNode&& on_node);
+  // insert and match_and_insert (Match: `out` receives the match before the insert).
+  template <bool Match, class ResidencyOf>
+  insert_result insert_walk(namespace_id ns, std::span<const token_id> tokens, ResidencyOf& residency,
+                            insert_options options, std::vector<page_id>* path, match_result* out,
+                            match_options match);
   template <class ResidencyOf>
   std::uint32_t append_pages(std::uint32_t parent, namespace_id ns, std::span<const token_id> tokens,
                              std::size_t first, std::size_t n, const access_info& access, ResidencyOf& residency,

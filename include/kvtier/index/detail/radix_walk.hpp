@@ -148,47 +148,106 @@ std::uint32_t radix_index<Policy, PageSize>::append_pages(std::uint32_t parent, 
   return leaf;
 }
 
+// insert, and match_and_insert (Match): one walk. While Match, the walk also does what match()
+// would have done before the insert: it writes the ready prefix into *out, and a node the match
+// would have entered is touched with the match's access (before a split, so the tail keeps it,
+// as after the two calls) and then with the insert's.
 template <eviction_policy Policy, std::size_t PageSize>
-template <class ResidencyOf>
-  requires std::is_invocable_r_v<page_residency, ResidencyOf&, std::size_t>
-insert_result radix_index<Policy, PageSize>::insert(namespace_id ns, std::span<const token_id> tokens,
-                                                    ResidencyOf&& residency, insert_options options,
-                                                    std::vector<page_id>* path) {
+template <bool Match, class ResidencyOf>
+insert_result radix_index<Policy, PageSize>::insert_walk(namespace_id ns, std::span<const token_id> tokens,
+                                                         ResidencyOf& residency, insert_options options,
+                                                         std::vector<page_id>* path, match_result* out,
+                                                         match_options match) {
   insert_result r;
   const std::size_t n = pages_.full_pages(tokens.size());
   r.pages = n;
+  if constexpr (Match) out->clear();
   if (n == 0) {
     if (path) path->clear();
     return r;
   }
+  std::uint32_t root = root_of(ns, false);
+  // The match part: as match(), nothing (and no clock tick) when the namespace has no root yet.
+  bool matching = Match && root != none;
+  const bool match_touch = matching && match.touch;
+  if (match_touch) ++clock_;
+  const access_info match_access{clock_, match.priority};
+  if (root == none) root = root_of(ns, true);
   if (list_garbage_ > 256 && list_garbage_ * 2 > lists_.size()) compact_lists();
   const bool keep_path = options.lock || path;
   path_scratch_.clear();
   const access_info access{++clock_, options.priority};
-  const walk_end end = walk(
-      root_of(ns, true), tokens,
-      [&](std::uint32_t p, std::size_t i) {
-        if (store_.state(p).tiers() == 0) {  // a page whose copies were all dropped: refilled
-          account(p, residency(i));
-          r.inserted += store_.state(p).tiers() != 0;
-        } else {
-          ++r.existing;
+  std::size_t matched = matching ? n : 0;  // the first prompt page the match would not take
+  std::array<std::size_t, 3> by_source{};
+  page_id* pages = nullptr;
+  page_source* sources = nullptr;
+  if constexpr (Match) {
+    out->pages.resize(n);  // written in place, then cut to the matched length
+    out->sources.resize(n);
+    pages = out->pages.data();
+    sources = out->sources.data();
+  }
+  const detail::page_record* const records = store_.records();  // no page is added during the walk
+  const auto on_page = [&]<bool Keep>(std::bool_constant<Keep>) {
+    return [&](std::uint32_t p, std::size_t i) {
+      if constexpr (Keep) path_scratch_.push_back(page_id{p});
+      if constexpr (Match) {
+        if (matching) {
+          const std::uint8_t src = source_table[records[p].state.ready() & ((1u << tier_count) - 1)];
+          if (src != no_source) {  // ready, so it has a copy: existing (counted at the end)
+            pages[i] = page_id{p};
+            sources[i] = page_source(src);
+            ++by_source[src];
+            return true;
+          }
+          matching = false;
+          matched = i;
         }
-        if (keep_path) path_scratch_.push_back(page_id{p});
-        return true;
-      },
-      [&](std::uint32_t c, std::uint32_t j, std::size_t i) {
-        // Diverging inside c: its head becomes a node of its own (the parent of what follows), and
-        // only the head counts as accessed.
-        const std::uint32_t at = (i < n && j < nodes_[c].count) ? split(c, j) : c;
-        policy_.on_access(nodes_[at].state, access);
-        consider(at);
-        return at;
-      });
+      }
+      if (records[p].state.tiers() == 0) {  // a page whose copies were all dropped: refilled
+        account(p, residency(i));
+        r.inserted += store_.state(p).tiers() != 0;
+      } else {
+        ++r.existing;
+      }
+      return true;
+    };
+  };
+  const auto on_node = [&](std::uint32_t c, std::uint32_t j, std::size_t i) {
+    bool match_touched = false;
+    if constexpr (Match) {  // the match walked pages [i - j, min(i, matched)) of c
+      match_touched = match_touch && std::min(i, matched) > i - j;
+      if (match_touched) policy_.on_access(nodes_[c].state, match_access);
+    }
+    // Diverging inside c: its head becomes a node of its own (the parent of what follows), and
+    // only the head counts as accessed by the insert.
+    const std::uint32_t at = (i < n && j < nodes_[c].count) ? split(c, j) : c;
+    if (match_touched && at != c) consider(c);
+    policy_.on_access(nodes_[at].state, access);
+    consider(at);
+    return at;
+  };
+  const walk_end end = keep_path ? walk(root, tokens, on_page(std::true_type{}), on_node)
+                                 : walk(root, tokens, on_page(std::false_type{}), on_node);
+  if constexpr (Match) {
+    if (matching) matched = end.pages;
+    r.existing += matched;
+    out->pages.resize(matched);
+    out->sources.resize(matched);
+    out->device_pages = by_source[std::size_t(page_source::device)];
+    out->host_pages = by_source[std::size_t(page_source::host)];
+    out->storage_pages = by_source[std::size_t(page_source::storage)];
+  }
   std::uint32_t last = end.at;
   if (end.pages < n) last = append_pages(end.at, ns, tokens, end.pages, n, access, residency, r, keep_path);
   // Pages given no copy at the end of a new branch do not stay.
   trim(last);
+  if constexpr (Match) {
+    if (match.lock && !out->pages.empty()) {
+      for (page_id p : out->pages) store_.add_lock(p.value());
+      out->locked = true;
+    }
+  }
   if (options.lock)
     for (page_id p : path_scratch_)
       if (contains(p)) store_.add_lock(p.value());
