@@ -188,9 +188,11 @@ insert_result radix_index<Policy, PageSize>::insert_walk(namespace_id ns, std::s
     sources = out->sources.data();
   }
   const detail::page_record* const records = store_.records();  // no page is added during the walk
-  const auto on_page = [&]<bool Keep>(std::bool_constant<Keep>) {
+  // (`auto keep`, not a template lambda: nvcc 13's host pass rejects a template lambda in an
+  // out-of-class member template.)
+  const auto on_page = [&](auto keep) {
     return [&](std::uint32_t p, std::size_t i) {
-      if constexpr (Keep) path_scratch_.push_back(page_id{p});
+      if constexpr (decltype(keep)::value) path_scratch_.push_back(page_id{p});
       if constexpr (Match) {
         if (matching) {
           const std::uint8_t src = source_table[records[p].state.ready() & ((1u << tier_count) - 1)];
