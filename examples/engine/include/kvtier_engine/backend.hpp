@@ -35,6 +35,7 @@
 #include <functional>
 #include <span>
 #include <string_view>
+#include <vector>
 
 #include "kvtier/core/error.hpp"
 #include "kvtier/core/kv_shape.hpp"
@@ -81,6 +82,9 @@ struct decode_entry {
 
 // Called with a layer index before the backend reads that layer of the pool (may be empty).
 using layer_hook = std::function<void(std::size_t layer)>;
+// Partial prefill (prefill_rows): after layer l's K/V are written, the rows still computed (indices
+// into the rows given, ascending); the callee may drop some.
+using row_filter = std::function<void(std::size_t layer, std::vector<std::size_t>& active)>;
 
 // clang-format off
 template <class B>

@@ -23,9 +23,6 @@
 
 namespace kvtier_engine {
 
-// After layer l's K/V are written: the rows still computed (indices, ascending); the callee may drop some.
-using row_filter = std::function<void(std::size_t layer, std::vector<std::size_t>& active)>;
-
 class cpu_backend {
  public:
   using kvtier_engine_backend = backend_tag;

@@ -5,11 +5,12 @@
 // is addressed through the block tables the engine passes; nothing is copied to a private cache.
 // Per layer: RMSNorm → QKV GEMM → RoPE + K/V store into the pool → attention (flash_prefill for
 // bf16 head_dim 128 prefill, paged_attention otherwise) → O GEMM (+= residual) → RMSNorm → gate|up
-// GEMM → SwiGLU → down GEMM (+= residual).
+// GEMM → SwiGLU → down GEMM (+= residual). prefill_rows runs rows at any positions (partial prefill).
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <memory>
+#include <stdexcept>
 #include <vector>
 
 #include "kvtier_engine/backend.hpp"
@@ -19,6 +20,7 @@
 #include "kvtier_engine/cuda/kernels.cuh"
 #include "kvtier_engine/cuda/linear.cuh"
 #include "kvtier_engine/cuda/paged_attention.cuh"
+#include "kvtier_engine/cuda/row_filter.cuh"
 
 namespace kvtier_engine::cuda {
 
@@ -120,6 +122,41 @@ class cuda_model {
     return {};
   }
 
+  // Rows of one sequence at ascending positions (see cuda_backend::prefill_rows).
+  kvtier::result<void> prefill_rows(std::span<const decode_entry> rows, std::span<float> logits, const layer_hook& before_layer,
+                                    const row_filter& after_kv) {
+    const std::size_t n = rows.size(), P = kv_[0].page_tokens;
+    if (n == 0 || n > std::size_t(o_.max_chunk_rows) || logits.size() < m_.vocab)
+      return kvtier::make_error(kvtier::errc::invalid_argument);
+    const std::span<const kvtier::device_slot> table = rows.back().block_table;
+    const std::size_t last = rows.back().position, pages = last / P + 1;
+    if (last >= m_.seq_len || table.size() < pages) return kvtier::make_error(kvtier::errc::invalid_argument);
+    std::int32_t* h = host_ints_.data();  // tokens, positions, key counts, then the block table
+    for (std::size_t i = 0; i < n; ++i) {
+      const decode_entry& r = rows[i];
+      if ((i > 0 && r.position <= rows[i - 1].position) || r.block_table.data() != table.data() || r.token.value() < 0 ||
+          std::size_t(r.token.value()) >= m_.vocab)
+        return kvtier::make_error(kvtier::errc::invalid_argument);
+      h[i] = r.token.value();
+      h[n + i] = std::int32_t(r.position);
+      h[2 * n + i] = std::int32_t(r.position + 1);
+    }
+    for (std::size_t i = 0; i < pages; ++i) h[3 * n + i] = std::int32_t(table[i].value());
+    tables_.upload(h + 3 * n, pages);
+    check(cudaMemcpyAsync(tokens_.data(), h, n * sizeof(std::int32_t), cudaMemcpyHostToDevice, stream_), "H2D");
+    check(cudaMemcpyAsync(positions_.data(), h + n, n * sizeof(std::int32_t), cudaMemcpyHostToDevice, stream_), "H2D");
+    check(cudaMemcpyAsync(row_keys_.data(), h + 2 * n, n * sizeof(std::int32_t), cudaMemcpyHostToDevice, stream_), "H2D");
+    narrow_.start(n);
+    try {
+      const int left = forward(int(n), int(last + 1), nullptr, row_keys_.data(), &before_layer, &after_kv);
+      head(left - 1, 1, logits);
+    } catch (const std::invalid_argument&) {  // a bad filter: nothing more was queued
+      check(cudaStreamSynchronize(stream_), "prefill_rows");
+      return kvtier::make_error(kvtier::errc::invalid_argument);
+    }
+    return {};
+  }
+
   kvtier::result<void> decode(std::span<const decode_entry> batch, std::span<float> logits) {
     const std::size_t B = batch.size(), P = kv_[0].page_tokens;
     if (B == 0 || B > std::size_t(o_.max_batch) || logits.size() < B * m_.vocab)
@@ -156,12 +193,15 @@ class cuda_model {
     return s;
   }
 
-  // Rows of a prefill (row_seq null: sequence 0 at positions start + row; keys_or_start = start) or
-  // of a decode step (row r: sequence r, keys row_keys[r]; keys_or_start = the most keys of a row).
-  void forward(int rows, int keys_or_start, const std::int32_t* row_seq, const std::int32_t* row_keys,
-               const layer_hook* before_layer) {
+  // Rows of a prefill (row_seq and row_keys null: sequence 0 at positions start + row; keys_or_start =
+  // start), of a decode step (row r: sequence r, keys row_keys[r]; keys_or_start = the most keys of a
+  // row) or of prefill_rows (row_seq null, row_keys non-null: sequence 0 at positions_[row], keys
+  // row_keys_[row]; keys_or_start = the last row's position + 1; `filter` may drop rows after each
+  // layer's K/V). Returns the rows left at the end.
+  int forward(int rows, int keys_or_start, const std::int32_t* row_seq, const std::int32_t* row_keys,
+              const layer_hook* before_layer, const row_filter* filter = nullptr) {
     const int D = int(m_.dim), H = int(m_.hidden_dim), qd = int(m_.q_dim()), qkv = qd + 2 * int(m_.kv_dim());
-    const bool decode = row_keys != nullptr;
+    const bool decode = row_seq != nullptr, positional = !decode && row_keys != nullptr;
     embedding(tokens_.data(), rows, emb_.data(), x_.data(), D, stream_);
     for (std::size_t l = 0; l < m_.layers; ++l) {
       if (before_layer != nullptr && *before_layer) (*before_layer)(l);
@@ -172,15 +212,18 @@ class cuda_model {
       gemm(xb_.data(), wqkv_[l].data(), qkv_.data(), rows, D, qkv, false);
       rope_store(qkv_.data(), q_.data(), kv, positions_.data(), row_seq, rows, int(m_.heads), m_.rope_theta, m_.rope,
                  stream_);
+      if (filter != nullptr && *filter)
+        rows = narrow_.apply(l, rows, *filter, x_, q_, positions_, row_keys_, D, qd, stream_);
       attention_rows<T> a;
       a.q = q_.data();
       a.out = att_.data();
       a.rows = rows;
       a.q_heads = int(m_.heads);
       a.row_seq = row_seq;
-      a.row_keys = row_keys;
-      a.causal_start = decode ? 0 : keys_or_start;
-      a.max_keys = decode ? keys_or_start : keys_or_start + rows;
+      a.row_keys = positional ? row_keys_.data() : row_keys;  // after narrow: the gathered rows' counts
+      a.row_pos = positional ? positions_.data() : nullptr;
+      a.causal_start = decode || positional ? 0 : keys_or_start;
+      a.max_keys = decode || positional ? keys_or_start : keys_or_start + rows;
       a.scale = 1.0f / std::sqrt(float(m_.head_size));
       if constexpr (std::is_same_v<T, __nv_bfloat16>) {
         if (!decode && flash_prefill_supports(kv)) attend_flash(a, kv);
@@ -194,6 +237,7 @@ class cuda_model {
       swiglu(gu_.data(), hb_.data(), rows, H, stream_);
       gemm(hb_.data(), w2_[l].data(), x_.data(), rows, H, D, true);
     }
+    return rows;
   }
 
   // Batch-invariant: key splits at fixed absolute positions (a row's keys [0, pos] split at every
@@ -201,8 +245,9 @@ class cuda_model {
   // same value through the merge as without it (weight exp2(0) = 1, empty splits add exact zeros).
   void attend_flash(const attention_rows<T>& a, const paged_kv_layer<T>& kv) {
     const int tiles_per_split = invariant_ ? o_.prefill_split_keys / 64 : 0;
-    const int splits = invariant_ ? (a.causal_start + a.rows + o_.prefill_split_keys - 1) / o_.prefill_split_keys
-                                  : flash_prefill_splits(a.rows, a.causal_start, a.q_heads, sms_, o_.max_splits);
+    const int keys = a.row_pos != nullptr ? a.max_keys : a.causal_start + a.rows;  // the last row's keys
+    const int splits = invariant_ ? (keys + o_.prefill_split_keys - 1) / o_.prefill_split_keys
+                                  : flash_prefill_splits(a.rows, keys - a.rows, a.q_heads, sms_, o_.max_splits);
     const std::size_t need = splits > 1 ? paged_attention_workspace(a.rows, a.q_heads, kv.head_dim, splits) : 0;
     if (need > prefill_ws_.size()) prefill_ws_ = device_buffer<float>(need);  // grows once per new shape
     flash_prefill(a, kv, stream_, splits, prefill_ws_.data(), tiles_per_split);
@@ -315,6 +360,7 @@ class cuda_model {
   device_buffer<T> xb_, qkv_, q_, att_, gu_, hb_;
   device_buffer<std::int32_t> tokens_, positions_, row_seq_, row_keys_, tables_;
   std::vector<std::int32_t> host_ints_;
+  row_narrower<T> narrow_;  // prefill_rows: the rows still computed
 };
 
 }  // namespace detail
@@ -345,6 +391,25 @@ class cuda_backend {
   kvtier::result<void> prefill(const prefill_chunk& c, std::span<float> logits, const layer_hook& before_layer) {
     try {
       return bf16_ ? bf16_->prefill(c, logits, before_layer) : fp32_->prefill(c, logits, before_layer);
+    } catch (const std::runtime_error&) {
+      return kvtier::make_error(kvtier::errc::io_error);
+    }
+  }
+  // Partial prefill: rows of ONE sequence (every entry's block_table the same span, covering the last
+  // row's position) at strictly ascending positions anywhere, through every layer. Each row writes its
+  // K/V at its position and attends to keys [0, position]; the K/V at positions not among the rows is
+  // whatever the pool holds (a cached prefix, placed chunks). before_layer(l) is called before layer l
+  // reads or writes the pool; after_kv(l, active), once the active rows' K/V of layer l are written,
+  // may drop rows (active: indices into `rows`, ascending; the last row must stay): they skip attention
+  // and FFN from there on, and their K/V on later layers is what the pool holds. Writes the last row's
+  // logits. At most cuda_options::max_chunk_rows rows (one pass). A row gives prefill()'s bits at its
+  // position when its inputs are the same (bf16 batch-invariant mode; fp32: cuBLAS may choose another
+  // algorithm for another row count). invalid_argument for bad rows or a filter that adds rows.
+  kvtier::result<void> prefill_rows(std::span<const decode_entry> rows, std::span<float> logits, const layer_hook& before_layer,
+                                    const row_filter& after_kv) {
+    try {
+      return bf16_ ? bf16_->prefill_rows(rows, logits, before_layer, after_kv)
+                   : fp32_->prefill_rows(rows, logits, before_layer, after_kv);
     } catch (const std::runtime_error&) {
       return kvtier::make_error(kvtier::errc::io_error);
     }

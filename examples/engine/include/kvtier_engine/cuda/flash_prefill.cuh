@@ -6,7 +6,11 @@
 // deep; S = Q K^T and O += P V run on mma.sync m16n8k16 (bf16 in, fp32 out) with ldmatrix
 // fragments; the softmax is online (running max and sum per row, exp2 with the scale folded in).
 // Rows are chunk rows at positions causal_start + row; any prefix before causal_start is read from
-// the pool like the chunk's own keys (the chunk's K and V are written there first).
+// the pool like the chunk's own keys (the chunk's K and V are written there first). With row_pos
+// (partial prefill: selected rows at ascending positions anywhere in the sequence) row r is at
+// position row_pos[r] and sees keys [0, row_pos[r]]; the other positions' K/V are whatever the pool
+// holds. A row's arithmetic is the same either way (same tiles, same order; tiles past its position
+// add exact zeros), so a row gives the same bits at the same position whatever rows surround it.
 #include <cstdint>
 
 #include "kvtier_engine/cuda/common.cuh"
@@ -61,7 +65,8 @@ __device__ __forceinline__ unsigned pack_bf16(float lo, float hi) {
   return *reinterpret_cast<const unsigned*>(&v);
 }
 
-__global__ void __launch_bounds__(fa_threads, 2)
+template <bool Positional>  // rows at a.row_pos (else causal_start + row): two instantiations, the
+__global__ void __launch_bounds__(fa_threads, 2)  // contiguous one free of the position registers
     flash_prefill_kernel(attention_rows<__nv_bfloat16> a, paged_kv_layer<__nv_bfloat16> kv, int page_shift,
                          int tiles_per_split, float* part_o, float* part_lse) {
   using bf16 = __nv_bfloat16;
@@ -76,7 +81,12 @@ __global__ void __launch_bounds__(fa_threads, 2)
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
   const int start = a.causal_start;
   const int last_row = min(q0 + fa_rows, a.rows) - 1;
-  const int total_keys = start + last_row + 1;  // keys the block's last row sees
+  // Position of chunk row r (rows past the chunk: past the last row, results discarded).
+  auto pos_of = [&](int r) {
+    if constexpr (Positional) return a.row_pos[min(r, a.rows - 1)];
+    else return start + r;
+  };
+  const int total_keys = pos_of(last_row) + 1;  // keys the block's last row sees
   const int tiles = (total_keys + fa_keys - 1) / fa_keys;
   const float scale_log2 = a.scale * 1.4426950408889634f;
   // Split-KV (few query tiles over a long prefix): this block takes key tiles [t_begin, t_end).
@@ -119,7 +129,13 @@ __global__ void __launch_bounds__(fa_threads, 2)
   float m_run[4] = {-INFINITY, -INFINITY, -INFINITY, -INFINITY}, l_run[4] = {0.f, 0.f, 0.f, 0.f};
   const int g = lane / 4, t4 = lane % 4;
   const int warp_row0 = q0 + warp * fa_warp_rows;  // chunk row of this warp's first query
-  const int warp_first_pos = start + warp_row0, warp_last_pos = warp_first_pos + fa_warp_rows - 1;
+  const int warp_first_pos = pos_of(warp_row0), warp_last_pos = pos_of(warp_row0 + fa_warp_rows - 1);
+  // Positional: this thread's four rows' positions (m-tile, upper/lower 8), the causal mask's bounds.
+  int row_pos[4] = {0, 0, 0, 0};
+  if constexpr (Positional) {
+#pragma unroll
+    for (int r = 0; r < 4; ++r) row_pos[r] = pos_of(warp_row0 + (r / 2) * 16 + g + (r % 2) * 8);
+  }
 
   for (int it = t_begin; it < t_end; ++it) {
     const int stage = (it - t_begin) & 1;
@@ -161,7 +177,7 @@ __global__ void __launch_bounds__(fa_threads, 2)
           for (int e = 0; e < 4; ++e) {
             const int r = mt * 2 + e / 2;
             const int key = k0 + nt * 8 + 2 * t4 + (e & 1);
-            const int pos = warp_first_pos + mt * 16 + g + (e / 2) * 8;
+            const int pos = Positional ? row_pos[r] : warp_first_pos + mt * 16 + g + (e / 2) * 8;
             if (needs_mask && key > pos) s[mt][nt][e] = -INFINITY;
             mx[r] = fmaxf(mx[r], s[mt][nt][e]);  // raw scores: the scale (> 0) is applied below
           }
@@ -272,8 +288,9 @@ inline bool flash_prefill_supports(const paged_kv_layer<__nv_bfloat16>& kv) {
   return kv.head_dim == detail::fa_dim && kv.page_tokens > 0 && (kv.page_tokens & (kv.page_tokens - 1)) == 0;
 }
 
-// Causal prefill attention of a chunk (rows at positions causal_start + row of sequence 0) over the
-// paged pool, head_dim 128, bf16. The chunk's K and V must already be in the pool. With splits > 1,
+// Causal prefill attention of a chunk (rows at positions causal_start + row of sequence 0, or at
+// row_pos[row] with max_keys = the last position + 1) over the paged pool, head_dim 128, bf16. The
+// rows' own K and V must already be in the pool. With splits > 1,
 // workspace holds paged_attention_workspace(rows, q_heads, 128, splits) floats. tiles_per_split > 0
 // fixes each split's key range in absolute positions (split z: key tiles [z t, (z + 1) t)), so a
 // row's partition of its keys does not depend on the chunk (batch-invariant); splits must then be
@@ -285,16 +302,17 @@ inline void flash_prefill(const attention_rows<__nv_bfloat16>& a, const paged_kv
     throw std::invalid_argument("kvtier_engine: flash_prefill needs head_dim 128, whole query groups, a power-of-two page");
   int shift = 0;
   while ((1 << shift) < kv.page_tokens) ++shift;
-  const int tiles = (a.causal_start + a.rows + detail::fa_keys - 1) / detail::fa_keys;
+  const int keys = a.row_pos != nullptr ? a.max_keys : a.causal_start + a.rows;
+  const int tiles = (keys + detail::fa_keys - 1) / detail::fa_keys;
   const int per_split = tiles_per_split > 0 ? tiles_per_split : (tiles + splits - 1) / splits;
   splits = (tiles + per_split - 1) / per_split;
   float* part_o = workspace;
   float* part_lse = workspace == nullptr ? nullptr : workspace + std::size_t(splits) * a.rows * a.q_heads * detail::fa_dim;
-  check(cudaFuncSetAttribute(detail::flash_prefill_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                             detail::fa_smem_bytes), "cudaFuncSetAttribute (flash_prefill)");
+  const auto kernel = a.row_pos != nullptr ? detail::flash_prefill_kernel<true> : detail::flash_prefill_kernel<false>;
+  check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, detail::fa_smem_bytes),
+        "cudaFuncSetAttribute (flash_prefill)");
   const dim3 grid(a.q_heads, (a.rows + detail::fa_rows - 1) / detail::fa_rows, splits);
-  detail::flash_prefill_kernel<<<grid, detail::fa_threads, detail::fa_smem_bytes, s>>>(a, kv, shift, per_split, part_o,
-                                                                                        part_lse);
+  kernel<<<grid, detail::fa_threads, detail::fa_smem_bytes, s>>>(a, kv, shift, per_split, part_o, part_lse);
   check_launch("flash_prefill");
   if (splits > 1) {
     detail::combine_splits_kernel<__nv_bfloat16><<<dim3(a.rows, a.q_heads), 128, 0, s>>>(a, detail::fa_dim, splits,

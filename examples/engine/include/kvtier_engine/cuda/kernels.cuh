@@ -94,6 +94,20 @@ __global__ void swiglu_kernel(const T* gate_up, T* out, int hidden) {
   for (int i = c; i < min(c + 2, hidden); ++i) o[i] = from_float<T>(silu_mul(to_float(g[i]), to_float(u[i])));
 }
 
+// Partial prefill's row filter: row i of the outputs is row from[i] of the inputs; x (row, dim) fp32,
+// q (row, q_dim), positions and key counts (position + 1) per row. One block per output row.
+template <class T>
+__global__ void gather_rows_kernel(const std::int32_t* from, const float* x, const T* q, const std::int32_t* pos, float* x_out,
+                                   T* q_out, std::int32_t* pos_out, std::int32_t* keys_out, int dim, int q_dim) {
+  const std::size_t i = blockIdx.x, src = std::size_t(from[i]);
+  for (int c = threadIdx.x; c < dim; c += blockDim.x) x_out[i * dim + c] = x[src * dim + c];
+  for (int c = threadIdx.x; c < q_dim; c += blockDim.x) q_out[i * q_dim + c] = q[src * q_dim + c];
+  if (threadIdx.x == 0) {
+    pos_out[i] = pos[src];
+    keys_out[i] = pos[src] + 1;
+  }
+}
+
 struct arg_max {
   float v;
   int i;
@@ -222,6 +236,13 @@ void swiglu(const T* gate_up, T* out, int rows, int hidden, cudaStream_t s) {
   const dim3 grid(grid_for((hidden + 1) / 2, 256), rows);
   detail::swiglu_kernel<T><<<grid, 256, 0, s>>>(gate_up, out, hidden);
   check_launch("swiglu");
+}
+template <class T>
+void gather_rows(const std::int32_t* from, int rows, const float* x, const T* q, const std::int32_t* pos, float* x_out, T* q_out,
+                 std::int32_t* pos_out, std::int32_t* keys_out, int dim, int q_dim, cudaStream_t s) {
+  if (rows == 0) return;
+  detail::gather_rows_kernel<T><<<rows, 256, 0, s>>>(from, x, q, pos, x_out, q_out, pos_out, keys_out, dim, q_dim);
+  check_launch("gather_rows");
 }
 inline void argmax(const float* logits, int rows, int vocab, std::int32_t* out, cudaStream_t s) {
   if (rows == 0) return;

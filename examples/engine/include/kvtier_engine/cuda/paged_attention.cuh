@@ -24,6 +24,9 @@ struct attention_rows {
   int causal_start = 0;                   // position of row 0 when row_keys is null
   int max_keys = 0;                       // the most keys any row sees
   float scale = 1.0f;                     // softmax scale, 1/sqrt(head_dim) for Llama
+  // flash_prefill only: row → position (ascending) of rows anywhere in sequence 0, each attending to
+  // keys [0, row_pos[row]]; max_keys = the last row's position + 1. Null: positions causal_start + row.
+  const std::int32_t* row_pos = nullptr;
 };
 
 namespace detail {
