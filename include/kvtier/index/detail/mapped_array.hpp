@@ -82,8 +82,10 @@ class mapped_array {
     if (n > capacity()) remap(round_up(n * sizeof(T)));
   }
   // Returns the storage beyond size() (rounded to memory pages) to the system.
-  void shrink_to_fit() {
-    const std::size_t want = round_up(size_ * sizeof(T));
+  void shrink_to_fit() { shrink_to(size_); }
+  // Returns the storage beyond max(n, size()) elements (rounded to memory pages) to the system.
+  void shrink_to(std::size_t n) {
+    const std::size_t want = round_up((n > size_ ? n : size_) * sizeof(T));
     if (want < bytes_) remap(want);
   }
 
@@ -108,16 +110,18 @@ class mapped_array {
       if (p == MAP_FAILED) throw std::bad_alloc();
     } else {
       p = map_aligned(bytes);
+      // Asked before anything is written: the copy below then faults in huge pages, not 4 KiB ones.
+      (void)::madvise(p, bytes, MADV_HUGEPAGE);
       if (data_ && bytes_ >= huge) {  // aligned already: its page tables (huge pages whole) move
         if (::mremap(data_, bytes_, bytes, MREMAP_MAYMOVE | MREMAP_FIXED, p) == MAP_FAILED) {
           ::munmap(p, bytes);
           throw std::bad_alloc();
         }
+        (void)::madvise(p, bytes, MADV_HUGEPAGE);  // the moved range, grown
       } else if (data_) {  // small pages so far: copied once into huge ones
         std::memcpy(p, data_, size_ * sizeof(T));
         ::munmap(data_, bytes_);
       }
-      (void)::madvise(p, bytes, MADV_HUGEPAGE);
     }
 #else
     void* p = std::realloc(data_, bytes ? bytes : 1);

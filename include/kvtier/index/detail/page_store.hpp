@@ -121,6 +121,7 @@ class page_store {
   }
 
   // Hands out the k lowest free ids, ascending, into out[0..k); each is then set up by init().
+  // A word whose free bits form one run is written as one ascending sequence.
   void take_ids(std::size_t k, std::uint32_t* out) {
     std::size_t w = lowest_free_word_;
     while (k > 0) {
@@ -128,9 +129,19 @@ class page_store {
       if (w == free_.size()) w = add_free_ids();
       std::uint64_t bits = free_[w];
       const std::uint32_t base = std::uint32_t(w * 64);
-      for (; bits != 0 && k > 0; --k) {
-        *out++ = base + std::uint32_t(std::countr_zero(bits));
-        bits &= bits - 1;
+      const unsigned at = unsigned(std::countr_zero(bits));
+      const std::uint64_t run = bits >> at;
+      if ((run & (run + 1)) == 0) {  // one run of free ids (a fresh word, a freed node tail)
+        const std::size_t len = std::min<std::size_t>(std::size_t(std::countr_one(run)), k);
+        for (std::size_t i = 0; i < len; ++i) out[i] = base + at + std::uint32_t(i);
+        out += len;
+        k -= len;
+        bits = len == 64 ? 0 : bits & ~(((std::uint64_t{1} << len) - 1) << at);
+      } else {
+        for (; bits != 0 && k > 0; --k) {
+          *out++ = base + std::uint32_t(std::countr_zero(bits));
+          bits &= bits - 1;
+        }
       }
       free_[w] = bits;
     }
@@ -169,12 +180,16 @@ class page_store {
     live_ += k;
   }
 
-  // Page p, whose one copy (in tier ti) is dropped and which holds no lock, leaves: its slot of
-  // that tier is cleared and its id freed.
-  void drop_last_copy(std::uint32_t p, std::uint32_t ti) noexcept {
-    (void)ti;  // every field is cleared
+  // Page p, whose one copy is dropped and which holds no lock, leaves: every field is cleared
+  // and its id freed. The victim cursor frees a run of them, then calls ids_freed(lowest id)
+  // once (before the next take_ids).
+  void drop_last_copy(std::uint32_t p) noexcept {
     rec_[p] = page_record{};
-    free_id(p);
+    free_[p / 64] |= std::uint64_t{1} << (p % 64);
+    --live_;
+  }
+  void ids_freed(std::uint32_t lowest) noexcept {
+    lowest_free_word_ = std::min<std::size_t>(lowest_free_word_, lowest / 64);
   }
 
   void free(std::uint32_t p) noexcept {
@@ -193,7 +208,10 @@ class page_store {
   std::size_t live() const noexcept { return live_; }
   std::size_t high_water() const noexcept { return rec_.size(); }
 
-  // Gives back the storage above the highest live page once it exceeds that page by a quarter.
+  // Gives back the storage above the highest live page once it exceeds that page by a quarter:
+  // the page arrays keep a quarter above it as growth room (hysteresis: a tree that shrinks and
+  // regrows by a request's worth does not map and fault in the same memory every time), and
+  // are cut only when their capacity is half again above the highest live page.
   void trim() {
     std::size_t n = rec_.size();
     if (n <= live_ + live_ / 8 + 64) return;
@@ -207,7 +225,7 @@ class page_store {
     free_.resize((n + 63) / 64);
     if (n % 64) free_.back() &= (std::uint64_t{1} << (n % 64)) - 1;
     lowest_free_word_ = std::min(lowest_free_word_, free_.size());
-    if (rec_.capacity() > n + n / 4 + 256) shrink_all();
+    if (rec_.capacity() > n + n / 2 + 256) shrink_all(n + n / 4);
   }
 
   void reserve(std::size_t n) {
@@ -243,10 +261,11 @@ class page_store {
     rec_.resize(n);
     if (keys_.size() > n) keys_.resize(n);
   }
-  void shrink_all() {
-    tokens_.shrink_to_fit();
-    rec_.shrink_to_fit();
-    keys_.shrink_to_fit();
+  void shrink_all(std::size_t keep) {
+    // The tokens (not bookkeeping: 4 B a token) are cut only at twice their size.
+    if (tokens_.capacity() > 2 * tokens_.size() + 4096) tokens_.shrink_to(keep * ps_.tokens());
+    rec_.shrink_to(keep);
+    keys_.shrink_to(keep);
     free_.shrink_to_fit();
   }
 

@@ -113,7 +113,7 @@ void radix_index<Policy, PageSize>::compact_lists() {
   }
   deferred_.clear();
   lists_.resize(to);
-  if (lists_.capacity() > std::size_t(to) + to / 2 + 4096) lists_.shrink_to_fit();  // the tree shrank
+  if (lists_.capacity() > std::size_t(to) + to / 2 + 4096) lists_.shrink_to(to + to / 4);  // the tree shrank
   list_garbage_ = 0;
 }
 
@@ -123,6 +123,7 @@ template <eviction_policy Policy, std::size_t PageSize>
 void radix_index<Policy, PageSize>::give_back_memory() {
   store_.trim();
   if (list_garbage_ > 256 && list_garbage_ * 2 > lists_.size()) compact_lists();
+  else if (lists_.capacity() > lists_.size() + lists_.size() / 2 + 4096) lists_.shrink_to(lists_.size() + lists_.size() / 4);
   if (nodes_.size() > 1024 && live_nodes_ * 2 < nodes_.size()) {
     std::size_t keep = nodes_.size();
     while (keep > 0 && !nodes_[keep - 1].alive) --keep;

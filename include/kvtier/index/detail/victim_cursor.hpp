@@ -66,6 +66,7 @@ std::size_t radix_index<Policy, PageSize>::drain_node(std::uint32_t n, std::size
     if (x.children == 0 && j == x.count && j > 1) {
       const std::uint32_t begin = x.begin;
       std::uint32_t k = j;
+      std::uint32_t lowest = none;  // the lowest id freed: the free bitmap's hint moves once
       while (taken < budget && k > 1) {
         const std::uint32_t p = lists[begin + k - 1];
         if (rec[p].state.word != bit) break;
@@ -75,11 +76,13 @@ std::size_t radix_index<Policy, PageSize>::drain_node(std::uint32_t n, std::size
           break;
         }
         policy_.on_evict(x.state);
-        store_.drop_last_copy(p, std::uint32_t(ti));
+        store_.drop_last_copy(p);
+        lowest = std::min(lowest, p);
         --k;
         ++taken;
       }
       if (const std::uint32_t gone = j - k; gone > 0) {
+        store_.ids_freed(lowest);
         x.count = k;
         x.held[ti] -= gone;
         tier_pages_[ti] -= gone;
