@@ -85,6 +85,7 @@ struct row {
 
 int main(int argc, char** argv) {
   const std::string csv = argc > 1 ? argv[1] : "blend-ttft.csv";
+  std::setvbuf(stdout, nullptr, _IOLBF, 0);  // every line out at once, also into a file cut short by a timeout
   cudaDeviceProp prop{};
   check(cudaGetDeviceProperties(&prop, 0), "props");
   std::printf("device: %s, %d SMs\n", prop.name, prop.multiProcessorCount);
@@ -313,6 +314,9 @@ int main(int argc, char** argv) {
     out.speedup = full_ms / out.ttft_ms;
     out.floor_ms = std::max(blend_flops(rep.kept) / peak_flops, chunk_bytes / h2d_bytes_s) * 1e3;
     table_rows.push_back(out);
+    std::printf("r = %.0f%%: %zu placed tokens recomputed, selection %.2f ms, recompute %.1f ms, TTFT %.1f ms, %.2fx, "
+                "logits rel L2 %.3g%s\n", r * 100, out.kept, out.selection_ms, out.recompute_ms, out.ttft_ms, out.speedup, out.rel,
+                out.exact ? " (bit for bit)" : "");
   }
 
   std::printf("\nTTFT, llama3-8b shape, bf16, %zu chunks x %zu tokens + %zu-token question (%zu tokens), H2D placement path: %s\n",

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One device call for issue 18 (CacheBlend on the CUDA backend): the GPU tests of tests/blend
 # (partial prefill and blending against full prefill; GPU selection against the CPU reference), the
-# TTFT bench (8 x 2K-token chunks + a 64-token question, llama3-8b shape), then compute-sanitizer on
+# attention cases of engine.cuda_kernels (flash_prefill with row positions and without), the TTFT bench (8 x 2K-token chunks + a 64-token question, llama3-8b shape), then compute-sanitizer on
 # the partial-prefill test's scattered-rows case, from build/blend-carry (binaries built here for
 # sm_90 plus Boost.Test, cudart, xxHash, liburing; cuBLAS from the GPU machine's toolkit or pip's
 # nvidia.cublas). Logs and CSV to $OUT; every step under `timeout`, about 150 s in all.
@@ -15,9 +15,11 @@ if [[ "${1:-}" == prepare ]]; then
   b=build/blend-gpu
   cmake -S . -B "$b" -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90 -DKVTIER_PARTS="blend;engine" \
     -DCMAKE_CXX_COMPILER_LAUNCHER=ccache -DCMAKE_CUDA_COMPILER_LAUNCHER=ccache >"$b.configure.log" 2>&1 || { cat "$b.configure.log"; exit 1; }
-  cmake --build "$b" -j "${KVTIER_JOBS:-2}" --target test_blend_partial_prefill_gpu test_blend_select_gpu kvtier-bench-blend-ttft || exit 1
+  cmake --build "$b" -j "${KVTIER_JOBS:-2}" --target test_blend_partial_prefill_gpu test_blend_select_gpu test_engine_cuda_kernels \
+    kvtier-bench-blend-ttft || exit 1
   rm -rf "$c" && mkdir -p "$c/lib"
-  cp "$b/tests/blend/test_blend_partial_prefill_gpu" "$b/tests/blend/test_blend_select_gpu" "$b/bench/blend/kvtier-bench-blend-ttft" "$c/"
+  cp "$b/tests/blend/test_blend_partial_prefill_gpu" "$b/tests/blend/test_blend_select_gpu" "$b/tests/engine/test_engine_cuda_kernels" \
+    "$b/bench/blend/kvtier-bench-blend-ttft" "$c/"
   strip "$c"/test_* "$c"/kvtier-*
   for e in "$c"/test_* "$c"/kvtier-*; do ldd "$e" | awk '/boost|cudart|xxhash|uring/ {print $3}'; done | sort -u | xargs -r -I{} cp -L {} "$c/lib/"
   ls -la "$c" "$c/lib"
@@ -32,11 +34,15 @@ export LD_LIBRARY_PATH="$PWD/$c/lib:/usr/local/cuda/lib64${cublas_dir:+:$cublas_
 export KVTIER_ENGINE_MODELS_DIR="$PWD/models"  # stories260K in this checkout (the binary's path is the build machine's)
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv 2>&1 | tee "$out/device.txt"
 rc=0
-timeout 40 "$c/test_blend_partial_prefill_gpu" --log_level=message --report_level=short >"$out/partial_prefill_gpu.log" 2>&1
+timeout 35 "$c/test_blend_partial_prefill_gpu" --log_level=message --report_level=short >"$out/partial_prefill_gpu.log" 2>&1
 r=$?; echo "partial_prefill_gpu: exit $r"; grep -aE "error|rel L2|fail|passed|No errors|SKIPPED" "$out/partial_prefill_gpu.log" | tail -40; [[ $r -eq 0 ]] || rc=1
-timeout 25 "$c/test_blend_select_gpu" --log_level=message --report_level=short >"$out/select_gpu.log" 2>&1
+timeout 20 "$c/test_blend_select_gpu" --log_level=message --report_level=short >"$out/select_gpu.log" 2>&1
 r=$?; echo "select_gpu: exit $r"; grep -aE "error|fail|passed|No errors|SKIPPED|ms" "$out/select_gpu.log" | tail -8; [[ $r -eq 0 ]] || rc=1
-timeout 70 "$c/kvtier-bench-blend-ttft" "$out/blend-ttft-h200.csv" >"$out/blend_ttft.log" 2>&1
+timeout 25 "$c/test_engine_cuda_kernels" --log_level=message --report_level=short \
+  --run_test=flash_prefill_matches_reference,flash_prefill_with_row_positions_matches_reference,paged_attention_matches_reference \
+  >"$out/cuda_kernels.log" 2>&1
+r=$?; echo "engine.cuda_kernels (attention): exit $r"; grep -aE "error|fail|flash|passed|No errors|SKIPPED" "$out/cuda_kernels.log" | tail -16; [[ $r -eq 0 ]] || rc=1
+timeout 65 "$c/kvtier-bench-blend-ttft" "$out/blend-ttft-h200.csv" >"$out/blend_ttft.log" 2>&1
 r=$?; echo "blend-ttft bench: exit $r"; grep -vE '^$' "$out/blend_ttft.log" | tail -30; [[ $r -eq 0 ]] || rc=1
 left=$((148 - SECONDS))
 if command -v compute-sanitizer >/dev/null && [[ $left -gt 5 ]]; then

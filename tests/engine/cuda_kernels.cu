@@ -391,3 +391,65 @@ BOOST_AUTO_TEST_CASE(flash_prefill_matches_reference) {
   check_attention<bf16>(128, 8, 2, 16, 2000, 200, true, 4);  // split-KV: 4 key ranges merged by log-sum-exp
   check_attention<bf16>(128, 8, 2, 64, 960, 64, true, 7);    // 7 splits of 2 tiles, some rows see none of a split
 }
+
+// flash_prefill with per-row positions (partial prefill, attention_rows::row_pos): rows at ascending
+// positions anywhere, each over keys [0, its position] (the keys between the rows are the pool's);
+// against the double reference with the same key counts. Rows at consecutive positions must give
+// the contiguous kernel's bits.
+void check_flash_positions(int Hq, int H, int P, const std::vector<int>& pos, int splits) {
+  const int D = 128, rows = int(pos.size()), keys = pos.back() + 1, slots = (keys + P - 1) / P + 2;
+  test_pool<bf16> tp(slots, P, H, D);
+  const auto pool = through<bf16>(random_floats(tp.mem.size(), 2.0f));
+  tp.mem.upload(convert_from_float<bf16>(pool.data(), pool.size()));
+  const auto tables = shuffled_slots(slots);
+  device_buffer<std::int32_t> dtables(tables.size()), dpos(pos.size());
+  dtables.upload(tables);
+  dpos.upload(std::vector<std::int32_t>(pos.begin(), pos.end()));
+  const auto q = through<bf16>(random_floats(std::size_t(rows) * Hq * D, 2.0f));
+  auto dq = to_device<bf16>(q);
+  auto out = poisoned<bf16>(q.size());
+  attention_rows<bf16> a;
+  a.q = dq.data();
+  a.out = out.data();
+  a.rows = rows;
+  a.q_heads = Hq;
+  a.row_pos = dpos.data();
+  a.max_keys = keys;
+  a.scale = 1.0f / std::sqrt(float(D));
+  const auto kv = tp.layer(dtables.data(), 0);
+  device_buffer<float> ws(paged_attention_workspace(rows, Hq, D, splits));
+  flash_prefill(a, kv, nullptr, splits, ws.data());
+  const std::vector<int> rs(rows, 0);
+  std::vector<int> rk(rows);
+  for (int r = 0; r < rows; ++r) rk[r] = pos[r] + 1;
+  const auto got = to_host(out);
+  const double e = rel_error(got, reference_attention(q, pool, tp, tables, 0, rows, Hq, rs, rk));
+  BOOST_TEST_MESSAGE("flash, " << rows << " rows at positions " << pos.front() << ".." << pos.back() << ", splits " << splits << ": " << e);
+  BOOST_TEST(e < tolerance<bf16>);
+  if (pos.back() - pos.front() == rows - 1) {  // consecutive: the contiguous kernel, same bits
+    auto out2 = poisoned<bf16>(q.size());
+    attention_rows<bf16> c = a;
+    c.out = out2.data();
+    c.row_pos = nullptr;
+    c.causal_start = pos.front();
+    flash_prefill(c, kv, nullptr, splits, ws.data());
+    const auto want = to_host(out2);
+    BOOST_TEST(std::equal(got.begin(), got.end(), want.begin()), "positional vs contiguous rows differ");
+  }
+}
+
+BOOST_AUTO_TEST_CASE(flash_prefill_with_row_positions_matches_reference) {
+  std::vector<int> sparse, tail;
+  for (int p = 3; p < 1500; p += 5 + p % 4) sparse.push_back(p);  // gaps of 5-8: warps span several key tiles
+  for (int p = 1900; p < 2000; ++p) tail.push_back(p);
+  std::vector<int> gap{0, 1, 2, 1400, 1401, 1402, 1403};  // one warp across a long gap
+  std::vector<int> run(300);
+  std::iota(run.begin(), run.end(), 160);
+  check_flash_positions(8, 2, 16, sparse, 1);
+  check_flash_positions(8, 2, 16, sparse, 4);  // split-KV: a block's key range split in four
+  check_flash_positions(8, 1, 16, tail, 1);
+  check_flash_positions(8, 1, 16, tail, 5);
+  check_flash_positions(4, 4, 32, gap, 1);
+  check_flash_positions(8, 2, 16, run, 1);
+  check_flash_positions(8, 2, 16, run, 3);
+}
