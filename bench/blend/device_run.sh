@@ -12,8 +12,14 @@ cd "$(dirname "$0")/../.."
 c=build/blend-carry
 if [[ "${1:-}" == prepare ]]; then
   export PATH="$PATH:/usr/local/cuda/bin"
-  b=build/blend-gpu
-  cmake -S . -B "$b" -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90 -DKVTIER_PARTS="blend;engine" \
+  # Built from the committed tree (HEAD, exported to build/blend-src), not from the shared working
+  # tree's uncommitted edits of other parts; KVTIER_PREPARE_TREE=1 builds the working tree instead.
+  if [[ "${KVTIER_PREPARE_TREE:-0}" == 1 ]]; then src=.; b=build/blend-gpu; else
+    src=build/blend-src; b=build/blend-gpu-head
+    rm -rf "$src" && mkdir -p "$src" && git archive HEAD | tar -x -C "$src" || exit 1
+    git rev-parse HEAD >"$src/COMMIT"
+  fi
+  cmake -S "$src" -B "$b" -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90 -DKVTIER_PARTS="blend;engine" \
     -DCMAKE_CXX_COMPILER_LAUNCHER=ccache -DCMAKE_CUDA_COMPILER_LAUNCHER=ccache >"$b.configure.log" 2>&1 || { cat "$b.configure.log"; exit 1; }
   cmake --build "$b" -j "${KVTIER_JOBS:-2}" --target test_blend_partial_prefill_gpu test_blend_select_gpu test_engine_cuda_kernels \
     kvtier-bench-blend-ttft || exit 1
@@ -22,6 +28,7 @@ if [[ "${1:-}" == prepare ]]; then
     "$b/bench/blend/kvtier-bench-blend-ttft" "$c/"
   strip "$c"/test_* "$c"/kvtier-*
   for e in "$c"/test_* "$c"/kvtier-*; do ldd "$e" | awk '/boost|cudart|xxhash|uring/ {print $3}'; done | sort -u | xargs -r -I{} cp -L {} "$c/lib/"
+  [[ -f "$src/COMMIT" ]] && cp "$src/COMMIT" "$c/COMMIT"
   ls -la "$c" "$c/lib"
   du -sh "$c"
   exit 0
@@ -33,6 +40,7 @@ cublas_dir=$(python3 -c 'import nvidia.cublas, os; print(os.path.join(list(nvidi
 export LD_LIBRARY_PATH="$PWD/$c/lib:/usr/local/cuda/lib64${cublas_dir:+:$cublas_dir}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 export KVTIER_ENGINE_MODELS_DIR="$PWD/models"  # stories260K in this checkout (the binary's path is the build machine's)
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv 2>&1 | tee "$out/device.txt"
+echo "binaries of commit $(cat "$c/COMMIT" 2>/dev/null || echo '(working tree)')" | tee -a "$out/device.txt"
 rc=0
 timeout 35 "$c/test_blend_partial_prefill_gpu" --log_level=message --report_level=short >"$out/partial_prefill_gpu.log" 2>&1
 r=$?; echo "partial_prefill_gpu: exit $r"; grep -aE "error|rel L2|fail|passed|No errors|SKIPPED" "$out/partial_prefill_gpu.log" | tail -40; [[ $r -eq 0 ]] || rc=1
