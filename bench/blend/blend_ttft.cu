@@ -259,7 +259,12 @@ int main(int argc, char** argv) {
                           variant{"kernel 32 blocks", kvtier::transfer::gpu::strategy::kernel, 32}}) {
     load.how = v.how;
     load.blocks = v.blocks;
-    place_ms();  // warm-up
+    check(cudaStreamSynchronize(copy_stream), "idle");
+    if (auto r = cp.load(host_view, pool.view, pairs, kvtier::transfer::layer_range::all(), load); !r) {  // warm-up
+      std::printf("placement (copier, RoPE on load, %s): not available: %s\n", v.name, std::string(kvtier::to_string(r.code())).c_str());
+      check(cudaStreamSynchronize(copy_stream), "placement");
+      continue;
+    }
     std::vector<double> t;
     for (int i = 0; i < 3; ++i) t.push_back(place_ms());
     std::printf("placement (copier, RoPE on load, %s): %.1f ms, %.1f GB/s\n", v.name, median(t), chunk_bytes / median(t) / 1e6);
@@ -268,6 +273,10 @@ int main(int argc, char** argv) {
   for (const variant v : {variant{"staged", kvtier::transfer::gpu::strategy::staged, 0},
                           variant{"kernel 32 blocks", kvtier::transfer::gpu::strategy::kernel, 32}})
     if (std::string(v.name) == placement_path) load.how = v.how, load.blocks = v.blocks;
+  if (placement_ms > 1e29) {
+    std::printf("placement: no copier path could load with RoPE on load\n");
+    return 1;
+  }
   std::printf("placement path used below: %s\n", placement_path);
   std::printf("selection: CacheBlend's one-shot K+V deviation on layer 1 on the GPU (kvtier::blend::gpu::deviation + CUB sort), "
               "top r of the %zu placed tokens; layer 0 computed for all %zu rows, chunk 0 a true prefix\n",
