@@ -22,15 +22,20 @@ auto radix_index<Policy, PageSize>::walk(std::uint32_t root, std::span<const tok
     if (c == none) break;
     const std::uint32_t count = nodes_[c].count;
     const std::uint32_t begin = nodes_[c].begin;
-    const std::uint32_t last = std::uint32_t(std::min<std::size_t>(count, n - i));
+    const std::uint32_t last = std::uint32_t(std::min<std::size_t>(count, n - i));  // >= 1
+    const std::uint32_t* const ids = lists + begin;
     std::uint32_t j = 0;
-    bool go = true;
-    for (; j < last; ++j, ++i) {
-      const std::uint32_t p = lists[begin + j];
-      if (j > 0 && !same_tokens(stored + std::size_t(p) * pages_.tokens(), query_page(tokens, i))) break;
-      if (!on_page(p, i)) {
-        go = false;
-        break;
+    bool go = on_page(ids[0], i);  // the first page's tokens were confirmed by find_child
+    if (go) {
+      const token_id* q = query_page(tokens, i);
+      for (j = 1, ++i; j < last; ++j, ++i) {
+        q += pages_.tokens();
+        const std::uint32_t p = ids[j];
+        if (!same_tokens(stored + std::size_t(p) * pages_.tokens(), q)) break;
+        if (!on_page(p, i)) {
+          go = false;
+          break;
+        }
       }
     }
     const std::uint32_t stands_for = on_node(c, j, i);
@@ -44,14 +49,19 @@ auto radix_index<Policy, PageSize>::walk(std::uint32_t root, std::span<const tok
 template <eviction_policy Policy, std::size_t PageSize>
 void radix_index<Policy, PageSize>::match(namespace_id ns, std::span<const token_id> tokens, match_result& out,
                                           match_options options) {
-  out.clear();
   const std::size_t n = pages_.full_pages(tokens.size());
   const std::uint32_t root = root_of(ns, false);
-  if (root == none || n == 0) return;
+  if (root == none || n == 0) {
+    out.clear();
+    return;
+  }
+  out.device_pages = out.host_pages = out.storage_pages = 0;
+  out.locked = false;
   if (options.touch) ++clock_;
   const access_info access{clock_, options.priority};
   std::array<std::size_t, 3> by_source{};
-  // Written in place (no capacity test a page), then cut to the matched length.
+  // Written in place (no capacity test a page), then cut to the matched length; not cleared
+  // first, so only the entries beyond the last answer's length are value-initialised.
   out.pages.resize(n);
   out.sources.resize(n);
   page_id* const pages = out.pages.data();
@@ -161,14 +171,20 @@ insert_result radix_index<Policy, PageSize>::insert_walk(namespace_id ns, std::s
   insert_result r;
   const std::size_t n = pages_.full_pages(tokens.size());
   r.pages = n;
-  if constexpr (Match) out->clear();
+  if constexpr (Match) {  // as match(): not cleared when it will be written (see there)
+    out->device_pages = out->host_pages = out->storage_pages = 0;
+    out->locked = false;
+  }
   if (n == 0) {
+    if constexpr (Match) out->clear();
     if (path) path->clear();
     return r;
   }
   std::uint32_t root = root_of(ns, false);
   // The match part: as match(), nothing (and no clock tick) when the namespace has no root yet.
   bool matching = Match && root != none;
+  if constexpr (Match)
+    if (!matching) out->clear();
   const bool match_touch = matching && match.touch;
   if (match_touch) ++clock_;
   const access_info match_access{clock_, match.priority};
@@ -182,8 +198,10 @@ insert_result radix_index<Policy, PageSize>::insert_walk(namespace_id ns, std::s
   page_id* pages = nullptr;
   page_source* sources = nullptr;
   if constexpr (Match) {
-    out->pages.resize(n);  // written in place, then cut to the matched length
-    out->sources.resize(n);
+    if (matching) {  // written in place, then cut to the matched length
+      out->pages.resize(n);
+      out->sources.resize(n);
+    }
     pages = out->pages.data();
     sources = out->sources.data();
   }
@@ -277,15 +295,19 @@ std::uint32_t radix_index<Policy, PageSize>::split(std::uint32_t c, std::uint32_
   cn.count -= j;
   cn.parent = h;
   for (auto& e : cn.tier_end) e = e == none ? none : (e > j ? e - j : 0);
+  std::array<std::uint32_t, 1u << tier_count> by_tiers{};  // head pages per tier set
+  const std::uint32_t* const ids = lists_.data() + hn.begin;
   for (std::uint32_t k = 0; k < j; ++k) {
-    const std::uint32_t p = page_at(hn, k);
+    const std::uint32_t p = ids[k];
     store_.owner(p) = h;
-    const std::uint8_t tiers = store_.state(p).tiers();
-    for (std::size_t t = 0; t < tier_count; ++t) {
-      hn.held[t] += (tiers >> t) & 1u;
-      cn.held[t] -= (tiers >> t) & 1u;
-    }
+    ++by_tiers[store_.state(p).tiers() & ((1u << tier_count) - 1)];
   }
+  for (std::size_t set = 1; set < by_tiers.size(); ++set)
+    for (std::size_t t = 0; t < tier_count; ++t) {
+      const std::uint32_t moved = (set >> t) & 1u ? by_tiers[set] : 0;
+      hn.held[t] += moved;
+      cn.held[t] -= moved;
+    }
   const std::uint8_t head_of_c = store_.state(page_at(cn, 0)).tiers();
   for (std::size_t t = 0; t < tier_count; ++t) hn.children_holding[t] = (head_of_c >> t) & 1u;
   children_.replace(edge_of(hn.parent, store_.tokens(page_at(hn, 0))), c, h);
