@@ -16,7 +16,7 @@ if [[ "${1:-}" == prepare ]]; then
   # tree's uncommitted edits of other parts; KVTIER_PREPARE_TREE=1 builds the working tree instead.
   if [[ "${KVTIER_PREPARE_TREE:-0}" == 1 ]]; then src=.; b=build/blend-gpu; else
     src=build/blend-src; b=build/blend-gpu-head
-    rm -rf "$src" && mkdir -p "$src" && git archive HEAD | tar -x -C "$src" || exit 1
+    rm -rf "$src" && mkdir -p "$src" && git archive HEAD | tar -x -m -C "$src" || exit 1  # -m: fresh mtimes, ninja rebuilds (ccache hits what is unchanged)
     git rev-parse HEAD >"$src/COMMIT"
   fi
   cmake -S "$src" -B "$b" -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90 -DKVTIER_PARTS="blend;engine" \
