@@ -125,8 +125,14 @@ class page_store {
   void take_ids(std::size_t k, std::uint32_t* out) {
     std::size_t w = lowest_free_word_;
     while (k > 0) {
-      while (w < free_.size() && free_[w] == 0) ++w;
-      if (w == free_.size()) w = add_free_ids();
+      // Full words are skipped eight at a time (after an eviction the lowest free word can lie
+      // hundreds of full words below the next free id).
+      const std::uint64_t* const f = free_.data();
+      const std::size_t words = free_.size();
+      while (w + 8 <= words && (f[w] | f[w + 1] | f[w + 2] | f[w + 3] | f[w + 4] | f[w + 5] | f[w + 6] | f[w + 7]) == 0)
+        w += 8;
+      while (w < words && f[w] == 0) ++w;
+      if (w == words) w = add_free_ids();
       std::uint64_t bits = free_[w];
       const std::uint32_t base = std::uint32_t(w * 64);
       const unsigned at = unsigned(std::countr_zero(bits));
