@@ -25,6 +25,7 @@
 
 #include "kvtier/blend/select.cuh"
 #include "kvtier_engine/cuda/cuda_backend.cuh"
+#include "kvtier_engine/row_filter_rules.hpp"
 
 namespace kvtier_engine::cuda {
 
@@ -118,7 +119,6 @@ class blend_prefiller {
                                                                                 snap_.data(), snap_.data() + (p1 - p0) * slot_bytes);
       if (cudaGetLastError() != cudaSuccess) failed = kvtier::make_error(kvtier::errc::io_error);
     };
-    const std::size_t new_first = placed - start;  // row index of the first new-text token
     const auto after = [&](std::size_t l, std::vector<std::size_t>& active) {
       if (!failed) return;
       if (l == o.select_layer && rep.placed > 0) {
@@ -130,15 +130,11 @@ class blend_prefiller {
           return;
         }
         rep.kept = std::move(*kept);
-        active.clear();
-        for (std::size_t p : rep.kept) active.push_back(p - start);
-        for (std::size_t r = new_first; r < n - start; ++r) active.push_back(r);
+        active = kvtier_engine::detail::blend_rows_after_selection(rep.kept, start, placed, n);
         rep.select_ms = std::chrono::duration<double, std::milli>(clk::now() - t0).count();
       }
-      if (o.last_layer_drops && l + 1 == m.layers && new_first > 0) {  // placed rows: K/V written, nothing more
-        const auto first_new = std::lower_bound(active.begin(), active.end(), new_first);
-        active.erase(active.begin(), first_new);
-      }
+      if (o.last_layer_drops && l + 1 == m.layers && placed > start)  // placed rows: K/V written, nothing more
+        kvtier_engine::detail::keep_new_text_only(active, start, placed);
     };
     if (auto r = b_.prefill_rows(rows, logits, before, after); !r) return r.err();
     if (!failed) return failed.err();

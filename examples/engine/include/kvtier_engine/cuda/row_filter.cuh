@@ -14,6 +14,7 @@
 #include "kvtier_engine/backend.hpp"
 #include "kvtier_engine/cuda/common.cuh"
 #include "kvtier_engine/cuda/kernels.cuh"
+#include "kvtier_engine/row_filter_rules.hpp"
 
 namespace kvtier_engine::cuda::detail {
 
@@ -60,13 +61,9 @@ class row_narrower {
     } else {
       check(cudaEventSynchronize(ready_), "prefill_rows staging");  // the previous upload has read it
     }
-    std::size_t j = 0;
-    for (std::size_t i = 0; i < active_.size(); ++i, ++j) {
-      while (j < prev_.size() && prev_[j] < active_[i]) ++j;
-      if (j == prev_.size() || prev_[j] != active_[i])
-        throw std::invalid_argument("kvtier_engine: prefill_rows: the filter added a row or broke the order");
-      from_host_[i] = std::int32_t(j);  // the kept row's index in the current (compacted) buffers
-    }
+    // Each kept row's index in the current (compacted) buffers.
+    if (!kvtier_engine::detail::kept_sources(prev_, active_, from_host_))
+      throw std::invalid_argument("kvtier_engine: prefill_rows: the filter added a row or broke the order");
     const int kept = int(active_.size());
     check(cudaMemcpyAsync(from_.data(), from_host_, std::size_t(kept) * sizeof(std::int32_t), cudaMemcpyHostToDevice, s), "H2D");
     check(cudaEventRecord(ready_, s), "cudaEventRecord");
