@@ -53,11 +53,15 @@ struct rig {
   kv_pool pool;
   cuda_backend be;
   std::vector<kvtier::device_slot> table;
+  // Pages for `tokens` and a few more, a count prime to 7 (the scattered table's stride).
+  static std::size_t slots_for(std::size_t tokens) {
+    const std::size_t s = (tokens + P - 1) / P + 3;
+    return s % 7 == 0 ? s + 1 : s;
+  }
   rig(const model_weights& w_, precision p_, std::size_t tokens)
-      : w(w_), p(p_), slots((tokens + P - 1) / P + 3), mem(w.config().kv_shape(kv_dtype(p)).bytes_per_page(P) * slots),
+      : w(w_), p(p_), slots(slots_for(tokens)), mem(w.config().kv_shape(kv_dtype(p)).bytes_per_page(P) * slots),
         pool{kvtier::transfer::layer_first_view(mem.data(), w.config().kv_shape(kv_dtype(p)), slots * P), P, slots},
         be(w.config(), w, pool, backend_options{p, 0, 0}) {
-    if (slots % 7 == 0) throw std::logic_error("the scattered table needs slots prime to 7");
     for (std::size_t i = 0; i < slots; ++i) table.push_back(kvtier::device_slot(std::uint32_t((i * 7) % slots)));
   }
   std::string name() const { return w.config().name + " " + std::string(to_string(p)); }
