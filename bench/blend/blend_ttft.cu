@@ -294,9 +294,9 @@ int main(int argc, char** argv) {
     std::vector<double> compute, select, ttft;
     blend_report rep;
     const auto blend = [&](const layer_hook& wait) {
-      auto r = bp.run(tokens, start, placed, table, o, logits, wait);
-      if (!r) must(r.err(), "blend");
-      rep = std::move(*r);
+      auto res = bp.run(tokens, start, placed, table, o, logits, wait);
+      if (!res) must(res.err(), "blend");
+      rep = std::move(*res);
     };
     for (int i = 0; i < reps + 1; ++i) {  // KV placed first: the partial prefill alone (first run: warm-up)
       place();
