@@ -202,6 +202,7 @@ class cuda_model {
               const layer_hook* before_layer, const row_filter* filter = nullptr) {
     const int D = int(m_.dim), H = int(m_.hidden_dim), qd = int(m_.q_dim()), qkv = qd + 2 * int(m_.kv_dim());
     const bool decode = row_seq != nullptr, positional = !decode && row_keys != nullptr;
+    phase_ = decode ? invariant_gemm::phase::decode : invariant_gemm::phase::prefill;  // the GEMMs' algorithm set
     embedding(tokens_.data(), rows, emb_.data(), x_.data(), D, stream_);
     for (std::size_t l = 0; l < m_.layers; ++l) {
       if (before_layer != nullptr && *before_layer) (*before_layer)(l);
@@ -269,7 +270,7 @@ class cuda_model {
   template <class Out>
   void gemm(const T* x, const T* w, Out* y, int rows, int in, int out, bool accumulate) {
     if constexpr (std::is_same_v<T, __nv_bfloat16>) {
-      if (gemm_) return gemm_->run(x, w, y, rows, in, out, accumulate);
+      if (gemm_) return gemm_->run(x, w, y, rows, in, out, accumulate, phase_);
     }
     linear(blas_.get(), x, w, y, rows, in, out, accumulate);
   }
@@ -279,11 +280,15 @@ class cuda_model {
       const int D = int(m_.dim), H = int(m_.hidden_dim), qd = int(m_.q_dim()), qkv = qd + 2 * int(m_.kv_dim());
       const int R = o_.max_chunk_rows, B = o_.max_batch;
       gemm_ = std::make_unique<invariant_gemm>(blas_.get(), stream_);
-      gemm_->plan<T>(wqkv_[0].data(), D, qkv, std::max(R, B));
-      gemm_->plan<float>(wo_[0].data(), qd, D, std::max(R, B));
-      gemm_->plan<T>(w13_[0].data(), D, 2 * H, std::max(R, B));
-      gemm_->plan<float>(w2_[0].data(), H, D, std::max(R, B));
-      gemm_->plan<float>(cls_ != nullptr ? cls_ : emb_.data(), D, int(m_.vocab), B);
+      using ph = invariant_gemm::phase;  // prefill: 1..R rows, timed at 32 and R; decode: 1..B rows, at 8 and B
+      for (const ph p : {ph::prefill, ph::decode}) {
+        const int rows = p == ph::decode ? B : std::max(R, B), small = p == ph::decode ? 8 : 32;
+        gemm_->plan<T>(wqkv_[0].data(), D, qkv, rows, p, small);
+        gemm_->plan<float>(wo_[0].data(), qd, D, rows, p, small);
+        gemm_->plan<T>(w13_[0].data(), D, 2 * H, rows, p, small);
+        gemm_->plan<float>(w2_[0].data(), H, D, rows, p, small);
+        gemm_->plan<float>(cls_ != nullptr ? cls_ : emb_.data(), D, int(m_.vocab), B, p, std::min(8, B));
+      }
     }
   }
 
@@ -351,6 +356,7 @@ class cuda_model {
   int sms_ = 132;
   bool invariant_ = false;
   std::unique_ptr<invariant_gemm> gemm_;
+  invariant_gemm::phase phase_ = invariant_gemm::phase::prefill;
   std::vector<paged_kv_layer<T>> kv_;
   device_buffer<T> emb_, cls_buf_;
   T* cls_ = nullptr;
