@@ -1,6 +1,7 @@
 // bench/blend: time to first token of CacheBlend on kvtier-engine's CUDA backend at the llama3-8b
 // shape (synthetic bf16 weights generated on the device), against full prefill measured in the same
-// run. The prompt: 8 chunks of 2,048 tokens and a 64-token question (16,448 tokens). Each chunk's KV
+// run. The prompt: 8 chunks of 2,048 tokens and a 64-token question (16,448 tokens; other sizes from
+// the command line, e.g. the issue's 6 x 512 + 100). Each chunk's KV
 // is computed alone (positions 0..2047) and backed up to kvtier's pinned host pool (page-first), as a
 // chunk index would hold it. Blending:
 //  - placement: kvtier's GPU copier loads the chunk pages into the prompt's pages with RoPE on load
@@ -9,14 +10,14 @@
 //  - partial prefill (cuda/blend_prefill.cuh): chunk 0 is a true prefix (never computed); layer 0
 //    computes every other row; on layer 1 every row's K/V is computed and the placed tokens are ranked
 //    by CacheBlend's K+V deviation from the placed K/V on the GPU (kvtier::blend::gpu::deviation and
-//    a CUB radix sort: select_deviating's choice); the top r of the 14,336 placed tokens and the
+//    a CUB radix sort: select_deviating's choice); the top r of the placed tokens (chunks 1..) and the
 //    question go on through layers 1..31 (placed rows stop after the last layer's K/V).
 // Per r: placement alone (device time), selection (wall, GPU idle), recompute (KV already placed:
 // wall of the partial prefill less the selection), TTFT (placement and partial prefill together:
 // each layer waits for its placement), speed-up = full prefill / TTFT. Full prefill runs twice: as one
-// 16,448-row pass and with the backend's default options (4,096-row pieces); the faster is the baseline. Floors: FLOPs / 790 TFLOP/s
+// pass of the whole prompt and with the backend's default options (4,096-row pieces); the faster is the baseline. Floors: FLOPs / 790 TFLOP/s
 // (H200 bf16 dense peak), chunk KV bytes / 55 GB/s (host→device).
-//   kvtier-bench-blend-ttft [out.csv]
+//   kvtier-bench-blend-ttft [out.csv [chunks chunk_tokens question_tokens]]   (default 8 2048 64)
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -85,21 +86,27 @@ struct row {
 
 int main(int argc, char** argv) {
   const std::string csv = argc > 1 ? argv[1] : "blend-ttft.csv";
+  const auto arg = [&](int i, std::size_t def) { return argc > i ? std::size_t(std::stoul(argv[i])) : def; };
+  const std::size_t P = 16, chunks = arg(2, 8), chunk = arg(3, 2048), question = arg(4, 64);
+  if (chunks < 2 || chunk == 0 || chunk % P != 0 || question == 0) {
+    std::fprintf(stderr, "kvtier-bench-blend-ttft: at least 2 chunks of a multiple of %zu tokens, a question\n", P);
+    return 2;
+  }
   std::setvbuf(stdout, nullptr, _IOLBF, 0);  // every line out at once, also into a file cut short by a timeout
   cudaDeviceProp prop{};
   check(cudaGetDeviceProperties(&prop, 0), "props");
   std::printf("device: %s, %d SMs\n", prop.name, prop.multiProcessorCount);
 
   model_config m = shapes::llama3_8b();
-  const std::size_t P = 16, chunks = 8, chunk = 2048, question = 64, start = chunk, placed = chunks * chunk;
-  const std::size_t n = placed + question, pages = n / P, chunk_pages = placed / P, slots = pages + 4;
+  const std::size_t start = chunk, placed = chunks * chunk;
+  const std::size_t n = placed + question, pages = (n + P - 1) / P, chunk_pages = placed / P, slots = pages + 4;
   m.seq_len = n + P;
   const kvtier::kv_shape shape = m.kv_shape(kvtier::dtype::bf16);
   kvtier::memory::device_layer_pool dev(shape, kvtier::page_size<>(P), slots);
   const kv_pool pool{kvtier::transfer::layer_first_view(dev.plane_table(), shape, slots * P), P, slots};
   const auto weights = model_weights::synthetic(m, 7, /*materialize=*/false);
-  // One pass holds the whole prompt: the baseline prefill runs as one 16,448-row chunk too.
-  cuda_backend be(m, weights, pool, backend_options{precision::bf16, 0, 0}, cuda_options{int(n), 8, 16});
+  // One pass holds the whole prompt: the baseline prefill runs as one chunk of every row too.
+  cuda_backend be(m, weights, pool, backend_options{precision::bf16, 0, 0}, cuda_options{int(pages * P), 8, 16});
   cudaStream_t s = be.stream();
   std::printf("backend: bf16, batch-invariant %s, one pass of %zu rows\n", be.batch_invariant() ? "yes" : "no", n);
 
@@ -186,7 +193,7 @@ int main(int argc, char** argv) {
     check(cudaStreamSynchronize(copy_stream), "backup sync");
   }
 
-  // (a) Full prefill of the 16,448 tokens.
+  // (a) Full prefill of the whole prompt.
   std::vector<row> table_rows;
   double full_ms = 0;
   {
@@ -202,7 +209,7 @@ int main(int argc, char** argv) {
     r.floor_ms = full_flops / peak_flops * 1e3;
     r.exact = true;
     table_rows.push_back(r);
-    std::printf("full prefill, one 16,448-row pass: %.1f ms (%.0f TFLOP/s)\n", full_ms, full_flops / full_ms / 1e9);
+    std::printf("full prefill, one %zu-row pass: %.1f ms (%.0f TFLOP/s)\n", n, full_ms, full_flops / full_ms / 1e9);
     // The same prefill with the backend's default options: 4,096-row pieces (the engine's usual chunking).
     cuda_backend be2(m, weights, pool, backend_options{precision::bf16, 0, 0}, cuda_options{});
     std::vector<float> l2(m.vocab);

@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # One device call for issue 18 (CacheBlend on the CUDA backend): the GPU tests of tests/blend
 # (partial prefill and blending against full prefill; GPU selection against the CPU reference), the
-# attention cases of engine.cuda_kernels (flash_prefill with row positions and without), the TTFT bench (8 x 2K-token chunks + a 64-token question, llama3-8b shape), then compute-sanitizer on
-# the partial-prefill test's scattered-rows case, from build/blend-carry (binaries built here for
+# attention cases of engine.cuda_kernels (flash_prefill with row positions and without), the TTFT
+# bench (8 x 2K-token chunks + a 64-token question, llama3-8b shape; then the issue's 6 x 512 + 100),
+# then compute-sanitizer on the partial-prefill test's scattered-rows case while time is left, from
+# build/blend-carry (binaries of the committed tree built here for
 # sm_90 plus Boost.Test, cudart, xxHash, liburing; cuBLAS from the GPU machine's toolkit or pip's
 # nvidia.cublas). Logs and CSV to $OUT; every step under `timeout`, about 150 s in all.
-#   bench/blend/device_run.sh prepare   # here: build build/blend-gpu, bundle build/blend-carry
+#   bench/blend/device_run.sh prepare   # here: build build/blend-gpu-head, bundle build/blend-carry
 #   bench/blend/device_run.sh           # on the GPU machine (carry build/blend-carry)
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -42,16 +44,18 @@ export KVTIER_ENGINE_MODELS_DIR="$PWD/models"  # stories260K in this checkout (t
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv 2>&1 | tee "$out/device.txt"
 echo "binaries of commit $(cat "$c/COMMIT" 2>/dev/null || echo '(working tree)')" | tee -a "$out/device.txt"
 rc=0
-timeout 35 "$c/test_blend_partial_prefill_gpu" --log_level=message --report_level=short >"$out/partial_prefill_gpu.log" 2>&1
+timeout 30 "$c/test_blend_partial_prefill_gpu" --log_level=message --report_level=short >"$out/partial_prefill_gpu.log" 2>&1
 r=$?; echo "partial_prefill_gpu: exit $r"; grep -aE "error|rel L2|fail|passed|No errors|SKIPPED" "$out/partial_prefill_gpu.log" | tail -40; [[ $r -eq 0 ]] || rc=1
-timeout 20 "$c/test_blend_select_gpu" --log_level=message --report_level=short >"$out/select_gpu.log" 2>&1
+timeout 15 "$c/test_blend_select_gpu" --log_level=message --report_level=short >"$out/select_gpu.log" 2>&1
 r=$?; echo "select_gpu: exit $r"; grep -aE "error|fail|passed|No errors|SKIPPED|ms" "$out/select_gpu.log" | tail -8; [[ $r -eq 0 ]] || rc=1
-timeout 25 "$c/test_engine_cuda_kernels" --log_level=message --report_level=short \
+timeout 20 "$c/test_engine_cuda_kernels" --log_level=message --report_level=short \
   --run_test=flash_prefill_matches_reference,flash_prefill_with_row_positions_matches_reference,paged_attention_matches_reference \
   >"$out/cuda_kernels.log" 2>&1
 r=$?; echo "engine.cuda_kernels (attention): exit $r"; grep -aE "error|fail|flash|passed|No errors|SKIPPED" "$out/cuda_kernels.log" | tail -16; [[ $r -eq 0 ]] || rc=1
-timeout 65 "$c/kvtier-bench-blend-ttft" "$out/blend-ttft-h200.csv" >"$out/blend_ttft.log" 2>&1
+timeout 60 "$c/kvtier-bench-blend-ttft" "$out/blend-ttft-h200.csv" >"$out/blend_ttft.log" 2>&1
 r=$?; echo "blend-ttft bench: exit $r"; grep -vE '^$' "$out/blend_ttft.log" | tail -30; [[ $r -eq 0 ]] || rc=1
+timeout 20 "$c/kvtier-bench-blend-ttft" "$out/blend-ttft-6x512-h200.csv" 6 512 100 >"$out/blend_ttft_6x512.log" 2>&1
+r=$?; echo "blend-ttft bench, 6 x 512 + 100: exit $r"; grep -E '^\||^full|baseline' "$out/blend_ttft_6x512.log"; [[ $r -eq 0 ]] || rc=1
 left=$((148 - SECONDS))
 if command -v compute-sanitizer >/dev/null && [[ $left -gt 5 ]]; then
   timeout "$left" compute-sanitizer --tool memcheck --error-exitcode 3 "$c/test_blend_partial_prefill_gpu" \
