@@ -46,6 +46,7 @@ struct options {
   std::string policy = "fcfs";
   std::string cost_path;  // the IO-aware policies' cost model (kvtier-serve's cost_model.json); default the H200 one
   bool batch_invariant = true;  // CUDA: batch-invariant kernels (cuda_options::batch_invariant)
+  std::size_t decode_split_keys = 0;  // CUDA, batch-invariant: decode attention's split length (0: the backend's default)
   server_options server;
   std::vector<double> sweep;  // rates (trace: time-scale factors)
   bool quiet = false;
@@ -57,6 +58,7 @@ inline void usage(std::FILE* f, const char* prog) {
                " model:     --model DIR (llama2.c checkpoint; CPU default models/stories260K) | --shape NAME --seed N\n"
                "            --context N (the longest prompt + reply; default the model's) --threads N\n"
                "            --batch-invariant 0|1 (CUDA: batch-invariant GEMMs and attention splits; default 1)\n"
+               "            --decode-split-keys N (CUDA, batch-invariant: keys per decode attention split; default the backend's)\n"
                "%s"
                " modes:     --modes none,device,host,file   capacities in pages: --device-pages N --host-pages N --disk-pages N\n"
                "            --dir PATH (file tier directory; default a temporary one)\n"
@@ -91,6 +93,7 @@ inline options parse(int argc, char** argv, const options& defaults) {
     else if (a == "--policy") o.policy = need(i);
     else if (a == "--cost-model") o.cost_path = need(i);
     else if (a == "--batch-invariant") o.batch_invariant = count(i) != 0;
+    else if (a == "--decode-split-keys") o.decode_split_keys = count(i);
     else if (a == "--budget") o.server.token_budget = count(i);
     else if (a == "--chunk") o.server.chunk_tokens = count(i);
     else if (a == "--max-batch") o.server.max_batch = count(i);
@@ -316,6 +319,7 @@ int run_all(const options& o, Traits& traits) {
       std::fflush(req_csv);
       all_samples.prefill.insert(all_samples.prefill.end(), r->samples.prefill.begin(), r->samples.prefill.end());
       all_samples.decode.insert(all_samples.decode.end(), r->samples.decode.begin(), r->samples.decode.end());
+      all_samples.step.insert(all_samples.step.end(), r->samples.step.begin(), r->samples.step.end());
       runs.push_back(mode_run{mode, shown, s, std::move(*r)});
       if (!ref) ref = runs.size() - 1;
     }

@@ -28,6 +28,18 @@ struct cuda_backend_heuristic : kvtier_engine::cuda::cuda_backend {
   }
 };
 
+// cuda_backend with the batch-invariant decode attention split at --decode-split-keys keys (a fixed
+// split length keeps decode rows batch-invariant at any value; shorter splits give a small batch more
+// blocks). The options are the process's: set once in run() before any engine is built.
+struct cuda_backend_split : kvtier_engine::cuda::cuda_backend {
+  cuda_backend_split(const model_config& m, const model_weights& w, const kv_pool& pool, backend_options o)
+      : cuda_backend(m, w, pool, o, options()) {}
+  static kvtier_engine::cuda::cuda_options& options() {
+    static kvtier_engine::cuda::cuda_options c;
+    return c;
+  }
+};
+
 struct cuda_traits : traits_base {
   static constexpr std::size_t page_tokens = 16;
   using pages = kvtier::page_size<page_tokens>;
@@ -64,6 +76,10 @@ struct cuda_traits : traits_base {
 
   kvtier::result<run_result> run(cache_mode mode, const options& o, const workload& wl) {
     if (!o.batch_invariant) return run_mode<cuda_backend_heuristic>(*this, mode, o, wl);
+    if (o.decode_split_keys != 0) {
+      cuda_backend_split::options().decode_split_keys = int(o.decode_split_keys);
+      return run_mode<cuda_backend_split>(*this, mode, o, wl);
+    }
     return run_mode<kvtier_engine::cuda::cuda_backend>(*this, mode, o, wl);
   }
   static constexpr std::size_t file_bandwidth_pages = 256;  // the file tier's bandwidth: pages in one batch
