@@ -22,6 +22,7 @@
 #include <thread>
 #include <vector>
 
+#include "common/cuda_check.hpp"
 #include "kvtier/codec.hpp"
 #include "kvtier/codec/gpu_decode.cuh"
 #include "kvtier/testing/kv_like_pages.hpp"
@@ -31,16 +32,6 @@ using kvtier::testing::kv_like_page;
 
 namespace {
 
-#define CHECK(x)                                                                          \
-  do {                                                                                    \
-    cudaError_t e_ = (x);                                                                 \
-    if (e_ != cudaSuccess) {                                                              \
-      std::fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #x, cudaGetErrorString(e_)); \
-      std::exit(1);                                                                       \
-    }                                                                                     \
-  } while (0)
-
-
 struct row {
   std::string codec;
   double ratio, effective_gbs, vs_copy, decode_only_gbs;
@@ -48,7 +39,7 @@ struct row {
 
 float elapsed_ms(cudaEvent_t a, cudaEvent_t b) {
   float ms = 0;
-  CHECK(cudaEventElapsedTime(&ms, a, b));
+  CK(cudaEventElapsedTime(&ms, a, b));
   return ms;
 }
 
@@ -84,27 +75,27 @@ int main(int argc, char** argv) {
 
   // Device pool, staging, events.
   std::byte* pool_mem = nullptr;
-  CHECK(cudaMalloc(&pool_mem, total));
+  CK(cudaMalloc(&pool_mem, total));
   const auto pool = transfer::layer_first_view(pool_mem, g.shape, pages * g.page_tokens);
   std::uint8_t* status = nullptr;
-  CHECK(cudaMalloc(&status, pages));
+  CK(cudaMalloc(&status, pages));
   cudaStream_t copy_s, compute_s;
-  CHECK(cudaStreamCreateWithFlags(&copy_s, cudaStreamNonBlocking));
-  CHECK(cudaStreamCreateWithFlags(&compute_s, cudaStreamNonBlocking));
+  CK(cudaStreamCreateWithFlags(&copy_s, cudaStreamNonBlocking));
+  CK(cudaStreamCreateWithFlags(&compute_s, cudaStreamNonBlocking));
   cudaEvent_t t0, t1;
-  CHECK(cudaEventCreate(&t0));
-  CHECK(cudaEventCreate(&t1));
+  CK(cudaEventCreate(&t0));
+  CK(cudaEventCreate(&t1));
 
   // Baseline: one contiguous pinned copy of the uncompressed bytes.
   std::byte* host_raw = nullptr;
-  CHECK(cudaHostAlloc(reinterpret_cast<void**>(&host_raw), total, cudaHostAllocDefault));
+  CK(cudaHostAlloc(reinterpret_cast<void**>(&host_raw), total, cudaHostAllocDefault));
   for (std::size_t p = 0; p < pages; ++p) std::memcpy(host_raw + p * page_bytes, raw[p % distinct].data(), page_bytes);
   double copy_gbs = 0;
   for (int rep = 0; rep < 3; ++rep) {
-    CHECK(cudaEventRecord(t0, copy_s));
-    CHECK(cudaMemcpyAsync(pool_mem, host_raw, total, cudaMemcpyHostToDevice, copy_s));
-    CHECK(cudaEventRecord(t1, copy_s));
-    CHECK(cudaEventSynchronize(t1));
+    CK(cudaEventRecord(t0, copy_s));
+    CK(cudaMemcpyAsync(pool_mem, host_raw, total, cudaMemcpyHostToDevice, copy_s));
+    CK(cudaEventRecord(t1, copy_s));
+    CK(cudaEventSynchronize(t1));
     copy_gbs = std::max(copy_gbs, double(total) / elapsed_ms(t0, t1) / 1e6);
   }
   std::vector<row> rows;
@@ -132,55 +123,55 @@ int main(int argc, char** argv) {
     std::byte* host_enc = nullptr;
     std::byte* dev_enc = nullptr;
     encoded_page* dev_desc = nullptr;
-    CHECK(cudaHostAlloc(reinterpret_cast<void**>(&host_enc), bytes, cudaHostAllocDefault));
-    CHECK(cudaMalloc(&dev_enc, bytes));
-    CHECK(cudaMalloc(&dev_desc, pages * sizeof(encoded_page)));
+    CK(cudaHostAlloc(reinterpret_cast<void**>(&host_enc), bytes, cudaHostAllocDefault));
+    CK(cudaMalloc(&dev_enc, bytes));
+    CK(cudaMalloc(&dev_desc, pages * sizeof(encoded_page)));
     for (std::size_t p = 0; p < pages; ++p) std::memcpy(host_enc + off[p], enc[p % distinct].data(), enc[p % distinct].size());
     std::vector<encoded_page> desc(pages);
     for (std::size_t p = 0; p < pages; ++p) desc[p] = {dev_enc + off[p], std::uint32_t(enc[p % distinct].size()), std::uint32_t(p)};
-    CHECK(cudaMemcpy(dev_desc, desc.data(), pages * sizeof(encoded_page), cudaMemcpyHostToDevice));
-    CHECK(cudaMemset(status, 0, pages));
+    CK(cudaMemcpy(dev_desc, desc.data(), pages * sizeof(encoded_page), cudaMemcpyHostToDevice));
+    CK(cudaMemset(status, 0, pages));
     // (a) decode only, input in HBM
-    CHECK(cudaMemcpy(dev_enc, host_enc, bytes, cudaMemcpyHostToDevice));
+    CK(cudaMemcpy(dev_enc, host_enc, bytes, cudaMemcpyHostToDevice));
     double decode_gbs = 0;
     for (int rep = 0; rep < 3; ++rep) {
-      CHECK(cudaEventRecord(t0, compute_s));
-      CHECK(decode(dev_desc, pages, pool, status, compute_s));
-      CHECK(cudaEventRecord(t1, compute_s));
-      CHECK(cudaEventSynchronize(t1));
+      CK(cudaEventRecord(t0, compute_s));
+      CK(decode(dev_desc, pages, pool, status, compute_s));
+      CK(cudaEventRecord(t1, compute_s));
+      CK(cudaEventSynchronize(t1));
       decode_gbs = std::max(decode_gbs, double(total) / elapsed_ms(t0, t1) / 1e6);
     }
     // (b) pipelined: chunk i copied on copy_s, decoded on compute_s after its copy event.
     double eff = 0;
     std::vector<cudaEvent_t> copied((pages + chunk - 1) / chunk);
-    for (auto& e : copied) CHECK(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
+    for (auto& e : copied) CK(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
     for (int rep = 0; rep < 3; ++rep) {
-      CHECK(cudaDeviceSynchronize());
-      CHECK(cudaEventRecord(t0, copy_s));
-      CHECK(cudaStreamWaitEvent(compute_s, t0));
+      CK(cudaDeviceSynchronize());
+      CK(cudaEventRecord(t0, copy_s));
+      CK(cudaStreamWaitEvent(compute_s, t0));
       for (std::size_t c = 0, i = 0; c < pages; c += chunk, ++i) {
         const std::size_t n = std::min(chunk, pages - c);
         const std::size_t from = off[c], to = c + n < pages ? off[c + n] : bytes;
-        CHECK(cudaMemcpyAsync(dev_enc + from, host_enc + from, to - from, cudaMemcpyHostToDevice, copy_s));
-        CHECK(cudaEventRecord(copied[i], copy_s));
-        CHECK(cudaStreamWaitEvent(compute_s, copied[i]));
-        CHECK(decode(dev_desc + c, n, pool, status + c, compute_s));
+        CK(cudaMemcpyAsync(dev_enc + from, host_enc + from, to - from, cudaMemcpyHostToDevice, copy_s));
+        CK(cudaEventRecord(copied[i], copy_s));
+        CK(cudaStreamWaitEvent(compute_s, copied[i]));
+        CK(decode(dev_desc + c, n, pool, status + c, compute_s));
       }
-      CHECK(cudaEventRecord(t1, compute_s));
-      CHECK(cudaEventSynchronize(t1));
+      CK(cudaEventRecord(t1, compute_s));
+      CK(cudaEventSynchronize(t1));
       eff = std::max(eff, double(total) / elapsed_ms(t0, t1) / 1e6);
     }
     std::vector<std::uint8_t> st(pages);
-    CHECK(cudaMemcpy(st.data(), status, pages, cudaMemcpyDeviceToHost));
+    CK(cudaMemcpy(st.data(), status, pages, cudaMemcpyDeviceToHost));
     const auto failed = std::count(st.begin(), st.end(), std::uint8_t{1});
     if (failed) { std::fprintf(stderr, "%s: %ld pages failed to decode\n", name.c_str(), long(failed)); std::exit(1); }
-    for (auto& e : copied) CHECK(cudaEventDestroy(e));
+    for (auto& e : copied) CK(cudaEventDestroy(e));
     std::size_t enc_total = 0;
     for (std::size_t p = 0; p < pages; ++p) enc_total += enc[p % distinct].size();
     rows.push_back({name, double(total) / double(enc_total), eff, eff / copy_gbs, decode_gbs});
-    CHECK(cudaFreeHost(host_enc));
-    CHECK(cudaFree(dev_enc));
-    CHECK(cudaFree(dev_desc));
+    CK(cudaFreeHost(host_enc));
+    CK(cudaFree(dev_enc));
+    CK(cudaFree(dev_desc));
   };
 
   const int8_codec i8(g);
@@ -222,7 +213,7 @@ int main(int argc, char** argv) {
   }
 
   cudaDeviceProp prop{};
-  CHECK(cudaGetDeviceProperties(&prop, 0));
+  CK(cudaGetDeviceProperties(&prop, 0));
   std::printf("%s: %zu pages of Llama-3-8B KV (16-token pages, %.2f GiB decoded), chunks of %zu pages; synthetic KV-like data\n",
               prop.name, pages, double(total) / (1u << 30), chunk);
   std::printf("| codec | ratio | effective load GB/s (decoded KV landing in the pool) | x contiguous copy | decode only, input in HBM (GB/s) |\n|---|---|---|---|---|\n");

@@ -24,6 +24,7 @@
 #include <string>
 #include <vector>
 
+#include "common/cuda_check.hpp"
 #include "kvtier/layout.hpp"
 #include "kvtier/memory/device_layer_pool.cuh"
 #include "kvtier/memory/pinned_host_pool.cuh"
@@ -35,6 +36,7 @@
 using namespace kvtier_engine;
 using namespace kvtier_engine::cuda;
 using clk = std::chrono::steady_clock;
+using kvtier_bench::must;
 
 namespace {
 double median(std::vector<double> v) {
@@ -42,12 +44,6 @@ double median(std::vector<double> v) {
   return v[v.size() / 2];
 }
 double secs(clk::time_point a, clk::time_point b) { return std::chrono::duration<double>(b - a).count(); }
-void must(const kvtier::result<void>& r, const char* what) {
-  if (!r) {
-    std::fprintf(stderr, "%s failed: %s\n", what, std::string(kvtier::to_string(r.code())).c_str());
-    std::exit(1);
-  }
-}
 }  // namespace
 
 int main(int argc, char** argv) {

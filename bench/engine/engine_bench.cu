@@ -18,6 +18,7 @@
 #include <string>
 #include <vector>
 
+#include "common/cuda_check.hpp"
 #include "kvtier/layout.hpp"
 #include "kvtier/memory/device_layer_pool.cuh"
 #include "kvtier/memory/pinned_host_pool.cuh"
@@ -33,6 +34,7 @@
 using namespace kvtier_engine;
 using namespace kvtier_engine::cuda;
 using clk = std::chrono::steady_clock;
+using kvtier_bench::must;
 
 namespace {
 
@@ -75,12 +77,6 @@ double event_ms(F&& f, int reps, cudaStream_t s) {
   cudaEventDestroy(a);
   cudaEventDestroy(b);
   return median(t);
-}
-void must(const kvtier::result<void>& r, const char* what) {
-  if (!r) {
-    std::fprintf(stderr, "%s failed: %s\n", what, std::string(kvtier::to_string(r.code())).c_str());
-    std::exit(1);
-  }
 }
 
 }  // namespace

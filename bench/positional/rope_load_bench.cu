@@ -15,21 +15,13 @@
 #include <string>
 #include <vector>
 
+#include "common/cuda_check.hpp"
 #include "kvtier/transfer.hpp"
 #include "kvtier/transfer/gpu.cuh"
 #include "kvtier/transfer/rope.hpp"
 
 using namespace kvtier;
 using namespace kvtier::transfer;
-
-#define CK(x)                                                                                  \
-  do {                                                                                         \
-    cudaError_t e_ = (x);                                                                      \
-    if (e_ != cudaSuccess) {                                                                   \
-      std::fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #x, cudaGetErrorString(e_)); \
-      std::exit(1);                                                                            \
-    }                                                                                          \
-  } while (0)
 
 int main(int argc, char** argv) {
   const std::string csv = argc > 1 ? argv[1] : "rope-load.csv";

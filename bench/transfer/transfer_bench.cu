@@ -20,20 +20,12 @@
 #include <string>
 #include <vector>
 
+#include "common/cuda_check.hpp"
 #include "kvtier/transfer.hpp"
 #include "kvtier/transfer/gpu.cuh"
 
 using namespace kvtier;
 using namespace kvtier::transfer;
-
-#define CK(x)                                                                                  \
-  do {                                                                                         \
-    cudaError_t e_ = (x);                                                                      \
-    if (e_ != cudaSuccess) {                                                                   \
-      std::fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #x, cudaGetErrorString(e_)); \
-      std::exit(1);                                                                            \
-    }                                                                                          \
-  } while (0)
 
 namespace {
 struct row {
