@@ -15,63 +15,46 @@ using transfer::page_pair;
 namespace {
 
 struct fake_stream {};
-// Every call, with the opt-in: a model. Each variant below breaks exactly one clause.
-struct full_copy {
+// The opt-in and the types every variant shares; each required call is a part of its own, so that
+// a variant below can leave out exactly one.
+struct copy_types {
   using kvtier_copy_strategy = copy_strategy_tag;
   using stream_type = fake_stream;
   using event_type = int;
   static constexpr bool needs_device_memory = false;
-  template <class H, class D>
-  static result<void> load(stream_type&, const H&, const D&, std::span<const page_pair>, std::span<event_type>) { return {}; }
-  template <class D, class H>
-  static result<event_type> backup(stream_type&, const D&, const H&, std::span<const page_pair>) { return 0; }
-  static bool query(const stream_type&, event_type) noexcept { return true; }
-  static void synchronize(const stream_type&, event_type) {}
 };
+struct loads {
+  template <class H, class D>
+  static result<void> load(fake_stream&, const H&, const D&, std::span<const page_pair>, std::span<int>) { return {}; }
+};
+struct backs_up {
+  template <class D, class H>
+  static result<int> backup(fake_stream&, const D&, const H&, std::span<const page_pair>) { return 0; }
+};
+struct queries {
+  static bool query(const fake_stream&, int) noexcept { return true; }
+};
+struct synchronizes {
+  static void synchronize(const fake_stream&, int) {}
+};
+// Every call, with the opt-in: a model. Each variant below breaks exactly one clause.
+struct full_copy : copy_types, loads, backs_up, queries, synchronizes {};
 struct unannounced_copy : full_copy {  // every call, no opt-in
   using kvtier_copy_strategy = void;
 };
 struct copy_without_events : full_copy {  // no event type
   using event_type = void;
 };
-struct copy_without_load {
-  using kvtier_copy_strategy = copy_strategy_tag;
-  using stream_type = fake_stream;
-  using event_type = int;
-  static constexpr bool needs_device_memory = false;
-  template <class D, class H>
-  static result<event_type> backup(stream_type&, const D&, const H&, std::span<const page_pair>) { return 0; }
-  static bool query(const stream_type&, event_type) noexcept { return true; }
-  static void synchronize(const stream_type&, event_type) {}
-};
+struct copy_without_load : copy_types, backs_up, queries, synchronizes {};
 struct copy_with_void_load : full_copy {  // load must return result<void>
   template <class H, class D>
   static void load(stream_type&, const H&, const D&, std::span<const page_pair>, std::span<event_type>) {}
 };
-struct copy_without_backup {
-  using kvtier_copy_strategy = copy_strategy_tag;
-  using stream_type = fake_stream;
-  using event_type = int;
-  static constexpr bool needs_device_memory = false;
-  template <class H, class D>
-  static result<void> load(stream_type&, const H&, const D&, std::span<const page_pair>, std::span<event_type>) { return {}; }
-  static bool query(const stream_type&, event_type) noexcept { return true; }
-  static void synchronize(const stream_type&, event_type) {}
-};
+struct copy_without_backup : copy_types, loads, queries, synchronizes {};
 struct copy_with_throwing_query : full_copy {  // query must be noexcept (poll never throws)
   static bool query(const stream_type&, event_type) { return true; }
 };
-struct copy_without_synchronize {
-  using kvtier_copy_strategy = copy_strategy_tag;
-  using stream_type = fake_stream;
-  using event_type = int;
-  static constexpr bool needs_device_memory = false;
-  template <class H, class D>
-  static result<void> load(stream_type&, const H&, const D&, std::span<const page_pair>, std::span<event_type>) { return {}; }
-  template <class D, class H>
-  static result<event_type> backup(stream_type&, const D&, const H&, std::span<const page_pair>) { return 0; }
-  static bool query(const stream_type&, event_type) noexcept { return true; }
-};
+struct copy_without_synchronize : copy_types, loads, backs_up, queries {};
 // Opted in from outside, through the enable variable.
 struct outside_copy : full_copy {
   using kvtier_copy_strategy = void;

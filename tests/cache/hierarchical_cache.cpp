@@ -496,14 +496,35 @@ BOOST_AUTO_TEST_CASE(commit_rejects_repeated_slots) {
   BOOST_TEST(c.release(l).has_value());
 }
 
-BOOST_AUTO_TEST_CASE(commit_rejects_slots_of_another_lease) {
-  plain_cache c(config<plain_cache>(16, 16));
-  const reference_kv gen(shape);
-  const auto a = tokens(16, 1), b = tokens(16, 2);
-  plain_cache::lease_type la, lb;
-  BOOST_TEST_REQUIRE(c.lookup(namespace_id{1}, a, la).has_value());
-  prefill_and_commit(c, la, a, gen, 1);
-  const std::vector<device_slot> theirs(la.device_slots().begin(), la.device_slots().end());
+// The misuse cases start from prompt a (`Tokens` tokens of namespace 1) computed and committed under
+// lease l, still held, in a cache of `Pages` device and host pages; they end by finding a intact.
+template <std::size_t Pages, std::size_t Tokens>
+struct committed_prompt {
+  committed_prompt() {
+    BOOST_TEST_REQUIRE(c.lookup(namespace_id{1}, a, l).has_value());
+    prefill_and_commit(c, l, a, gen, 1);
+  }
+  // a is cached whole (`pages` pages) with its KV, and the cache is consistent.
+  void check_a_intact(std::size_t pages) {
+    BOOST_TEST_REQUIRE(c.lookup(namespace_id{1}, a, l).has_value());
+    BOOST_TEST(l.cached_pages() == pages);
+    BOOST_TEST(check_lease(c, l, a, gen, 1) == 0u);
+    BOOST_TEST(c.release(l).has_value());
+    BOOST_TEST(c.audit());
+  }
+  plain_cache c{config<plain_cache>(Pages, Pages)};
+  const reference_kv gen{shape};
+  const std::vector<token_id> a = tokens(Tokens, 1);
+  plain_cache::lease_type l;
+};
+using four_pages_in_16 = committed_prompt<16, 16>;
+using four_pages_in_8 = committed_prompt<8, 16>;
+using two_pages_in_16 = committed_prompt<16, 8>;
+
+BOOST_FIXTURE_TEST_CASE(commit_rejects_slots_of_another_lease, four_pages_in_16) {
+  const auto b = tokens(16, 2);
+  plain_cache::lease_type lb;
+  const std::vector<device_slot> theirs(l.device_slots().begin(), l.device_slots().end());
   BOOST_TEST_REQUIRE(c.lookup(namespace_id{1}, b, lb).has_value());
   BOOST_TEST((c.commit(lb, b, theirs).code() == errc::invalid_argument));
   // Slots never handed out by allocate() are refused too.
@@ -515,22 +536,13 @@ BOOST_AUTO_TEST_CASE(commit_rejects_slots_of_another_lease) {
     BOOST_TEST((c.commit(lb, b, stranger).code() == errc::invalid_argument));
   BOOST_TEST(c.free(mine).has_value());
   BOOST_TEST(c.release(lb).has_value());
-  BOOST_TEST(check_lease(c, la, a, gen, 1) == 0u);  // a's pages keep their KV
-  BOOST_TEST(c.release(la).has_value());
-  BOOST_TEST_REQUIRE(c.lookup(namespace_id{1}, a, la).has_value());
-  BOOST_TEST(la.cached_pages() == 4u);
-  BOOST_TEST(check_lease(c, la, a, gen, 1) == 0u);
-  BOOST_TEST(c.release(la).has_value());
-  BOOST_TEST(c.audit());
+  BOOST_TEST(check_lease(c, l, a, gen, 1) == 0u);  // a's pages keep their KV
+  BOOST_TEST(c.release(l).has_value());
+  check_a_intact(4);
 }
 
-BOOST_AUTO_TEST_CASE(free_rejects_indexed_slots) {
-  plain_cache c(config<plain_cache>(8, 8));
-  const reference_kv gen(shape);
-  const auto a = tokens(16, 1), b = tokens(16, 2);
-  plain_cache::lease_type l;
-  BOOST_TEST_REQUIRE(c.lookup(namespace_id{1}, a, l).has_value());
-  prefill_and_commit(c, l, a, gen, 1);
+BOOST_FIXTURE_TEST_CASE(free_rejects_indexed_slots, four_pages_in_8) {
+  const auto b = tokens(16, 2);
   const std::vector<device_slot> held(l.device_slots().begin(), l.device_slots().end());
   BOOST_TEST((c.free(held).code() == errc::invalid_argument));  // the lease holds them, the index maps them
   BOOST_TEST(c.release(l).has_value());
@@ -540,20 +552,11 @@ BOOST_AUTO_TEST_CASE(free_rejects_indexed_slots) {
   BOOST_TEST_REQUIRE(c.lookup(namespace_id{1}, b, l).has_value());
   prefill_and_commit(c, l, b, gen, 1);
   BOOST_TEST(c.release(l).has_value());
-  BOOST_TEST_REQUIRE(c.lookup(namespace_id{1}, a, l).has_value());
-  BOOST_TEST(l.cached_pages() == 4u);
-  BOOST_TEST(check_lease(c, l, a, gen, 1) == 0u);
-  BOOST_TEST(c.release(l).has_value());
-  BOOST_TEST(c.audit());
+  check_a_intact(4);
 }
 
-BOOST_AUTO_TEST_CASE(commit_rejects_tokens_of_another_prompt) {
-  plain_cache c(config<plain_cache>(16, 16));
-  const reference_kv gen(shape);
-  const auto a = tokens(8, 1), x = tokens(12, 9);
-  plain_cache::lease_type l;
-  BOOST_TEST_REQUIRE(c.lookup(namespace_id{1}, a, l).has_value());
-  prefill_and_commit(c, l, a, gen, 1);
+BOOST_FIXTURE_TEST_CASE(commit_rejects_tokens_of_another_prompt, two_pages_in_16) {
+  const auto x = tokens(12, 9);
   BOOST_TEST(c.release(l).has_value());
   BOOST_TEST_REQUIRE(c.lookup(namespace_id{1}, a, l).has_value());
   BOOST_TEST_REQUIRE(l.cached_pages() == 2u);

@@ -9,6 +9,7 @@
 #include <chrono>
 #include <cstring>
 #include <ostream>
+#include <span>
 #include <thread>
 #include <string>
 #include <vector>
@@ -57,6 +58,26 @@ struct pages {
   std::vector<page_read> reads;
 };
 
+// A tier on a fake server, and the batch its commands run in: each call submits one command and
+// waits for its batch, so that a test reads only the answers.
+struct fake_redis {
+  explicit fake_redis(fake_resp_server::handler answer) : server(std::move(answer)), tier(config(server.port())) {}
+  void put(std::span<const page_write> writes) { settle(tier.put(writes, batch)); }
+  void get(std::span<const page_read> reads, std::chrono::seconds limit = 5s) { settle(tier.get(reads, batch), limit); }
+  void contains(std::span<const page_address> where) { settle(tier.contains(where, batch)); }
+  void erase(std::span<const page_address> where) { settle(tier.erase(where, batch)); }
+
+  fake_resp_server server;
+  redis_tier<> tier;
+  storage_batch batch;
+
+ private:
+  void settle(const result<void>& submitted, std::chrono::seconds limit = 5s) {
+    BOOST_REQUIRE(submitted.has_value());
+    BOOST_REQUIRE(tier.wait(batch, limit).has_value());
+  }
+};
+
 // A GET of n pages from a server whose GET answer is `answer`; returns the batch's statuses.
 struct get_outcome {
   std::vector<error> status;
@@ -65,22 +86,19 @@ struct get_outcome {
   std::string last_error;
 };
 get_outcome get_with(const std::string& answer, std::size_t n = 3, bool close_after = false) {
-  fake_resp_server server([&](const argv_t& a) -> std::optional<reply> {
+  fake_redis r([&](const argv_t& a) -> std::optional<reply> {
     if (a[0] == "GET") return reply{answer, close_after};
     return std::nullopt;
   });
-  redis_tier<> t(config(server.port()));
   pages p(n);
   p.poison();
-  storage_batch b;
   const auto start = std::chrono::steady_clock::now();
-  BOOST_REQUIRE(t.get(p.reads, b).has_value());
-  BOOST_REQUIRE(t.wait(b, 10s).has_value());
+  r.get(p.reads, 10s);
   get_outcome o;
   o.took = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - start);
-  o.status.assign(b.status().begin(), b.status().end());
-  o.ledger = p.check(b);
-  o.last_error = std::string(t.last_error());
+  o.status.assign(r.batch.status().begin(), r.batch.status().end());
+  o.ledger = p.check(r.batch);
+  o.last_error = std::string(r.tier.last_error());
   BOOST_TEST(o.ledger.wrong == 0u);
   BOOST_TEST(o.ledger.served == 0u);
   return o;
@@ -162,32 +180,25 @@ BOOST_AUTO_TEST_CASE(error_replies_keep_the_servers_words) {
 // SET must be answered +OK, EXISTS and DEL an integer >= 0.
 BOOST_AUTO_TEST_CASE(wrong_replies_to_set_exists_del) {
   for (const char* answer : {":1\r\n", "+QUEUED\r\n", "$2\r\nOK\r\n", "$-1\r\n"}) {
-    fake_resp_server server([&](const argv_t& a) -> std::optional<reply> {
+    fake_redis r([&](const argv_t& a) -> std::optional<reply> {
       if (a[0] == "SET") return reply{answer};
       return std::nullopt;
     });
-    redis_tier<> t(config(server.port()));
     pages p(2);
-    storage_batch b;
-    BOOST_REQUIRE(t.put(p.writes, b).has_value());
-    BOOST_REQUIRE(t.wait(b, 5s).has_value());
-    BOOST_TEST_CONTEXT(answer) { BOOST_TEST(b.count(errc::ok) == 0u); }
+    r.put(p.writes);
+    BOOST_TEST_CONTEXT(answer) { BOOST_TEST(r.batch.count(errc::ok) == 0u); }
   }
   for (const char* answer : {"+OK\r\n", ":-1\r\n", "$1\r\n1\r\n", "$-1\r\n"}) {
-    fake_resp_server server([&](const argv_t& a) -> std::optional<reply> {
+    fake_redis r([&](const argv_t& a) -> std::optional<reply> {
       if (a[0] == "EXISTS" || a[0] == "DEL") return reply{answer};
       return std::nullopt;
     });
-    redis_tier<> t(config(server.port()));
     const std::vector<page_address> where = {testing::address_of(1, 0)};
-    storage_batch b;
-    BOOST_REQUIRE(t.contains(where, b).has_value());
-    BOOST_REQUIRE(t.wait(b, 5s).has_value());
-    BOOST_TEST_CONTEXT(answer) { BOOST_TEST(b[0] == eproto); }
+    r.contains(where);
+    BOOST_TEST_CONTEXT(answer) { BOOST_TEST(r.batch[0] == eproto); }
     std::this_thread::sleep_for(5ms);  // past the reconnect backoff
-    BOOST_REQUIRE(t.erase(where, b).has_value());
-    BOOST_REQUIRE(t.wait(b, 5s).has_value());
-    BOOST_TEST_CONTEXT(answer) { BOOST_TEST(b[0] == eproto); }
+    r.erase(where);
+    BOOST_TEST_CONTEXT(answer) { BOOST_TEST(r.batch[0] == eproto); }
   }
 }
 
@@ -195,7 +206,7 @@ BOOST_AUTO_TEST_CASE(wrong_replies_to_set_exists_del) {
 BOOST_AUTO_TEST_CASE(recovers_after_a_protocol_error) {
   std::atomic<int> gets{0};
   std::vector<std::string> stored;
-  fake_resp_server server([&](const argv_t& a) -> std::optional<reply> {
+  fake_redis r([&](const argv_t& a) -> std::optional<reply> {
     if (a[0] == "SET") {
       stored.push_back(a[2]);
       return reply{"+OK\r\n"};
@@ -206,76 +217,61 @@ BOOST_AUTO_TEST_CASE(recovers_after_a_protocol_error) {
     }
     return std::nullopt;
   });
-  redis_tier<> t(config(server.port()));
   pages p(1);
-  storage_batch b;
-  BOOST_REQUIRE(t.put(p.writes, b).has_value());
-  BOOST_REQUIRE(t.wait(b, 5s).has_value());
-  BOOST_REQUIRE(b.all_ok());
+  r.put(p.writes);
+  BOOST_REQUIRE(r.batch.all_ok());
   p.poison();
-  BOOST_REQUIRE(t.get(p.reads, b).has_value());
-  BOOST_REQUIRE(t.wait(b, 5s).has_value());
-  BOOST_TEST(b[0] == eproto);
+  r.get(p.reads);
+  BOOST_TEST(r.batch[0] == eproto);
   std::this_thread::sleep_for(5ms);  // past the reconnect backoff
-  BOOST_REQUIRE(t.get(p.reads, b).has_value());
-  BOOST_REQUIRE(t.wait(b, 5s).has_value());
-  BOOST_TEST(b.all_ok());
-  BOOST_TEST(p.check(b).served == 1u);
-  BOOST_TEST(server.connections() == 2u);
+  r.get(p.reads);
+  BOOST_TEST(r.batch.all_ok());
+  BOOST_TEST(p.check(r.batch).served == 1u);
+  BOOST_TEST(r.server.connections() == 2u);
 }
 
 // Was: a server requiring a password answered the first big SET by closing the connection: the
 // client saw connection_lost/ECONNRESET and the server's NOAUTH reason was lost.
 BOOST_AUTO_TEST_CASE(missing_password_reports_noauth) {
-  fake_resp_server server([](const argv_t& a) -> std::optional<reply> {
+  fake_redis r([](const argv_t& a) -> std::optional<reply> {
     if (a[0] == "PING" || a[0] == "CONFIG" || a[0] == "GET") return reply{"-NOAUTH Authentication required.\r\n"};
     if (a[0] == "SET") return reply{"-ERR Protocol error: unauthenticated bulk length\r\n", true};
     return std::nullopt;
   });
-  redis_tier<> t(config(server.port()));
   pages p(2);
-  storage_batch b;
-  BOOST_REQUIRE(t.put(p.writes, b).has_value());
-  BOOST_REQUIRE(t.wait(b, 5s).has_value());
-  BOOST_TEST(b.count(make_error(errc::connection_lost, EACCES).code) == 2u);
-  BOOST_TEST(b[0].sys_errno == EACCES);
-  BOOST_TEST(std::string(t.last_error()).starts_with("NOAUTH"));
-  BOOST_TEST(server.count("SET") == 0u);  // refused at the handshake: nothing was sent
+  r.put(p.writes);
+  BOOST_TEST(r.batch.count(make_error(errc::connection_lost, EACCES).code) == 2u);
+  BOOST_TEST(r.batch[0].sys_errno == EACCES);
+  BOOST_TEST(std::string(r.tier.last_error()).starts_with("NOAUTH"));
+  BOOST_TEST(r.server.count("SET") == 0u);  // refused at the handshake: nothing was sent
 }
 
 // A value over the server's proto-max-bulk-len is reported as such before anything is sent.
 BOOST_AUTO_TEST_CASE(value_over_proto_max_bulk_len) {
-  fake_resp_server server([](const argv_t& a) -> std::optional<reply> {
+  fake_redis r([](const argv_t& a) -> std::optional<reply> {
     if (a[0] == "CONFIG") return reply{"*2\r\n$18\r\nproto-max-bulk-len\r\n$4\r\n1000\r\n"};
     if (a[0] == "EXISTS") return reply{":0\r\n"};
     return std::nullopt;
   });
-  redis_tier<> t(config(server.port()));
   pages p(2);
-  storage_batch b;
-  BOOST_REQUIRE(t.put(p.writes, b).has_value());
-  BOOST_REQUIRE(t.wait(b, 5s).has_value());
-  BOOST_TEST(b[0] == make_error(errc::invalid_argument, EMSGSIZE));
-  BOOST_TEST(b[1] == make_error(errc::invalid_argument, EMSGSIZE));
-  BOOST_TEST(std::string(t.last_error()).find("proto-max-bulk-len") != std::string::npos);
-  BOOST_TEST(server.count("SET") == 0u);
+  r.put(p.writes);
+  BOOST_TEST(r.batch[0] == make_error(errc::invalid_argument, EMSGSIZE));
+  BOOST_TEST(r.batch[1] == make_error(errc::invalid_argument, EMSGSIZE));
+  BOOST_TEST(std::string(r.tier.last_error()).find("proto-max-bulk-len") != std::string::npos);
+  BOOST_TEST(r.server.count("SET") == 0u);
   const std::vector<page_address> where = {testing::address_of(1, 0)};
-  BOOST_REQUIRE(t.contains(where, b).has_value());  // the connection is still good
-  BOOST_REQUIRE(t.wait(b, 5s).has_value());
-  BOOST_TEST(b[0] == make_error(errc::not_found));
-  BOOST_TEST(server.connections() == 1u);
+  r.contains(where);  // the connection is still good
+  BOOST_TEST(r.batch[0] == make_error(errc::not_found));
+  BOOST_TEST(r.server.connections() == 1u);
 }
 
 // A peer that is not a Redis server (answers the handshake with a bulk) is refused at connect.
 BOOST_AUTO_TEST_CASE(not_a_redis_server) {
-  fake_resp_server server([](const argv_t& a) -> std::optional<reply> {
+  fake_redis r([](const argv_t& a) -> std::optional<reply> {
     if (a[0] == "PING") return reply{"$5\r\nhello\r\n"};
     return std::nullopt;
   });
-  redis_tier<> t(config(server.port()));
   pages p(1);
-  storage_batch b;
-  BOOST_REQUIRE(t.put(p.writes, b).has_value());
-  BOOST_REQUIRE(t.wait(b, 5s).has_value());
-  BOOST_TEST(b[0] == eproto);
+  r.put(p.writes);
+  BOOST_TEST(r.batch[0] == eproto);
 }
