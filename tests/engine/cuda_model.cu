@@ -18,6 +18,7 @@
 #include <string>
 #include <vector>
 
+#include "engine/stories260k_model.hpp"
 #include "kvtier/cache.hpp"
 #include "kvtier/cache/gpu_builder.cuh"
 #include "kvtier_engine/conversation.hpp"
@@ -28,38 +29,15 @@
 #include "kvtier_engine/tokenizer.hpp"
 
 using namespace kvtier_engine;
+using namespace kvtier_test::engine;
 
 namespace {
-const std::string reference =
-    "Once upon a time, there was a little girl named Lily. She loved to play outside in the park. One day, she saw a big, "
-    "red ball. She wanted to play with it, but it was too high.\n"
-    "Lily's mom said, \"Lily, let's go to the park.\" Lily was sad and didn't know what to do. She said, \"I want to play "
-    "with your ball, but I can't find it.\"\n"
-    "Lily was sad and didn't know what to do. She said, \"I'm sorry, Lily. I didn't know what to do.\"\n"
-    "Lily didn't want to help her mom, so she said, \"I'm sorry, mom. I didn't know what to do.\" Her mom said, \"Don't "
-    "worry, Lily. We can help you.";
-
 using gpu_cache = kvtier::gpu_cache_builder<kvtier::page_size<16>>::cache_type;
 using cuda_engine = engine<kvtier_engine::cuda::cuda_backend, gpu_cache>;
 
-struct stories {
-  model_files files = model_files::in(KVTIER_ENGINE_MODELS_DIR "/stories260K");
-  model_weights w = model_weights::load_llama2c(files.checkpoint.string(), files.name);
-  tokenizer tok{files.tokenizer.string(), w.config().vocab};
-};
-
 std::vector<kvtier::token_id> greedy_256(const model_weights& w, precision p) {
   cuda_engine eng(w, cuda_engine::cache_config(w, p, 40, 40), backend_options{p, 0, 0}, 256);
-  generate_options g;
-  g.max_new_tokens = 256;
-  g.sample.temperature = 0;
-  const std::vector<kvtier::token_id> prompt{bos_token};
-  const auto r = eng.generate(kvtier::namespace_id{1}, prompt, g);
-  BOOST_TEST_REQUIRE(r.has_value());
-  std::vector<kvtier::token_id> out;
-  for (const auto t : r->tokens)
-    if (t != bos_token) out.push_back(t);
-  return out;
+  return run_c_greedy_256(eng);
 }
 
 // A layer-first pool (layer, kv, slot * P + t, kv_head, head_size) in `mem` (host or device).

@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "engine/stories260k_model.hpp"
 #include "kvtier/cache.hpp"
 #include "kvtier/testing/redis_server.hpp"
 #include "kvtier/testing/temp_dir.hpp"
@@ -24,16 +25,12 @@
 using namespace kvtier_engine;
 using kvtier::namespace_id;
 using kvtier::token_id;
+using kvtier_test::engine::stories;
 
 namespace {
 
 constexpr std::size_t P = 16;
 
-struct stories {
-  model_files files = model_files::in(KVTIER_ENGINE_MODELS_DIR "/stories260K");
-  model_weights w = model_weights::load_llama2c(files.checkpoint.string(), files.name);
-  tokenizer tok{files.tokenizer.string(), w.config().vocab};
-};
 const stories& model() {
   static const stories s;
   return s;

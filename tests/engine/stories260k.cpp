@@ -6,31 +6,18 @@
 #include <string>
 #include <vector>
 
+#include "engine/stories260k_model.hpp"
 #include "kvtier/cache.hpp"
 #include "kvtier_engine/cpu/cpu_backend.hpp"
 #include "kvtier_engine/engine.hpp"
 #include "kvtier_engine/model_files.hpp"
 
 using namespace kvtier_engine;
+using namespace kvtier_test::engine;
 
 namespace {
-const std::string reference =
-    "Once upon a time, there was a little girl named Lily. She loved to play outside in the park. One day, she saw a big, "
-    "red ball. She wanted to play with it, but it was too high.\n"
-    "Lily's mom said, \"Lily, let's go to the park.\" Lily was sad and didn't know what to do. She said, \"I want to play "
-    "with your ball, but I can't find it.\"\n"
-    "Lily was sad and didn't know what to do. She said, \"I'm sorry, Lily. I didn't know what to do.\"\n"
-    "Lily didn't want to help her mom, so she said, \"I'm sorry, mom. I didn't know what to do.\" Her mom said, \"Don't "
-    "worry, Lily. We can help you.";
-
 using cache_type = kvtier::cache_builder<kvtier::page_size<16>>::cache_type;
 using engine_type = engine<cpu_backend, cache_type>;
-
-struct stories {
-  model_files files = model_files::in(KVTIER_ENGINE_MODELS_DIR "/stories260K");
-  model_weights w = model_weights::load_llama2c(files.checkpoint.string(), files.name);
-  tokenizer tok{files.tokenizer.string(), w.config().vocab};
-};
 }  // namespace
 
 BOOST_AUTO_TEST_CASE(checkpoint_header) {
@@ -53,16 +40,7 @@ BOOST_AUTO_TEST_CASE(greedy_256_steps_prints_the_reference_text) {
   const stories s;
   const std::size_t pages = 40;
   engine_type eng(s.w, engine_type::cache_config(s.w, precision::fp32, pages, pages), backend_options{}, 256);
-  generate_options g;
-  g.max_new_tokens = 256;  // 256 steps from position 0: BOS, then 256 sampled tokens (run.c -n 256)
-  g.sample.temperature = 0;
-  const std::vector<kvtier::token_id> prompt{bos_token};
-  const auto r = eng.generate(kvtier::namespace_id{1}, prompt, g);
-  BOOST_TEST_REQUIRE(r.has_value());
-  std::vector<kvtier::token_id> out;
-  for (const auto t : r->tokens)
-    if (t != bos_token) out.push_back(t);
-  BOOST_TEST(s.tok.decode(out, bos_token) == reference);
+  BOOST_TEST(s.tok.decode(run_c_greedy_256(eng), bos_token) == reference);
 }
 
 BOOST_AUTO_TEST_CASE(tokenizer_encodes_as_run_c) {
