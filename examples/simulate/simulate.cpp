@@ -31,12 +31,15 @@ struct options {
   serving::cli::workload_options wl;
   std::size_t vocab = 128256, context = 0, layers = 32;
   std::string cost_path;
+  std::string policy_cost_path;  // the IO-aware policies' own cost model ("default": the H200 one); empty: --cost-model's
+  double step_overhead = -1;  // >= 0: a constant host overhead per step, in place of the cost model's
   sim_cache_config cache{16, 4096, 16384, 65536, sim_mode::host};
   sim_options sim;
   std::vector<std::string> policies{"fcfs", "lpm"};
   std::vector<double> sweep;
   std::string out = "simulate-out";
   bool check = false, quiet = false;
+  bool server_form = false;  // --policy-form priority: the IO-aware policies as serving::server runs them
 };
 
 [[noreturn]] void usage(int code) {
@@ -45,9 +48,15 @@ struct options {
                "%s"
                "            --context N --vocab N (token ids in [0, N); default llama3's 128256)\n"
                " model:     --cost-model FILE (kvtier-serve's cost_model.json; default: H200 from docs/engine.md) --layers N\n"
+               "            --policy-cost-model FILE|default (the model the IO-aware policies rank with, as kvtier-serve's\n"
+               "            --cost-model; default: the simulator's own)\n"
+               "            --step-overhead SECONDS (host seconds per step outside the backend's calls, for cost models\n"
+               "            written before kvtier-serve measured it; default the cost model's step_overhead, or 0)\n"
                " cache:     --mode none|device|host|file --device-pages N --host-pages N --disk-pages N --page-tokens N\n"
                " loop:      --budget TOKENS --chunk TOKENS --max-batch N --window N --prefetch-depth N\n"
                " policies:  --policies P1,P2,... (BASE[+delay-hit][+balance][+bubble][+strata][+prefetch], BASE fcfs|lpm)\n"
+               "            --policy-form batch|priority (IO-aware policies: the batch-level select with bubble filling,\n"
+               "            default; or serving::server's per-request priority and not_now, what kvtier-serve runs)\n"
                " output:    --sweep R1,R2,... (rates; trace: time-scale factors) --out DIR --check (exit 1 if an invariant fails) --quiet\n",
                serving::cli::workload_usage);
   std::exit(code);
@@ -66,7 +75,15 @@ options parse(int argc, char** argv) {
     else if (a == "--context") o.context = count(i);
     else if (a == "--vocab") o.vocab = count(i);
     else if (a == "--cost-model") o.cost_path = need(i);
+    else if (a == "--policy-cost-model") o.policy_cost_path = need(i);
     else if (a == "--layers") o.layers = count(i);
+    else if (a == "--step-overhead") {
+      const std::string v = need(i);
+      char* end = nullptr;
+      o.step_overhead = std::strtod(v.c_str(), &end);
+      if (end == v.c_str() || *end != '\0' || !(o.step_overhead >= 0) || o.step_overhead > 10)
+        throw kvtier::config_error("kvtier-simulate: --step-overhead is seconds, 0 to 10");
+    }
     else if (a == "--mode") {
       const std::string m = need(i);
       if (m == "none") o.cache.mode = sim_mode::none;
@@ -84,6 +101,11 @@ options parse(int argc, char** argv) {
     else if (a == "--window") o.sim.policy_window = count(i);
     else if (a == "--prefetch-depth") o.sim.prefetch_depth = count(i);
     else if (a == "--policies") o.policies = serving::cli::split(need(i));
+    else if (a == "--policy-form") {
+      const std::string f = need(i);
+      if (f != "batch" && f != "priority") throw kvtier::config_error("kvtier-simulate: --policy-form is batch or priority");
+      o.server_form = f == "priority";
+    }
     else if (a == "--sweep") o.sweep = serving::cli::positive_list(need(i), "kvtier-simulate: --sweep");
     else if (a == "--out") o.out = need(i);
     else if (a == "--check") o.check = true;
@@ -105,15 +127,19 @@ sim_result simulate(const options& o, const cost_model& cost, bool prefetch, Pol
   return s.run(w);
 }
 
-sim_result run_policy(const options& o, const cost_model& cost, const std::string& name, const serving::workload& w) {
+sim_result run_policy(const options& o, const cost_model& cost, const cost_model& pcost, const std::string& name, const serving::workload& w) {
   const auto p = serving::cli::parse_policy(name, "kvtier-simulate");
   const features use{p.delay_hit, p.balance, p.bubble};
   if (!p.io_aware()) {
     if (p.lpm) return simulate(o, cost, p.prefetch, serving::longest_prefix{}, w);
     return simulate(o, cost, p.prefetch, serving::fcfs{}, w);
   }
-  if (p.lpm) return simulate(o, cost, p.prefetch, io_aware<serving::longest_prefix>(use, cost), w);
-  return simulate(o, cost, p.prefetch, io_aware<serving::fcfs>(use, cost), w);
+  if (o.server_form) {
+    if (p.lpm) return simulate(o, cost, p.prefetch, server_form<io_aware<serving::longest_prefix>>{io_aware<serving::longest_prefix>(use, pcost)}, w);
+    return simulate(o, cost, p.prefetch, server_form<io_aware<serving::fcfs>>{io_aware<serving::fcfs>(use, pcost)}, w);
+  }
+  if (p.lpm) return simulate(o, cost, p.prefetch, io_aware<serving::longest_prefix>(use, pcost), w);
+  return simulate(o, cost, p.prefetch, io_aware<serving::fcfs>(use, pcost), w);
 }
 
 }  // namespace
@@ -122,6 +148,7 @@ int main(int argc, char** argv) try {
   const options o = parse(argc, argv);
   cost_model cost = o.cost_path.empty() ? h200_default() : load_cost_model(o.cost_path, o.layers);
   if (o.cost_path.empty()) cost.layers = o.layers;
+  if (o.step_overhead >= 0) cost.step_a = o.step_overhead, cost.step_b = 0, cost.step_c = 0;
   if (cost.page_tokens != o.cache.page_tokens) {
     if (!o.cost_path.empty())
       throw kvtier::config_error("kvtier-simulate: --page-tokens differs from the cost model's page_tokens");
@@ -129,18 +156,22 @@ int main(int argc, char** argv) try {
     cost.page_tokens = o.cache.page_tokens;
   }
   for (const auto& p : o.policies) (void)serving::cli::parse_policy(p, "kvtier-simulate");
+  cost_model pcost = cost;
+  if (o.policy_cost_path == "default") pcost = h200_default(), pcost.layers = o.layers;
+  else if (!o.policy_cost_path.empty()) pcost = load_cost_model(o.policy_cost_path, o.layers);
   std::filesystem::create_directories(o.out);
   const std::string csv_path = o.out + "/sweep.csv";
   std::ofstream csv(csv_path);
   if (!csv) throw kvtier::config_error("kvtier-simulate: cannot write " + csv_path);
   csv << "workload,policy,x,requests,throughput_rps,prompt_tok_s,ttft_p50_s,ttft_p90_s,ttft_p99_s,ttft_mean_s,"
          "load_wait_share,stall_step_share,reused_share,pages_loaded,pages_fetched,pages_prefetched,duplicate_pages,"
-         "delay_hit_deferrals,steps,sim_wall_s,invariants_ok\n";
+         "delay_hit_deferrals,steps,sim_wall_s,invariants_ok,step_s,overhead_s\n";
   const std::vector<double> xs = o.sweep.empty() ? std::vector<double>{0.0} : o.sweep;
   if (!o.quiet)
-    std::printf("cost model: %s; prefill 8K %.1f ms, decode B=32 C=32K %.2f ms, load %.1f GB/s, fetch %.1f GB/s, page %zu tokens\n",
+    std::printf("cost model: %s; prefill 8K %.1f ms, decode B=32 C=32K %.2f ms, load %.1f GB/s, fetch %.1f GB/s, page %zu tokens; "
+                "step overhead %.3g + %.3g*sequences + %.3g*loaded_pages s\n",
                 cost.source.c_str(), cost.prefill_s(8192, 0) * 1e3, cost.decode_s(32, 32768) * 1e3, cost.load_bytes_per_s / 1e9,
-                cost.fetch_bytes_per_s / 1e9, cost.page_tokens);
+                cost.fetch_bytes_per_s / 1e9, cost.page_tokens, cost.step_a, cost.step_b, cost.step_c);
   if (!o.quiet)
     std::printf("%-10s %-28s %8s %6s %9s %9s %9s %8s %8s %7s %6s %8s\n", o.wl.kind.c_str(), "policy", "x", "req", "req/s",
                 "TTFT p50", "TTFT p90", "stall%", "reuse%", "dup pg", "ok", "wall s");
@@ -149,7 +180,7 @@ int main(int argc, char** argv) try {
   for (double x : xs) {
     const serving::workload w = serving::cli::make_workload(o.wl, o.vocab, o.context, x, "kvtier-simulate");
     for (const auto& name : o.policies) {
-      sim_result r = run_policy(o, cost, name, w);
+      sim_result r = run_policy(o, cost, pcost, name, w);
       const sim_summary s = summarize(r);
       all_ok = all_ok && s.invariants_ok;
       const auto& c = r.counters;
@@ -157,7 +188,7 @@ int main(int argc, char** argv) try {
           << ',' << s.ttft_p50 << ',' << s.ttft_p90 << ',' << s.ttft_p99 << ',' << s.ttft_mean << ',' << s.load_wait_share << ','
           << s.stall_step_share << ',' << s.reused_share << ',' << c.pages_loaded << ',' << c.pages_fetched << ','
           << c.pages_prefetched << ',' << c.duplicate_pages << ',' << c.delay_hit_deferrals << ',' << c.steps << ',' << r.wall_s
-          << ',' << (s.invariants_ok ? 1 : 0) << '\n';
+          << ',' << (s.invariants_ok ? 1 : 0) << ',' << c.step_s << ',' << c.overhead_s << '\n';
       if (!o.quiet)
         std::printf("%-10s %-28s %8.3g %6zu %9.3f %9.3f %9.3f %7.2f%% %7.1f%% %7llu %6s %8.2f\n", w.name.c_str(), name.c_str(), x,
                     s.requests, s.throughput_rps, s.ttft_p50, s.ttft_p90, 100 * s.load_wait_share, 100 * s.reused_share,

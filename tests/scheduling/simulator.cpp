@@ -155,3 +155,50 @@ BOOST_AUTO_TEST_CASE(the_same_run_twice_is_the_same) {
   BOOST_TEST(a.s.ttft_p90 == b.s.ttft_p90);
   BOOST_TEST(a.r.counters.pages_loaded == b.r.counters.pages_loaded);
 }
+
+// The engine's host overhead per step (cost_model::step_overhead_s), when measured: every step
+// that ran something pays it once, after its calls; time stays monotone and the invariants hold.
+BOOST_AUTO_TEST_CASE(step_overhead_is_paid_once_per_step) {
+  const serving::workload w = burst_longdoc();
+  cost_model with = h200_default();
+  with.step_a = 1e-3;
+  with.step_b = 1e-4;
+  with.step_c = 1e-6;
+  BOOST_TEST(h200_default().step_overhead_s(5, 100) == 0.0);  // not measured: none
+  BOOST_TEST(with.step_overhead_s(0, 100) == 0.0);            // a step that ran nothing
+  BOOST_TEST(with.step_overhead_s(5, 100) == 1e-3 + 5e-4 + 1e-4, boost::test_tools::tolerance(1e-12));
+  const sim_cache_config cc{16, 1024, 2048, 4096, sim_mode::host};
+  simulator<serving::fcfs> plain(h200_default(), cc, sim_options{}, serving::fcfs{});
+  simulator<serving::fcfs> paid(with, cc, sim_options{}, serving::fcfs{});
+  outcome a, b;
+  a.r = plain.run(w), a.s = summarize(a.r);
+  b.r = paid.run(w), b.s = summarize(b.r);
+  a.device_pages = plain.cache().index().pages_in(kvtier::tier_id::device), a.host_pages = plain.cache().index().pages_in(kvtier::tier_id::host);
+  b.device_pages = paid.cache().index().pages_in(kvtier::tier_id::device), b.host_pages = paid.cache().index().pages_in(kvtier::tier_id::host);
+  check(w, a);
+  check(w, b);
+  BOOST_TEST(a.r.counters.overhead_s == 0.0);
+  const auto& c = b.r.counters;
+  // At least a per step, at most a + b·(max_batch + chunks) + c·(every page loaded) per step.
+  BOOST_TEST(c.overhead_s >= 1e-3 * double(c.steps) * (1 - 1e-9));
+  BOOST_TEST(c.overhead_s <= 1e-3 * double(c.steps) + 1e-4 * double(c.steps) * 64 + 1e-6 * double(c.pages_loaded) + 1e-9);
+  BOOST_TEST(c.overhead_s < c.step_s);
+  BOOST_TEST(b.s.throughput_rps < a.s.throughput_rps);  // a saturated burst: the host's time is lost
+}
+
+// The IO-aware policies as serving::server runs them (server_form: priority and not_now, no batch
+// select, no chunk reordering): the invariants hold, and delay-hit avoidance still defers questions
+// whose document another request is computing, with fewer duplicate prefills than lpm.
+BOOST_AUTO_TEST_CASE(server_form_runs_the_engine_policies) {
+  const serving::workload w = burst_longdoc();
+  const outcome lpm = simulate(w, serving::longest_prefix{}, sim_mode::host, false);
+  using strata = io_aware<serving::longest_prefix>;
+  const outcome dh = simulate(w, server_form<strata>{strata(features{true, false, false}, h200_default())}, sim_mode::host, false);
+  const outcome all = simulate(w, server_form<strata>{strata(features{true, true, true}, h200_default())}, sim_mode::file, true);
+  check(w, dh);
+  check(w, all);
+  BOOST_TEST(dh.r.counters.delay_hit_deferrals > 0u);
+  BOOST_TEST(dh.r.counters.duplicate_pages < lpm.r.counters.duplicate_pages);
+  static_assert(!detail::batch_selecting<server_form<strata>>);
+  static_assert(serving::scheduling_policy<server_form<strata>>);
+}

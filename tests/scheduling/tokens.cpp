@@ -6,6 +6,8 @@
 #include <boost/test/unit_test.hpp>
 
 #include <algorithm>
+#include <cstdio>
+#include <filesystem>
 #include <memory>
 #include <string_view>
 #include <vector>
@@ -119,4 +121,48 @@ BOOST_AUTO_TEST_CASE(queued_requests_carry_their_missing_prefix) {
   BOOST_TEST(same_key == uncached);
   BOOST_TEST(cached > 0u);
   BOOST_TEST(other_key == cached);
+}
+
+// The server measures the host's share of each step (outside its prefill and decode calls) and
+// cost_model.json carries its fit, which the simulator reads; a file without it (written before
+// the server measured it) gives no overhead.
+BOOST_AUTO_TEST_CASE(the_server_measures_its_step_overhead) {
+  const workload w = mixed();
+  const run_result r = serve(w, fcfs{});
+  BOOST_TEST_REQUIRE(!r.samples.step.empty());
+  BOOST_TEST(r.samples.step.size() <= r.counters.steps);
+  std::size_t sequences = 0, loaded = 0, record_loaded = 0;
+  double host = 0;
+  for (const auto& s : r.samples.step) {
+    BOOST_TEST(s.seconds >= 0.0);
+    BOOST_TEST(s.sequences >= 1u);
+    sequences += s.sequences, loaded += s.loaded_pages, host += s.seconds;
+  }
+  std::size_t calls = r.samples.prefill.size();
+  for (const auto& d : r.samples.decode) calls += d.batch;
+  BOOST_TEST(sequences == calls);  // every prefill chunk and decode sequence counted once
+  for (const auto& rec : r.records) record_loaded += rec.loaded_pages;
+  // Every load the cache issued, counted in the step whose admission issued it (a request refused
+  // for room after its load and admitted later loads again: more than the records keep).
+  BOOST_TEST(loaded == r.counters.pages_loaded);
+  BOOST_TEST(loaded >= record_loaded);
+  BOOST_TEST(host <= r.counters.step_s);
+  const auto dir = std::filesystem::temp_directory_path();
+  const std::string with = (dir / "kvtier_scheduling_cost_with.json").string(), without = (dir / "kvtier_scheduling_cost_without.json").string();
+  const cost_model_info info{"stories260K", "cpu", "cpu", "device+host", 16, 4096, {}};
+  write_cost_model_json(with, info, r.samples, {});
+  cost_samples old = r.samples;
+  old.step.clear();
+  write_cost_model_json(without, info, old, {});
+  const auto fit = fit_step_overhead(r.samples.step);
+  const auto m = scheduling::load_cost_model(with, 5), o = scheduling::load_cost_model(without, 5);
+  BOOST_TEST(m.step_a == fit.coef[0], boost::test_tools::tolerance(1e-5));
+  BOOST_TEST(m.step_b == fit.coef[1], boost::test_tools::tolerance(1e-5));
+  BOOST_TEST(m.step_c == fit.coef[2], boost::test_tools::tolerance(1e-5));
+  BOOST_TEST(o.step_a == 0.0);
+  BOOST_TEST(o.step_b == 0.0);
+  BOOST_TEST(o.step_c == 0.0);
+  BOOST_TEST(o.prefill_a == m.prefill_a);  // the rest reads the same
+  std::remove(with.c_str());
+  std::remove(without.c_str());
 }

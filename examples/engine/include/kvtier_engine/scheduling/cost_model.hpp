@@ -5,7 +5,10 @@
 //  - prefill chunk of n new tokens over s cached positions: a + b·n + c·n·(s + n/2) seconds;
 //  - decode step of B sequences holding C positions in all: a + b·B + c·C seconds;
 //  - host → device load and device → host backup: bytes / bandwidth (+ a fixed latency), one link
-//    each way; slow tier → host fetch: bytes / the file tier's read bandwidth.
+//    each way; slow tier → host fetch: bytes / the file tier's read bandwidth;
+//  - step overhead (host work outside the backend's calls: admission, commits, sampling), when the
+//    engine measured it (cost_model.json's step_overhead, or kvtier-simulate --step-overhead):
+//    a + b·sequences + c·loaded_pages seconds per step; 0 otherwise (the default model, older files).
 // Loads land layer by layer (`layers`): a chunk waits for layer l just before computing it.
 #include <algorithm>
 #include <cctype>
@@ -31,6 +34,7 @@ struct cost_model {
   double backup_bytes_per_s = 50e9;   // device → host
   double fetch_bytes_per_s = 5e9;     // slow tier → host (NVMe-class file tier)
   double fetch_latency_s = 100e-6;
+  double step_a = 0, step_b = 0, step_c = 0;  // step overhead; all 0: not measured
   std::string source = "default H200 (docs/engine.md)";
 
   double prefill_s(std::size_t new_tokens, std::size_t cached) const noexcept {
@@ -47,6 +51,11 @@ struct cost_model {
   }
   double backup_s(std::size_t pages) const noexcept {
     return pages ? double(pages) * page_bytes / backup_bytes_per_s : 0.0;
+  }
+  // Host seconds of a step that ran `sequences` decodes and prefill chunks and issued `loaded_pages` loads.
+  double step_overhead_s(std::size_t sequences, std::size_t loaded_pages) const noexcept {
+    if (sequences == 0) return 0;
+    return std::max(0.0, step_a + step_b * double(sequences) + step_c * double(loaded_pages));
   }
   double fetch_s(std::size_t pages) const noexcept {
     return pages ? fetch_latency_s + double(pages) * page_bytes / fetch_bytes_per_s : 0.0;
@@ -126,6 +135,12 @@ inline cost_model load_cost_model(const std::string& path, std::size_t layers, c
     ++at;
   }
   if (detail::json_number(text, "file_tier", "read_bytes_per_s", v) && v > 0) m.fetch_bytes_per_s = v;
+  // Written by kvtier-serve since it measures the step overhead; older files have none (0).
+  if (text.find("\"step_overhead\"") != std::string::npos) {
+    need("step_overhead", "a", m.step_a);
+    need("step_overhead", "b", m.step_b);
+    need("step_overhead", "c", m.step_c);
+  }
   return m;
 }
 

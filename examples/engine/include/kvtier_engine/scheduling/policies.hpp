@@ -169,4 +169,16 @@ class io_aware {
 static_assert(serving::scheduling_policy<io_aware<serving::fcfs>>);
 static_assert(serving::scheduling_policy<io_aware<serving::longest_prefix>>);
 
+// A policy as serving::server runs it: only scheduling_policy's priority (and not_now), no
+// batch-level select and no chunk reordering, so that the simulator runs what the engine runs
+// (kvtier-simulate --policy-form priority; scripts/scheduling-validate uses it).
+template <serving::scheduling_policy P>
+struct server_form {
+  using kvtier_serving_policy = serving::policy_tag;
+  static constexpr bool uses_cached_prefix = P::uses_cached_prefix;
+  P p;
+  std::string_view name() const noexcept { return p.name(); }
+  double priority(const serving::queued_request& q, const serving::in_flight& f) const { return p.priority(q, f); }
+};
+
 }  // namespace kvtier_engine::scheduling

@@ -10,7 +10,8 @@
 //   3. one batch under the token budget: a decode token for each request past its prefill, then
 //      chunked prefills; a first chunk over a loading prefix waits for layer l before computing it
 //      (the stall); a finished prefill commits its pages (write-through to host);
-//   4. a finished request commits its decode pages, frees what it reserved, unlocks.
+//   4. a finished request commits its decode pages, frees what it reserved, unlocks;
+//   5. the host's share of the step (cost_model::step_overhead_s, when the engine measured it).
 // Scheduler-aware prefetch and eviction (CachedAttention), option prefetch_aware: queued requests'
 // slow-tier pages are fetched to host ahead of admission while the slow link is idle, and the
 // cached prefixes of the first queued requests are protected with look_ahead's expect(); because
@@ -60,7 +61,7 @@ struct sim_record {
 
 struct sim_counters {
   std::uint64_t steps = 0, stall_steps = 0;
-  double step_s = 0, load_wait_s = 0, duration_s = 0;
+  double step_s = 0, load_wait_s = 0, duration_s = 0, overhead_s = 0;  // overhead: step_overhead_s's share
   std::uint64_t pages_loaded = 0, pages_fetched = 0, pages_prefetched = 0, pages_backed_up = 0, pages_written_disk = 0;
   std::uint64_t pages_computed = 0, duplicate_pages = 0;  // duplicate: computed, but committed meanwhile by another
   std::uint64_t pages_read = 0, content_mismatches = 0, time_regressions = 0, deferred_admissions = 0, delay_hit_deferrals = 0;
@@ -340,7 +341,8 @@ class simulator {
       f.prefilling += a->ph == phase::prefill;
       f.decoding += a->ph == phase::decode;
       f.fetching += a->ph == phase::fetching;
-      if (a->load_pending) f.load_pages += a->m.size() - a->m.device_pages;
+      // Loads not landed yet (the server: a request whose last layer is not ready).
+      if (a->load_pending && std::max(a->load_start + a->load_dur, a->other_ready) > now) f.load_pages += a->m.size() - a->m.device_pages;
     }
     f.token_budget = o_.token_budget;
     f.free_device_pages = cache_.device_free();
@@ -358,6 +360,7 @@ class simulator {
           x.q.cached_tokens[1] = peek_.host_pages * P();
           x.q.cached_tokens[2] = peek_.storage_pages * P();
           x.group = group_of(qi, peek_);
+          x.q.missing_prefix = x.group;
           x.load_s = cost_.load_s(peek_.host_pages + peek_.storage_pages);
           x.fetch_s = cost_.fetch_s(peek_.storage_pages);
           const std::size_t cached = peek_.size() * P();
@@ -381,7 +384,11 @@ class simulator {
         if (cands_[i].group == 0 || picks_.size() >= s.slots) continue;
         if (std::find(picks_.begin(), picks_.end(), i) == picks_.end()) ++c.delay_hit_deferrals;
       }
-    } else {
+    } else {  // serving::server's form: one priority per request, asked again before each admission
+      pending_.clear();
+      for (const auto& a : active_)
+        if (a->ph != phase::decode && a->group) pending_.push_back(a->group);
+      f.pending_prefixes = pending_;
       ranks_.clear();
       for (std::size_t i = 0; i < n; ++i) ranks_.push_back({policy_.priority(cands_[i].q, f), queue_[i].arrival_s, i});
       std::stable_sort(ranks_.begin(), ranks_.end(), [](const rank& a, const rank& b) {
@@ -392,6 +399,13 @@ class simulator {
     taken_.clear();
     for (std::size_t i : picks_) {
       if (active_.size() >= room) break;
+      if constexpr (!detail::batch_selecting<Policy>) {  // not_now with what this round admitted: stays queued
+        f.pending_prefixes = pending_;
+        if (policy_.priority(cands_[i].q, f) == serving::not_now) {
+          ++c.delay_hit_deferrals;
+          continue;
+        }
+      }
       if (queue_[i].refused_at == cache_.version()) {  // refused with the cache as it is: still no room
         ++c.deferred_admissions;
         break;
@@ -408,6 +422,8 @@ class simulator {
       if (cache_.caching()) {
         cache_.index().match(a->q.ns, looked_up(a->q), a->m, kvtier::match_options{true, true, 0});
         a->group = group_of(a->q, a->m);
+        if constexpr (!detail::batch_selecting<Policy>)
+          if (a->group) pending_.push_back(a->group);
         if (a->m.storage_pages > 0) {
           std::size_t pages = 0;
           a->ready_at = fetch(a->m, now, pages, a->q, out.counters);
@@ -506,6 +522,7 @@ class simulator {
         in_flight_at_[flight_key(p, kvtier::tier_id::device)] = h2d_free_;
       }
       c.pages_loaded += issued;
+      step_loaded_ += issued;
     } else {
       a.load_start = now, a.load_dur = 0;
     }
@@ -601,6 +618,7 @@ class simulator {
       });
     double t = now;
     bool stalled = false;
+    std::size_t sequences = 0;
     for (active_request* ap : prefilling_) {
       active_request& a = *ap;
       if (budget == 0) break;
@@ -633,6 +651,7 @@ class simulator {
       t = end;
       a.next += n;
       budget -= n;
+      ++sequences;
       if (a.next < N) continue;
       commit_time_ = t;
       commit(a, a.q.prompt, a.q.hashes, N / P(), c);
@@ -647,6 +666,7 @@ class simulator {
       std::size_t ctx = 0;
       for (active_request* a : decoding_) ctx += a->q.prompt.size() + a->out_tokens;
       t += cost_.decode_s(decoding_.size(), ctx);
+      sequences += decoding_.size();
       for (active_request* a : decoding_) {
         ++a->out_tokens;
         if (a->out_tokens >= a->q.max_new) finish(*a, out.records[a->q.id], t, w, c);
@@ -654,6 +674,12 @@ class simulator {
     }
     std::erase_if(active_, [](const std::unique_ptr<active_request>& a) { return a->q.max_new == 0; });
     c.stall_steps += stalled;
+    if (sequences > 0) {  // the host's work around the calls (sampling, commits, admission), after them
+      const double o = cost_.step_overhead_s(sequences, step_loaded_);
+      t += o;
+      c.overhead_s += o;
+      step_loaded_ = 0;
+    }
     return t - now;
   }
 
@@ -681,6 +707,7 @@ class simulator {
   std::vector<active_request*> decoding_, prefilling_;
   kvtier::match_result peek_;
   double h2d_free_ = 0, d2h_free_ = 0, fetch_free_ = 0, commit_time_ = 0;
+  std::size_t step_loaded_ = 0;  // pages whose load this step's admission issued
   bool dirty_ = false;
 };
 

@@ -4,6 +4,10 @@
 //      t = a + b·n + c·n·(s + n/2)          (linear layers per token, attention per token pair);
 //  - decode: seconds of one step of B sequences holding C positions in all, fit to
 //      t = a + b·B + c·C;
+//  - step overhead: the host seconds of one serving step outside the backend's prefill and decode
+//    calls (admission: lookup, load issue, allocation; commits; sampling; poll), fit to
+//      t = a + b·sequences + c·loaded_pages   (sequences: decodes and prefill chunks the step ran;
+//    loaded_pages: host → device loads its admission issued);
 //  - copies: host → device load and device → host backup bandwidth of the cache's own copy path,
 //    timed on pools of the cache's types (copy_bandwidth), several sizes.
 // Least squares on the samples of a run; written as JSON with the fits, their R², and the samples.
@@ -35,9 +39,14 @@ struct decode_sample {
   std::size_t batch = 0, context_tokens = 0;  // sequences, positions attended in all
   double seconds = 0;
 };
+struct step_sample {
+  std::size_t sequences = 0, loaded_pages = 0;  // decodes + prefill chunks run; pages whose load admission issued
+  double seconds = 0;  // the step's wall time less its prefill calls (with their load waits) and its decode call
+};
 struct cost_samples {
   std::vector<prefill_sample> prefill;
   std::vector<decode_sample> decode;
+  std::vector<step_sample> step;
 };
 
 // y ≈ coef · x (three features) by least squares; r2 of the fit.
@@ -105,6 +114,16 @@ inline linear_fit fit_decode(const std::vector<decode_sample>& s) {
   std::vector<double> y;
   for (const auto& d : s) {
     x.push_back({1.0, double(d.batch), double(d.context_tokens)});
+    y.push_back(d.seconds);
+  }
+  return detail::fit3(x, y);
+}
+
+inline linear_fit fit_step_overhead(const std::vector<step_sample>& s) {
+  std::vector<std::array<double, 3>> x;
+  std::vector<double> y;
+  for (const auto& d : s) {
+    x.push_back({1.0, double(d.sequences), double(d.loaded_pages)});
     y.push_back(d.seconds);
   }
   return detail::fit3(x, y);
@@ -224,7 +243,16 @@ inline void write_cost_model_json(const std::string& path, const cost_model_info
     const auto& x = s.decode[i * s.decode.size() / ds];
     std::fprintf(f, "%s[%zu, %zu, %.6e]", i ? ", " : "", x.batch, x.context_tokens, x.seconds);
   }
-  std::fprintf(f, "]},\n  \"copies\": [");
+  std::fprintf(f, "]},\n");
+  if (!s.step.empty()) {  // a later addition: readers of older files find no step_overhead
+    const linear_fit o = fit_step_overhead(s.step);
+    double mean = 0;
+    for (const auto& x : s.step) mean += x.seconds / double(s.step.size());
+    std::fprintf(f, "  \"step_overhead\": {\"formula\": \"seconds = a + b*sequences + c*loaded_pages\", \"a\": %.6e, \"b\": %.6e, "
+                    "\"c\": %.6e, \"r2\": %.4f, \"samples\": %zu, \"mean\": %.6e},\n",
+                 o.coef[0], o.coef[1], o.coef[2], o.r2, o.samples, mean);
+  }
+  std::fprintf(f, "  \"copies\": [");
   for (std::size_t i = 0; i < copies.size(); ++i) {
     const auto& c = copies[i];
     std::fprintf(f, "%s\n    {\"pages\": %zu, \"bytes\": %zu, \"load_h2d_s\": %.6e, \"load_h2d_bytes_per_s\": %.4e, "

@@ -133,10 +133,15 @@ class server {
       if (auto e = admit(out, w); !e) return e.err();
       step_wait_ = 0;
       step_stalled_ = false;
+      step_calls_s_ = 0;
+      step_sequences_ = 0;
       std::vector<std::size_t> done;
       if (auto e = step(out, done); !e) return e.err();
       cache_.poll();
       const double step_s = std::chrono::duration<double>(clock::now() - s0).count();
+      if (step_sequences_ > 0)  // the host's share of the step, outside the backend's calls
+        out.samples.step.push_back({step_sequences_, step_loaded_, std::max(0.0, step_s - step_calls_s_)});
+      step_loaded_ = 0;
       out.counters.steps++;
       out.counters.step_s += step_s;
       out.counters.load_wait_s += step_wait_;
@@ -355,6 +360,7 @@ class server {
       }
       cached = a.lease.cached_pages();
       rec.loaded_pages = cache_.stats().pages_loaded - loaded0;
+      step_loaded_ += rec.loaded_pages;
     }
     a.table.assign(a.lease.device_slots().begin(), a.lease.device_slots().begin() + std::ptrdiff_t(cached));
     fresh_.assign(total - cached, kvtier::device_slot{});
@@ -408,7 +414,10 @@ class server {
       const double wait0 = rec.load_wait_s;
       const auto c0 = clock::now();
       if (auto e = backend_.prefill(c, logits_, hook); !e) return e.err();
-      out.samples.prefill.push_back({n, a.next, std::chrono::duration<double>(clock::now() - c0).count() - (rec.load_wait_s - wait0)});
+      const double call_s = std::chrono::duration<double>(clock::now() - c0).count();
+      out.samples.prefill.push_back({n, a.next, call_s - (rec.load_wait_s - wait0)});
+      step_calls_s_ += call_s;
+      ++step_sequences_;
       a.hook_pending = false;
       a.next += n;
       budget -= n;
@@ -439,7 +448,10 @@ class server {
       batch_logits_.resize(batch_.size() * cfg_.vocab);
       const auto d0 = clock::now();
       if (auto e = backend_.decode(batch_, batch_logits_); !e) return e.err();
-      out.samples.decode.push_back({batch_.size(), ctx, std::chrono::duration<double>(clock::now() - d0).count()});
+      const double call_s = std::chrono::duration<double>(clock::now() - d0).count();
+      out.samples.decode.push_back({batch_.size(), ctx, call_s});
+      step_calls_s_ += call_s;
+      step_sequences_ += batch_.size();
       for (std::size_t b = 0; b < decoding_.size(); ++b) {
         active_request& a = *decoding_[b];
         request_record& rec = out.records[a.q.id];
@@ -499,6 +511,8 @@ class server {
   clock::time_point t0_;
   double step_wait_ = 0;
   bool step_stalled_ = false;
+  double step_calls_s_ = 0;           // this step's prefill and decode calls (cost_model's step overhead)
+  std::size_t step_sequences_ = 0, step_loaded_ = 0;
 };
 
 }  // namespace kvtier_engine::serving
