@@ -21,11 +21,13 @@
 #include <vector>
 
 #include "kvtier/blend/select.hpp"
+#include "kvtier/testing/relative_error.hpp"
 #include "kvtier_engine/cuda/blend_prefill.cuh"
 #include "kvtier_engine/cuda/cuda_backend.cuh"
 #include "kvtier_engine/model_files.hpp"
 
 using namespace kvtier_engine;
+using kvtier::testing::rel_l2;
 using kvtier_engine::cuda::cuda_backend;
 
 namespace {
@@ -86,15 +88,6 @@ std::vector<kvtier::token_id> random_tokens(std::size_t n, std::size_t vocab, un
   return t;
 }
 
-double rel_l2(std::span<const float> got, std::span<const float> want) {
-  double num = 0, den = 0;
-  for (std::size_t i = 0; i < want.size(); ++i) {
-    if (!std::isfinite(got[i])) return INFINITY;
-    num += double(got[i] - want[i]) * (got[i] - want[i]);
-    den += double(want[i]) * want[i];
-  }
-  return std::sqrt(num / den);
-}
 bool same_bits(std::span<const float> a, std::span<const float> b) {
   return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
 }

@@ -21,6 +21,7 @@
 #include "engine/stories260k_model.hpp"
 #include "kvtier/cache.hpp"
 #include "kvtier/cache/gpu_builder.cuh"
+#include "kvtier/testing/relative_error.hpp"
 #include "kvtier_engine/conversation.hpp"
 #include "kvtier_engine/cpu/cpu_backend.hpp"
 #include "kvtier_engine/cuda/cuda_backend.cuh"
@@ -29,6 +30,7 @@
 #include "kvtier_engine/tokenizer.hpp"
 
 using namespace kvtier_engine;
+using kvtier::testing::rel_l2;
 using namespace kvtier_test::engine;
 
 namespace {
@@ -45,15 +47,6 @@ kv_pool make_pool(std::byte* mem, const model_config& m, precision p, std::size_
   return kv_pool{kvtier::transfer::layer_first_view(mem, m.kv_shape(kv_dtype(p)), slots * P), P, slots};
 }
 
-double rel_l2(std::span<const float> got, std::span<const float> want) {
-  double num = 0, den = 0;
-  for (std::size_t i = 0; i < want.size(); ++i) {
-    if (!std::isfinite(got[i])) return INFINITY;
-    num += double(got[i] - want[i]) * (got[i] - want[i]);
-    den += double(want[i]) * want[i];
-  }
-  return std::sqrt(num / den);
-}
 
 // CPU fp32 vs CUDA at precision p: a prompt prefilled (on the GPU in two chunks, the second after a
 // page-aligned prefix already in the pool), then three decode steps; every step's logits compared.

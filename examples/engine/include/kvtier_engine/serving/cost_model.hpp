@@ -97,36 +97,37 @@ inline linear_fit fit3(const std::vector<std::array<double, 3>>& x, const std::v
   f.r2 = ss_tot > 0 ? 1.0 - ss_res / ss_tot : 1.0;
   return f;
 }
+
+// Least squares of seconds on three features of each sample.
+template <class Sample, class Features>
+linear_fit fit_samples(const std::vector<Sample>& s, Features features) {
+  std::vector<std::array<double, 3>> x;
+  std::vector<double> y;
+  x.reserve(s.size());
+  y.reserve(s.size());
+  for (const auto& p : s) {
+    x.push_back(features(p));
+    y.push_back(p.seconds);
+  }
+  return fit3(x, y);
+}
 }  // namespace detail
 
 inline linear_fit fit_prefill(const std::vector<prefill_sample>& s) {
-  std::vector<std::array<double, 3>> x;
-  std::vector<double> y;
-  for (const auto& p : s) {
+  return detail::fit_samples(s, [](const prefill_sample& p) {
     const double n = double(p.new_tokens);
-    x.push_back({1.0, n, n * (double(p.cached_tokens) + n / 2)});
-    y.push_back(p.seconds);
-  }
-  return detail::fit3(x, y);
+    return std::array<double, 3>{1.0, n, n * (double(p.cached_tokens) + n / 2)};
+  });
 }
 inline linear_fit fit_decode(const std::vector<decode_sample>& s) {
-  std::vector<std::array<double, 3>> x;
-  std::vector<double> y;
-  for (const auto& d : s) {
-    x.push_back({1.0, double(d.batch), double(d.context_tokens)});
-    y.push_back(d.seconds);
-  }
-  return detail::fit3(x, y);
+  return detail::fit_samples(s, [](const decode_sample& d) {
+    return std::array<double, 3>{1.0, double(d.batch), double(d.context_tokens)};
+  });
 }
-
 inline linear_fit fit_step_overhead(const std::vector<step_sample>& s) {
-  std::vector<std::array<double, 3>> x;
-  std::vector<double> y;
-  for (const auto& d : s) {
-    x.push_back({1.0, double(d.sequences), double(d.loaded_pages)});
-    y.push_back(d.seconds);
-  }
-  return detail::fit3(x, y);
+  return detail::fit_samples(s, [](const step_sample& d) {
+    return std::array<double, 3>{1.0, double(d.sequences), double(d.loaded_pages)};
+  });
 }
 
 // One timed copy of `pages` pages.
