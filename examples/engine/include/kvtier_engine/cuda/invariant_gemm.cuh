@@ -108,7 +108,7 @@ class invariant_gemm {
       p.algo = m->algo;
       ++p.tried;
       p.ok = passes();
-      if (p.ok) p.t_small_ms = m->t_small, p.t_ref_ms = m->t_ref, p.small_rows = small_rows, p.ref_rows = ref_rows;
+      if (p.ok) p.t_small_ms = m->t_small, p.t_ref_ms = m->t_ref;
       best_s = m->t_small, best_r = m->t_ref;
     }
     if (!p.ok) {
@@ -126,7 +126,7 @@ class invariant_gemm {
         p.algo = t.algo;
         ++p.tried;
         p.ok = passes();
-        if (p.ok) p.t_small_ms = t.t_small, p.t_ref_ms = t.t_ref, p.small_rows = small_rows, p.ref_rows = ref_rows;
+        if (p.ok) p.t_small_ms = t.t_small, p.t_ref_ms = t.t_ref;
       }
       if (p.ok) memo_store(mk, timed{p.algo, p.t_small_ms, p.t_ref_ms, 0.0});
     }
@@ -140,18 +140,6 @@ class invariant_gemm {
     const bool ok = p.ok;
     plans_.emplace(k, p);
     return ok;
-  }
-
-  // The kept algorithm's times (ms) at its small and reference row counts, for reports.
-  struct plan_info {
-    bool ok;
-    int small_rows, ref_rows, tried;
-    float t_small_ms, t_ref_ms;
-  };
-  std::vector<std::tuple<int, int, phase, plan_info>> report() const {
-    std::vector<std::tuple<int, int, phase, plan_info>> r;
-    for (const auto& [k, p] : plans_) r.emplace_back(k.out, k.in, k.ph, plan_info{p.ok, p.small_rows, p.ref_rows, p.tried, p.t_small_ms, p.t_ref_ms});
-    return r;
   }
 
   // y = x · W^T (+ y when accumulate) through the plan of the shape and phase (plan() first).
@@ -197,8 +185,8 @@ class invariant_gemm {
     cudaDataType_t out_type = CUDA_R_32F;
     cublasLtMatmulAlgo_t algo{};
     bool ok = false;
-    int tried = 0, small_rows = 0, ref_rows = 0;
-    float t_small_ms = 0, t_ref_ms = 0;
+    int tried = 0;
+    float t_small_ms = 0, t_ref_ms = 0;  // the kept algorithm at the small and the reference row count
     void destroy() {
       if (a) (void)cublasLtMatrixLayoutDestroy(a);
       if (b) (void)cublasLtMatrixLayoutDestroy(b);
