@@ -16,23 +16,12 @@
 
 namespace kvtier_serve {
 
-// cuda_backend with cuBLAS's heuristics and occupancy-driven attention splits (--batch-invariant 0):
-// the A side of the batch-invariance cost measurement.
-struct cuda_backend_heuristic : kvtier_engine::cuda::cuda_backend {
-  cuda_backend_heuristic(const model_config& m, const model_weights& w, const kv_pool& pool, backend_options o)
-      : cuda_backend(m, w, pool, o, heuristic()) {}
-  static kvtier_engine::cuda::cuda_options heuristic() {
-    kvtier_engine::cuda::cuda_options c;
-    c.batch_invariant = false;
-    return c;
-  }
-};
-
-// cuda_backend with the batch-invariant decode attention split at --decode-split-keys keys (a fixed
-// split length keeps decode rows batch-invariant at any value; shorter splits give a small batch more
-// blocks). The options are the process's: set once in run() before any engine is built.
-struct cuda_backend_split : kvtier_engine::cuda::cuda_backend {
-  cuda_backend_split(const model_config& m, const model_weights& w, const kv_pool& pool, backend_options o)
+// cuda_backend with the process's own cuda_options, set once in run() before any engine is built:
+// --batch-invariant 0 (cuBLAS's heuristics and occupancy-driven attention splits: the A side of the
+// batch-invariance cost measurement) and --decode-split-keys N (the batch-invariant decode attention
+// split at N keys; a fixed split length keeps decode rows batch-invariant at any value).
+struct cuda_backend_tuned : kvtier_engine::cuda::cuda_backend {
+  cuda_backend_tuned(const model_config& m, const model_weights& w, const kv_pool& pool, backend_options o)
       : cuda_backend(m, w, pool, o, options()) {}
   static kvtier_engine::cuda::cuda_options& options() {
     static kvtier_engine::cuda::cuda_options c;
@@ -75,10 +64,11 @@ struct cuda_traits : traits_base {
   kvtier::dtype kv_type() const { return kvtier::dtype::bf16; }
 
   kvtier::result<run_result> run(cache_mode mode, const options& o, const workload& wl) {
-    if (!o.batch_invariant) return run_mode<cuda_backend_heuristic>(*this, mode, o, wl);
-    if (o.decode_split_keys != 0) {
-      cuda_backend_split::options().decode_split_keys = int(o.decode_split_keys);
-      return run_mode<cuda_backend_split>(*this, mode, o, wl);
+    if (!o.batch_invariant || o.decode_split_keys != 0) {
+      kvtier_engine::cuda::cuda_options& c = cuda_backend_tuned::options();
+      c.batch_invariant = o.batch_invariant;
+      if (o.decode_split_keys != 0) c.decode_split_keys = int(o.decode_split_keys);
+      return run_mode<cuda_backend_tuned>(*this, mode, o, wl);
     }
     return run_mode<kvtier_engine::cuda::cuda_backend>(*this, mode, o, wl);
   }
