@@ -370,9 +370,35 @@ void check_attention(int D, int Hq, int H, int P, int start, int rows, bool flas
     const int splits = 5;
     device_buffer<float> ws(paged_attention_workspace(B, Hq, D, splits));
     paged_attention(a, tp.layer(dtables.data(), pages), splits, ws.data(), nullptr);
-    const double e = rel_error(to_host(out), reference_attention(q, pool, tp, tables, pages, B, Hq, rs, rk));
+    const auto want = reference_attention(q, pool, tp, tables, pages, B, Hq, rs, rk);
+    const double e = rel_error(to_host(out), want);
     BOOST_TEST_MESSAGE("decode D=" << D << " keys up to " << a.max_keys << ": " << e);
     BOOST_TEST(e < tolerance<T>);
+    // Splits at fixed key positions (the batch-invariant decode): against the reference, and each
+    // row alone (a batch of one) must give the batch's bits.
+    const int fixed = 48, fixed_splits = (a.max_keys + fixed - 1) / fixed;
+    device_buffer<float> wf(paged_attention_workspace(B, Hq, D, fixed_splits));
+    auto batched = poisoned<T>(q.size());
+    a.out = batched.data();
+    paged_attention(a, tp.layer(dtables.data(), pages), fixed_splits, wf.data(), nullptr, fixed);
+    const auto got = to_host(batched);
+    const double ef = rel_error(got, want);
+    BOOST_TEST_MESSAGE("decode D=" << D << ", splits of " << fixed << " keys: " << ef);
+    BOOST_TEST(ef < tolerance<T>);
+    for (int b = 0; b < B; ++b) {
+      auto one = poisoned<T>(std::size_t(Hq) * D);
+      attention_rows<T> a1 = a;
+      a1.q = dq.data() + std::size_t(b) * Hq * D;
+      a1.out = one.data();
+      a1.rows = 1;
+      a1.row_seq = drs.data() + b;
+      a1.row_keys = drk.data() + b;
+      a1.max_keys = rk[b];
+      paged_attention(a1, tp.layer(dtables.data(), pages), (rk[b] + fixed - 1) / fixed, wf.data(), nullptr, fixed);
+      const auto alone = to_host(one);
+      BOOST_TEST(std::equal(alone.begin(), alone.end(), got.begin() + std::ptrdiff_t(b) * Hq * D),
+                 "decode row " << b << " alone differs from the batch");
+    }
   }
 }
 
@@ -381,6 +407,10 @@ BOOST_AUTO_TEST_CASE_TEMPLATE(paged_attention_matches_reference, T, storage_type
   check_attention<T>(8, 8, 4, 16, 64, 45, false);
   check_attention<T>(64, 12, 4, 16, 32, 70, false);
   check_attention<T>(128, 32, 8, 16, 160, 50, false);
+  check_attention<T>(128, 64, 8, 16, 900, 40, false);  // groups of 8 query heads, long rows
+  check_attention<T>(96, 8, 8, 16, 300, 20, false);    // a head that is not a power of two (no grouping)
+  check_attention<T>(72, 8, 2, 16, 100, 20, false);    // 16-byte chunks that leave lanes idle (bf16: 9 of 16)
+  check_attention<T>(66, 8, 2, 16, 100, 20, false);    // not whole 16-byte chunks: the scalar path
 }
 
 BOOST_AUTO_TEST_CASE(flash_prefill_matches_reference) {

@@ -35,7 +35,7 @@ struct cuda_options {
   // Off: cuBLAS's heuristics and occupancy-driven splits (faster at some shapes, batch-dependent).
   bool batch_invariant = true;
   int prefill_split_keys = 4096;  // a multiple of the flash kernel's 64-key tile
-  int decode_split_keys = 1024;
+  int decode_split_keys = 256;
 };
 
 namespace detail {
