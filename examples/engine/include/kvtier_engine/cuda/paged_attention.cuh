@@ -141,6 +141,7 @@ __global__ void __launch_bounds__(pa_warps * 32)
       for (int g = 0; g < MG; ++g)
 #pragma unroll
         for (int u = 0; u < U; ++u) s[g][u] += __shfl_xor_sync(0xffffffffu, s[g][u], o);
+    // Online softmax per group: rescale by the new maximum, s becomes the weights p.
 #pragma unroll
     for (int g = 0; g < MG; ++g) {
       if (g >= G) break;
@@ -150,7 +151,11 @@ __global__ void __launch_bounds__(pa_warps * 32)
         if (t0 + u * per_slot + slot >= k_end) s[g][u] = -INFINITY;
         mt = fmaxf(mt, s[g][u]);
       }
-      if (mt == -INFINITY) continue;  // none of this lane group's keys in the tile
+      if (mt == -INFINITY) {  // none of this lane group's keys in the tile
+#pragma unroll
+        for (int u = 0; u < U; ++u) s[g][u] = 0.f;
+        continue;
+      }
       const float mn = fmaxf(m[g], mt), corr = exp2f(m[g] - mn);
       m[g] = mn;
       l[g] *= corr;
@@ -158,10 +163,21 @@ __global__ void __launch_bounds__(pa_warps * 32)
       for (int i = 0; i < DL; ++i) acc[g][i] *= corr;
 #pragma unroll
       for (int u = 0; u < U; ++u) {
-        const float p = exp2f(s[g][u] - mn);
-        l[g] += p;
+        s[g][u] = exp2f(s[g][u] - mn);
+        l[g] += s[g][u];
+      }
+    }
+    // O += P V: each value converted once for every group.
 #pragma unroll
-        for (int i = 0; i < DL; ++i) acc[g][i] += p * vc[u].at(i);
+    for (int u = 0; u < U; ++u) {
+      float v[DL];
+#pragma unroll
+      for (int i = 0; i < DL; ++i) v[i] = vc[u].at(i);
+#pragma unroll
+      for (int g = 0; g < MG; ++g) {
+        if (g >= G) break;
+#pragma unroll
+        for (int i = 0; i < DL; ++i) acc[g][i] += s[g][u] * v[i];
       }
     }
 #pragma unroll
