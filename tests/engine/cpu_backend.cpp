@@ -156,3 +156,47 @@ BOOST_AUTO_TEST_CASE(bad_requests_are_errors) {
   std::iota(expected.begin(), expected.end(), 0u);
   BOOST_TEST(seen == expected);
 }
+
+BOOST_AUTO_TEST_CASE(prefill_batch_is_separate_prefills_bit_for_bit) {
+  const model_config m = small_shape();
+  const model_weights w = model_weights::synthetic(m, 13);
+  pool_memory alone_mem(m, 40), batch_mem(m, 40);
+  cpu_backend alone(m, w, alone_mem.pool, backend_options{precision::fp32, 2});
+  cpu_backend batched(m, w, batch_mem.pool, backend_options{precision::fp32, 2});
+  // Three sequences: one from position 0, one over a 32-token prefix already in the pool, one short
+  // chunk; chunk lengths not multiples of the page size.
+  const auto ta = tokens(37, m.vocab, 1), tb = tokens(32 + 45, m.vocab, 2), tc = tokens(5, m.vocab, 3);
+  const auto sa = slots(0, 3), sb = slots(8, 5), sc = slots(20, 1);
+  std::vector<float> prefix_logits(m.vocab);
+  for (cpu_backend* b : {&alone, &batched})  // sequence b's cached prefix, in both pools
+    BOOST_TEST_REQUIRE(b->prefill({std::span(tb).first(32), 0, std::span(sb).first(2)}, prefix_logits, {}).has_value());
+  const prefill_chunk chunks[] = {{ta, 0, sa}, {std::span(tb).subspan(32), 32, sb}, {tc, 0, sc}};
+  std::vector<float> want(3 * m.vocab), got(3 * m.vocab, -1.0f);
+  for (std::size_t i = 0; i < 3; ++i)
+    BOOST_TEST_REQUIRE(alone.prefill(chunks[i], std::span(want).subspan(i * m.vocab, m.vocab), {}).has_value());
+  std::vector<std::size_t> seen;
+  BOOST_TEST_REQUIRE(batched.prefill_batch(chunks, got, [&](std::size_t l) { seen.push_back(l); }).has_value());
+  BOOST_TEST(std::memcmp(want.data(), got.data(), want.size() * sizeof(float)) == 0);
+  BOOST_TEST(std::memcmp(alone_mem.bytes.data(), batch_mem.bytes.data(), alone_mem.bytes.size()) == 0);  // every K/V row
+  BOOST_TEST(seen.size() >= m.layers);  // each layer announced before it is read (per chunk here)
+  BOOST_TEST(std::is_sorted(seen.begin(), seen.begin() + std::ptrdiff_t(m.layers)));
+  BOOST_TEST(std::all_of(got.begin(), got.end(), [](float v) { return std::isfinite(v); }));
+
+  // Bad input is invalid_argument and computes nothing: an empty span, too few logits, a chunk as
+  // prefill() rejects it (empty, table too short, slot outside the pool, bad token, past seq_len).
+  const auto before = batch_mem.bytes;
+  auto code = [&](std::span<const prefill_chunk> c, std::span<float> l) { return batched.prefill_batch(c, l, {}).code(); };
+  BOOST_TEST((code({}, got) == kvtier::errc::invalid_argument));
+  BOOST_TEST((code(chunks, std::span(got).first(3 * m.vocab - 1)) == kvtier::errc::invalid_argument));
+  const auto far = std::vector<device_slot>{device_slot{0}, device_slot{99}, device_slot{1}};
+  const auto whole = slots(0, m.seq_len / P);
+  const token_id bad_token[] = {token_id{std::int32_t(m.vocab)}};
+  const prefill_chunk bad[] = {{std::span(ta).first(0), 0, sa}, {ta, 0, std::span(sa).first(2)}, {ta, 0, far},
+                               {bad_token, 0, sc}, {tc, m.seq_len - 2, whole}};
+  for (const prefill_chunk& b : bad) {
+    const prefill_chunk pair[] = {chunks[0], b};  // the good chunk first: still nothing is computed
+    BOOST_TEST((code(pair, got) == kvtier::errc::invalid_argument));
+    BOOST_TEST((alone.prefill(b, std::span(want).first(m.vocab), {}).code() == kvtier::errc::invalid_argument));
+  }
+  BOOST_TEST(std::memcmp(before.data(), batch_mem.bytes.data(), before.size()) == 0);
+}

@@ -19,7 +19,17 @@
 //  - decode(batch, logits): one step for B sequences; entry b puts its token at `position` (KV
 //    written at block_table[position / P], row position % P) and attends over [0, position]; its
 //    logits land in logits[b * vocab, (b + 1) * vocab).
-//  - Both return when the logits are in the caller's host memory and the KV is in the pool. Errors
+//  - prefill_batch(chunks, logits, before_layer), optional (concept batched_prefill_backend): the
+//    chunks of DIFFERENT sequences (each its own start and block_table, as prefill() takes one) in
+//    one call, so that a GPU pays one pass over the weights for all of them (continuous batching's
+//    varlen forward). Chunk i's last-token logits land in logits[i * vocab, (i + 1) * vocab);
+//    before_layer(l) is called before any chunk's layer l of the pool is read (it may be called more
+//    than once per layer when the backend runs the chunks in several passes). Every chunk is checked
+//    as prefill() checks it before anything is computed: an empty span, a bad chunk or too few
+//    logits are invalid_argument. Chunks whose positions share pool slots are not allowed. A chunk's
+//    K/V and logits are those prefill() of that chunk alone gives (bit for bit where the backend is
+//    batch-invariant: the CPU backend; the CUDA backend in bf16 batch-invariant mode).
+//  - All return when the logits are in the caller's host memory and the KV is in the pool. Errors
 //    (a block table too short, a position past seq_len, a device failure) are result<void> values.
 //  - precision: fp32 (weights, activations and KV in fp32) or bf16 (bf16 weights and KV, fp32
 //    accumulation); the pool's element type is kv_dtype(precision), checked at construction.
@@ -98,6 +108,14 @@ concept compute_backend =
     { cb.name() } -> std::convertible_to<std::string_view>;
     { b.prefill(chunk, logits, before_layer) } -> std::same_as<kvtier::result<void>>;
     { b.decode(batch, logits) } -> std::same_as<kvtier::result<void>>;
+  };
+// A backend that also computes several sequences' prefill chunks in one call (see prefill_batch
+// above); a caller without it loops over prefill().
+template <class B>
+concept batched_prefill_backend =
+  compute_backend<B> &&
+  requires(B& b, std::span<const prefill_chunk> chunks, std::span<float> logits, const layer_hook& before_layer) {
+    { b.prefill_batch(chunks, logits, before_layer) } -> std::same_as<kvtier::result<void>>;
   };
 // clang-format on
 

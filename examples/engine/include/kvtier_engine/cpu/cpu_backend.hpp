@@ -64,6 +64,19 @@ class cpu_backend {
     return forward(rows_, logits, /*last_only=*/true, before_layer);
   }
 
+  // Several sequences' chunks (backend.hpp's prefill_batch): every chunk is checked first, then each
+  // runs as prefill() alone, in order, so K/V and logits are those of separate prefill() calls bit
+  // for bit (a CPU reads its weights per row anyway: one pass per chunk costs nothing extra here).
+  kvtier::result<void> prefill_batch(std::span<const prefill_chunk> chunks, std::span<float> logits,
+                                     const layer_hook& before_layer = {}) {
+    if (chunks.empty() || logits.size() < chunks.size() * cfg_.vocab) return kvtier::make_error(kvtier::errc::invalid_argument);
+    for (const prefill_chunk& c : chunks)
+      if (!valid(c)) return kvtier::make_error(kvtier::errc::invalid_argument);
+    for (std::size_t i = 0; i < chunks.size(); ++i)
+      if (auto e = prefill(chunks[i], logits.subspan(i * cfg_.vocab, cfg_.vocab), before_layer); !e) return e;
+    return {};
+  }
+
   kvtier::result<void> decode(std::span<const decode_entry> batch, std::span<float> logits) {
     if (batch.empty() || logits.size() < batch.size() * cfg_.vocab) return kvtier::make_error(kvtier::errc::invalid_argument);
     rows_.assign(batch.begin(), batch.end());
@@ -90,6 +103,17 @@ class cpu_backend {
     if (o.threads) return o.threads;
     if (m.dim < 256) return 1;  // tiny models: a thread hand-off costs more than the work
     return std::max<std::size_t>(1, std::thread::hardware_concurrency());
+  }
+
+  // What forward() checks of a chunk's rows: positions below seq_len, table and slots, tokens.
+  bool valid(const prefill_chunk& c) const noexcept {
+    const std::size_t n = c.tokens.size(), P = kv_.page_tokens;
+    if (n == 0 || c.start + n > cfg_.seq_len || c.block_table.size() < (c.start + n + P - 1) / P) return false;
+    for (const kvtier::token_id t : c.tokens)
+      if (t.value() < 0 || std::size_t(t.value()) >= cfg_.vocab) return false;
+    for (std::size_t p = 0; p < (c.start + n + P - 1) / P; ++p)
+      if (c.block_table[p].value() >= kv_.slots) return false;
+    return true;
   }
 
   float* kv_row(std::size_t layer, std::size_t kv, const decode_entry& r) const noexcept {
@@ -264,5 +288,6 @@ class cpu_backend {
 };
 
 static_assert(compute_backend<cpu_backend>);
+static_assert(batched_prefill_backend<cpu_backend>);
 
 }  // namespace kvtier_engine
