@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "kvtier_engine/cuda/flash_prefill.cuh"
+#include "kvtier_engine/cuda/invariant_gemm.cuh"
 #include "kvtier_engine/cuda/kernels.cuh"
 #include "kvtier_engine/cuda/linear.cuh"
 #include "kvtier_engine/cuda/paged_attention.cuh"
@@ -222,6 +223,45 @@ BOOST_AUTO_TEST_CASE_TEMPLATE(linear_matches_reference, T, storage_types) {
       want[r * out + o] = s;
     }
   BOOST_TEST(rel_error(to_host(y), want) < 1e-5);
+}
+
+// invariant_gemm at a llama-like shape: every row count of the phase gives the rows of the full call
+// bit for bit (small calls may run a second, bit-identical algorithm), against the reference in
+// double within bf16 input rounding, and accumulate adds to y.
+BOOST_AUTO_TEST_CASE(invariant_gemm_rows_do_not_depend_on_the_call) {
+  const int rows = 2048, in = 1024, out = 1536;
+  const auto x = through<bf16>(random_floats(std::size_t(rows) * in));
+  const auto w = through<bf16>(random_floats(std::size_t(out) * in, 0.05f));
+  auto dx = to_device<bf16>(x), dw = to_device<bf16>(w);
+  cublas_handle h(nullptr);
+  invariant_gemm g(h.get(), nullptr);
+  BOOST_TEST_REQUIRE(g.plan<float>(dw.data(), in, out, rows));
+  BOOST_TEST(g.invariant());
+  device_buffer<float> full(std::size_t(rows) * out);
+  g.run(dx.data(), dw.data(), full.data(), rows, in, out, false);
+  const auto want = to_host(full);
+  std::vector<double> ref(std::size_t(8) * out);
+  for (int r = 0; r < 8; ++r)
+    for (int o = 0; o < out; ++o) {
+      double acc = 0;
+      for (int i = 0; i < in; ++i) acc += double(x[std::size_t(r) * in + i]) * w[std::size_t(o) * in + i];
+      ref[std::size_t(r) * out + o] = acc;
+    }
+  BOOST_TEST(rel_error(std::vector<float>(want.begin(), want.begin() + 8 * out), ref) < 1e-5);
+  for (const int m : {1, 2, 7, 32, 100, 333, 1024, 2047}) {
+    for (const int from : {0, rows - m}) {
+      auto part = poisoned<float>(std::size_t(m) * out);
+      g.run(dx.data() + std::size_t(from) * in, dw.data(), part.data(), m, in, out, false);
+      const auto got = to_host(part);
+      BOOST_TEST(std::equal(got.begin(), got.end(), want.begin() + std::ptrdiff_t(from) * out),
+                 m << " rows from row " << from << " differ from the full call's");
+    }
+  }
+  device_buffer<float> twice(std::size_t(rows) * out);
+  g.run(dx.data(), dw.data(), twice.data(), 5, in, out, false);
+  g.run(dx.data(), dw.data(), twice.data(), 5, in, out, true);
+  const auto t2 = to_host(twice);
+  for (int i = 0; i < 5 * out; i += 97) BOOST_TEST(t2[std::size_t(i)] == 2.0f * want[std::size_t(i)]);
 }
 
 BOOST_AUTO_TEST_CASE(sampling_matches_reference) {

@@ -16,7 +16,7 @@
 // counts and ranked (prefill: within 5% of the best time at the large count, then the fastest at
 // the small count; decode: the sum; candidates within 5% of the best keep cuBLASLt's order, so
 // timing noise rarely changes the pick), and taken in that order through the check: the
-// algorithm's rows at M = 1, 3, 17, 64, 257 (below the reference count, from the start and from
+// algorithm's rows at M = 1, 3, 17, 64, 257, 1,031 (below the reference count, from the start and from
 // the end of the input) must equal the same rows of the reference run bit for bit, on random input
 // and the real weights. The first candidate that passes is kept, and every later engine of the
 // process takes the same choice (the serving driver builds one engine per cache mode and compares
@@ -25,6 +25,11 @@
 // rows with split-K 1 for every row count, cost 21 ms a decode step at any batch of 1-12; timed
 // per phase, 14.5 ms (decode GEMMs 0.011-0.062 ms a layer at 8 rows, within 10% of the fastest
 // candidate), and device+host serving went from 12.7 to 18.0 requests/s.
+// A prefill algorithm chosen for 4,096-row chunks is slow on a 32-row question (large tiles, mostly
+// empty): a second, small-tile algorithm may take calls of up to `alt_rows` rows, but only one whose
+// rows equal the main algorithm's bit for bit (the same check, against the main algorithm's
+// reference run), so a row's result still does not depend on the call it is in; alt_rows is the
+// largest of 64, 128, ..., 2,048 rows up to which it is timed faster (at least the small count).
 #include <cublasLt.h>
 #include <cublas_v2.h>
 
@@ -95,7 +100,7 @@ class invariant_gemm {
     device_buffer<unsigned> bad(1);
     const auto passes = [&] {
       return run_lt(p, x.data(), w, y_ref.data(), ref_rows, false) &&
-             same_rows(p, x.data(), w, y_ref.data(), y.data(), in, out, ref_rows, bad.data());
+             same_rows(p, p.algo, x.data(), w, y_ref.data(), y.data(), in, out, ref_rows, bad.data());
     };
     int device = 0;
     check(cudaGetDevice(&device), "cudaGetDevice");
@@ -110,6 +115,8 @@ class invariant_gemm {
       p.ok = passes();
       if (p.ok) p.t_small_ms = m->t_small, p.t_ref_ms = m->t_ref;
       best_s = m->t_small, best_r = m->t_ref;
+      if (p.ok && m->alt_rows > 0 && same_rows(p, m->alt, x.data(), w, y_ref.data(), y.data(), in, out, ref_rows, bad.data()))
+        p.alt = m->alt, p.alt_rows = m->alt_rows, p.t_alt_ms = m->t_alt;
     }
     if (!p.ok) {
       const std::vector<candidate> cands = candidates(p, ref_rows, small_rows);
@@ -128,12 +135,17 @@ class invariant_gemm {
         p.ok = passes();
         if (p.ok) p.t_small_ms = t.t_small, p.t_ref_ms = t.t_ref;
       }
-      if (p.ok) memo_store(mk, timed{p.algo, p.t_small_ms, p.t_ref_ms, 0.0});
+      // y_ref holds the kept algorithm's reference run: a faster small-call algorithm must match it.
+      if (p.ok && ph == phase::prefill) pick_alt(p, ts, x.data(), w, y_ref.data(), y.data(), in, out, ref_rows, small_rows, bad.data());
+      if (p.ok) memo_store(mk, timed{p.algo, p.t_small_ms, p.t_ref_ms, 0.0, p.alt, p.alt_rows, p.t_alt_ms});
     }
     if (p.ok && std::getenv("KVTIER_GEMM_LOG") != nullptr)
       std::fprintf(stderr, "kvtier_engine: %s GEMM (%d x %d): %zu candidates timed (0: the process's earlier choice), kept #%d: %.3f ms at %d rows, %.3f ms at %d (fastest %.3f / %.3f)\n",
                    ph == phase::decode ? "decode" : "prefill", out, in, timed_count, p.tried, p.t_small_ms, small_rows, p.t_ref_ms,
                    ref_rows, best_s, best_r);
+    if (p.ok && p.alt_rows > 0 && std::getenv("KVTIER_GEMM_LOG") != nullptr)
+      std::fprintf(stderr, "kvtier_engine: %s GEMM (%d x %d): calls of <= %d rows through a bit-identical algorithm, %.3f ms at %d rows\n",
+                   ph == phase::decode ? "decode" : "prefill", out, in, p.alt_rows, p.t_alt_ms, small_rows);
     if (!p.ok)
       std::fprintf(stderr, "kvtier_engine: no batch-invariant cuBLASLt algorithm for (%d x %d) after %d candidates; cublasGemmEx used\n",
                    out, in, p.tried);
@@ -148,7 +160,9 @@ class invariant_gemm {
            phase ph = phase::prefill) {
     if (rows == 0) return;
     auto it = plans_.find(key{in, out, sizeof(Out) == 4, ph});
-    if (it == plans_.end() || !it->second.ok || !run_lt(it->second, x, w, y, rows, accumulate))
+    if (it == plans_.end() || !it->second.ok) return linear(fallback_, x, w, y, rows, in, out, accumulate);
+    plan_t& p = it->second;
+    if (!run_lt(p, x, w, y, rows, accumulate, rows <= p.alt_rows ? &p.alt : &p.algo))
       linear(fallback_, x, w, y, rows, in, out, accumulate);
   }
 
@@ -178,6 +192,9 @@ class invariant_gemm {
     cublasLtMatmulAlgo_t algo;
     float t_small, t_ref;
     double score;
+    cublasLtMatmulAlgo_t alt{};  // the memo: the small-call algorithm kept with it (alt_rows 0: none)
+    int alt_rows = 0;
+    float t_alt = 0;
   };
   struct plan_t {
     cublasLtMatmulDesc_t op = nullptr;
@@ -187,6 +204,9 @@ class invariant_gemm {
     bool ok = false;
     int tried = 0;
     float t_small_ms = 0, t_ref_ms = 0;  // the kept algorithm at the small and the reference row count
+    cublasLtMatmulAlgo_t alt{};          // calls of up to alt_rows rows (0: none), bit-identical to algo
+    int alt_rows = 0;
+    float t_alt_ms = 0;                  // alt at the small row count
     void destroy() {
       if (a) (void)cublasLtMatrixLayoutDestroy(a);
       if (b) (void)cublasLtMatrixLayoutDestroy(b);
@@ -307,15 +327,15 @@ class invariant_gemm {
     return ok ? ms / 3 : 0;
   }
 
-  // Whether the rows of calls with 1, 3, 17, 64, 257 rows (those below ref_rows), taken from the
+  // Whether the rows of calls with 1, 3, 17, 64, 257, 1031 rows (those below ref_rows), taken from the
   // start and from the end of x, equal the same rows of the reference call's y_ref bit for bit.
   template <class Out>
-  bool same_rows(plan_t& p, const __nv_bfloat16* x, const __nv_bfloat16* w, const Out* y_ref, Out* y, int in, int out,
-                 int ref_rows, unsigned* bad) {
-    for (const int m : {1, 3, 17, 64, 257}) {
+  bool same_rows(plan_t& p, const cublasLtMatmulAlgo_t& algo, const __nv_bfloat16* x, const __nv_bfloat16* w, const Out* y_ref,
+                 Out* y, int in, int out, int ref_rows, unsigned* bad) {
+    for (const int m : {1, 3, 17, 64, 257, 1031}) {
       if (m >= ref_rows) continue;
       for (const int from : {0, ref_rows - m}) {
-        if (!run_lt(p, x + std::size_t(from) * in, w, y, m, false)) return false;
+        if (!run_lt(p, x + std::size_t(from) * in, w, y, m, false, &algo)) return false;
         check(cudaMemsetAsync(bad, 0, sizeof(unsigned), stream_), "memset");
         const std::size_t n16 = std::size_t(m) * out * sizeof(Out) / 2;
         detail::count_mismatches<<<264, 256, 0, stream_>>>(reinterpret_cast<const std::uint16_t*>(y_ref + std::size_t(from) * out),
@@ -337,11 +357,37 @@ class invariant_gemm {
   }
 
   template <class Out>
-  bool run_lt(plan_t& p, const __nv_bfloat16* x, const __nv_bfloat16* w, Out* y, int rows, bool accumulate) {
+  bool run_lt(plan_t& p, const __nv_bfloat16* x, const __nv_bfloat16* w, Out* y, int rows, bool accumulate,
+              const cublasLtMatmulAlgo_t* algo = nullptr) {
     if (!set_rows(p, rows)) return false;
     const float alpha = 1.0f, beta = accumulate ? 1.0f : 0.0f;
-    return cublasLtMatmul(lt_, p.op, &alpha, w, p.a, x, p.b, &beta, y, p.c, y, p.c, &p.algo, ws_.data(), ws_bytes_, stream_) ==
-           CUBLAS_STATUS_SUCCESS;
+    return cublasLtMatmul(lt_, p.op, &alpha, w, p.a, x, p.b, &beta, y, p.c, y, p.c, algo != nullptr ? algo : &p.algo,
+                          ws_.data(), ws_bytes_, stream_) == CUBLAS_STATUS_SUCCESS;
+  }
+
+  // The small-call algorithm (see the top): among the timed candidates at least 10% faster than the
+  // kept one at small_rows, fastest first, the first whose rows equal y_ref's bit for bit; alt_rows
+  // the largest of 64, 128, ..., 2,048 (below ref_rows) up to which it stays faster, at least small_rows.
+  template <class Out>
+  void pick_alt(plan_t& p, std::vector<timed> ts, const __nv_bfloat16* x, const __nv_bfloat16* w, const Out* y_ref, Out* y,
+                int in, int out, int ref_rows, int small_rows, unsigned* bad) {
+    std::erase_if(ts, [&](const timed& t) { return !(t.t_small < 0.9f * p.t_small_ms); });
+    std::stable_sort(ts.begin(), ts.end(), [](const timed& a, const timed& b) { return a.t_small < b.t_small; });
+    for (const timed& t : ts) {
+      if (!same_rows(p, t.algo, x, w, y_ref, y, in, out, ref_rows, bad)) continue;
+      p.alt = t.algo;
+      p.alt_rows = small_rows;
+      p.t_alt_ms = t.t_small;
+      for (int m = 64; m <= 2048 && m < ref_rows; m *= 2) {
+        if (m <= small_rows) continue;
+        std::swap(p.algo, p.alt);
+        const float alt_ms = time_lt(p, x, w, y, m);
+        std::swap(p.algo, p.alt);
+        if (!(alt_ms > 0 && alt_ms < time_lt(p, x, w, y, m))) break;
+        p.alt_rows = m;
+      }
+      return;
+    }
   }
 
   cublasHandle_t fallback_;
