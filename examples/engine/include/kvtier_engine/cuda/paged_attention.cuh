@@ -42,6 +42,13 @@ inline constexpr int pa_warps = 4;
 inline constexpr int pa_max_group = 8;  // query heads per kv head
 inline constexpr int pa_slots = 4;      // key slots a warp loads per tile (lane groups × pa_slots keys)
 
+// 2^x on the special-function unit, denormals flushed (2^-inf = 0 for masked scores).
+__device__ __forceinline__ float pa_exp2(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
+  return y;
+}
+
 // DL consecutive elements of T from p into f (zeros past `valid`); Vec: one or two 16-byte loads.
 template <class T, int DL, bool Vec>
 struct lane_chunk {
@@ -141,14 +148,17 @@ __global__ void __launch_bounds__(pa_warps * 32)
       for (int g = 0; g < MG; ++g)
 #pragma unroll
         for (int u = 0; u < U; ++u) s[g][u] += __shfl_xor_sync(0xffffffffu, s[g][u], o);
-    // Online softmax per group: rescale by the new maximum, s becomes the weights p.
+    // Online softmax per group: rescale by the new maximum (skipped once it settles), s becomes the weights p.
+    bool in_tile[U];
+#pragma unroll
+    for (int u = 0; u < U; ++u) in_tile[u] = t0 + u * per_slot + slot < k_end;
 #pragma unroll
     for (int g = 0; g < MG; ++g) {
       if (g >= G) break;
       float mt = -INFINITY;
 #pragma unroll
       for (int u = 0; u < U; ++u) {
-        if (t0 + u * per_slot + slot >= k_end) s[g][u] = -INFINITY;
+        if (!in_tile[u]) s[g][u] = -INFINITY;
         mt = fmaxf(mt, s[g][u]);
       }
       if (mt == -INFINITY) {  // none of this lane group's keys in the tile
@@ -156,14 +166,16 @@ __global__ void __launch_bounds__(pa_warps * 32)
         for (int u = 0; u < U; ++u) s[g][u] = 0.f;
         continue;
       }
-      const float mn = fmaxf(m[g], mt), corr = exp2f(m[g] - mn);
-      m[g] = mn;
-      l[g] *= corr;
+      if (mt > m[g]) {
+        const float corr = pa_exp2(m[g] - mt);
+        m[g] = mt;
+        l[g] *= corr;
 #pragma unroll
-      for (int i = 0; i < DL; ++i) acc[g][i] *= corr;
+        for (int i = 0; i < DL; ++i) acc[g][i] *= corr;
+      }
 #pragma unroll
       for (int u = 0; u < U; ++u) {
-        s[g][u] = exp2f(s[g][u] - mn);
+        s[g][u] = pa_exp2(s[g][u] - m[g]);
         l[g] += s[g][u];
       }
     }
