@@ -13,7 +13,9 @@
 //    add in quadrature: sqrt(6 * 5) * 2e-3 ~ 1.1% for stories260K's 5 layers; bound 3e-2.
 #include <boost/test/unit_test.hpp>
 
+#include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <random>
 #include <string>
 #include <vector>
@@ -77,6 +79,69 @@ void compare_logits(const model_weights& w, precision p, std::size_t prompt_len,
   BOOST_TEST_MESSAGE(m.name << " " << to_string(p) << ": CPU vs CUDA logits, worst relative L2 error " << worst
                             << " (bound " << bound << ")");
   BOOST_TEST(worst < bound);
+}
+
+// prefill_batch against separate prefill() calls in bf16 batch-invariant mode: chunks of different
+// sequences (lengths not multiples of 128 or of the page, one over a cached page-aligned prefix, some
+// spanning two or three 128-row query tiles) on two backends over identically initialised pools;
+// every chunk's logits and every byte of the pools must be equal. `lengths[i]`, `starts[i]`: chunk i.
+void batch_matches_separate(const kvtier_engine::cuda::cuda_options& co, const std::vector<std::size_t>& starts,
+                            const std::vector<std::size_t>& lengths) {
+  model_config m{"synthetic-h128", 512, 1024, 2, 4, 2, 128, 1000, 1024, rope_style::rotate_half, 500000.0f, false, 1e-5f};
+  const auto w = model_weights::synthetic(m, 11);
+  const std::size_t P = 16, C = lengths.size();
+  std::size_t slots = 0;
+  for (std::size_t i = 0; i < C; ++i) slots += (starts[i] + lengths[i] + P - 1) / P;
+  slots = (slots + 63) / 64 * 64;  // a multiple of 64: i * 7 % slots is a permutation
+  const std::size_t bytes = m.kv_shape(kvtier::dtype::bf16).bytes_per_page(P) * slots;
+  kvtier_engine::cuda::device_buffer<std::byte> alone_mem(bytes), batch_mem(bytes);
+  kvtier_engine::cuda::check(cudaMemset(alone_mem.data(), 0, bytes), "memset");
+  kvtier_engine::cuda::check(cudaMemset(batch_mem.data(), 0, bytes), "memset");
+  const backend_options bo{precision::bf16, 0, 0};
+  kvtier_engine::cuda::cuda_backend alone(m, w, make_pool(alone_mem.data(), m, precision::bf16, slots, P), bo, co);
+  kvtier_engine::cuda::cuda_backend batched(m, w, make_pool(batch_mem.data(), m, precision::bf16, slots, P), bo, co);
+  BOOST_TEST_REQUIRE(batched.batch_invariant());
+  std::mt19937 rng(17);
+  std::vector<std::vector<kvtier::token_id>> tokens(C);
+  std::vector<std::vector<kvtier::device_slot>> tables(C);
+  std::vector<prefill_chunk> chunks;
+  std::vector<float> want(C * m.vocab), got(C * m.vocab, -1.0f), prefix_logits(m.vocab);
+  for (std::size_t i = 0, page = 0; i < C; ++i) {  // scattered slots, disjoint between sequences
+    tokens[i].resize(starts[i] + lengths[i]);
+    for (auto& t : tokens[i]) t = kvtier::token_id(std::int32_t(3 + rng() % (m.vocab - 3)));
+    for (std::size_t p = 0; p < (starts[i] + lengths[i] + P - 1) / P; ++p, ++page)
+      tables[i].push_back(kvtier::device_slot(std::uint32_t(page * 7 % slots)));
+    const std::span<const kvtier::token_id> t(tokens[i]);
+    if (starts[i] > 0)  // the cached prefix, in both pools (page-aligned starts)
+      for (auto* b : {&alone, &batched})
+        BOOST_TEST_REQUIRE(b->prefill(prefill_chunk{t.first(starts[i]), 0, tables[i]}, prefix_logits, {}).has_value());
+    chunks.push_back(prefill_chunk{t.subspan(starts[i]), starts[i], tables[i]});
+  }
+  for (std::size_t i = 0; i < C; ++i)
+    BOOST_TEST_REQUIRE(alone.prefill(chunks[i], std::span(want).subspan(i * m.vocab, m.vocab), {}).has_value());
+  std::vector<std::size_t> seen;
+  BOOST_TEST_REQUIRE(batched.prefill_batch(chunks, got, [&](std::size_t l) { seen.push_back(l); }).has_value());
+  std::size_t differing = 0;
+  for (std::size_t i = 0; i < want.size(); ++i) differing += std::memcmp(&want[i], &got[i], sizeof(float)) != 0;
+  BOOST_TEST(differing == 0u, differing << " of " << want.size() << " logits differ");
+  const auto a = alone_mem.download(), b = batch_mem.download();
+  BOOST_TEST((std::memcmp(a.data(), b.data(), bytes) == 0), "the pools' K/V differ");
+  BOOST_TEST_REQUIRE(seen.size() >= m.layers);  // each layer announced before it is read
+  for (std::size_t l = 0; l < m.layers; ++l) BOOST_TEST(seen[l] == l);
+  BOOST_TEST(rel_l2(got, want) == 0.0);
+  for (std::size_t i = 0; i < C; ++i)  // a model's logits (finite, not all equal)
+    BOOST_TEST(*std::max_element(got.begin() + std::ptrdiff_t(i * m.vocab), got.begin() + std::ptrdiff_t((i + 1) * m.vocab)) >
+               *std::min_element(got.begin() + std::ptrdiff_t(i * m.vocab), got.begin() + std::ptrdiff_t((i + 1) * m.vocab)));
+  // Bad input: nothing computed, invalid_argument.
+  const auto code = [&](std::span<const prefill_chunk> c, std::span<float> l) { return batched.prefill_batch(c, l, {}).code(); };
+  BOOST_TEST((code({}, got) == kvtier::errc::invalid_argument));
+  BOOST_TEST((code(chunks, std::span(got).first(got.size() - 1)) == kvtier::errc::invalid_argument));
+  std::vector<prefill_chunk> bad = chunks;
+  bad.back().block_table = bad.back().block_table.first(0);
+  BOOST_TEST((code(bad, got) == kvtier::errc::invalid_argument));
+  bad.back() = prefill_chunk{chunks.back().tokens, m.seq_len, chunks.back().block_table};
+  BOOST_TEST((code(bad, got) == kvtier::errc::invalid_argument));
+  BOOST_TEST((std::memcmp(b.data(), batch_mem.download().data(), bytes) == 0), "a rejected batch wrote K/V");
 }
 
 // A multi-turn conversation; returns every turn's tokens. With caching, device_pages is small enough
@@ -160,4 +225,28 @@ BOOST_AUTO_TEST_CASE(reuse_is_exact_through_the_gpu_cache) {
     BOOST_TEST_REQUIRE(on.size() == off.size());
     for (std::size_t t = 0; t < on.size(); ++t) BOOST_TEST((on[t] == off[t]), to_string(p) << " turn " << t);
   }
+}
+
+// prefill_batch of chunks of different sequences is prefill() of each alone, bit for bit (bf16,
+// batch-invariant): 3 chunks in one forward (45 rows from 0; 203 rows over a 160-token cached prefix,
+// two query tiles; 131 rows, a tile of 3), with the default options (no key splits at 1,024
+// positions) and with 256-key splits (the chunks need 1 or 2: the others' rows go through the merge).
+BOOST_AUTO_TEST_CASE(prefill_batch_is_separate_prefills_bit_for_bit) {
+  kvtier_engine::cuda::cuda_options co;
+  batch_matches_separate(co, {0, 160, 0}, {45, 203, 131});
+  co.prefill_split_keys = 256;
+  batch_matches_separate(co, {0, 160, 0}, {45, 203, 131});
+}
+
+// Rows past max_chunk_rows (256): greedy groups {45, 203}, {131, 70 over 32 cached}, then 300 rows
+// alone in prefill()'s 256 + 44 pieces; 256-key splits; max_batch 3 keeps the groups to 3 chunks.
+BOOST_AUTO_TEST_CASE(prefill_batch_groups_rows_past_max_chunk_rows) {
+  kvtier_engine::cuda::cuda_options co;
+  co.max_chunk_rows = 256;
+  co.max_batch = 3;
+  co.prefill_split_keys = 256;
+  batch_matches_separate(co, {0, 160, 0, 32, 0}, {45, 203, 131, 70, 300});
+  // max_batch 2 with short chunks: the chunk count splits the groups ({20, 33}, {17, 40}, {9}).
+  co.max_batch = 2;
+  batch_matches_separate(co, {0, 16, 0, 48, 0}, {20, 33, 17, 40, 9});
 }

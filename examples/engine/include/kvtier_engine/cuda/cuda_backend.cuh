@@ -5,7 +5,8 @@
 // is addressed through the block tables the engine passes; nothing is copied to a private cache.
 // Per layer: RMSNorm → QKV GEMM → RoPE + K/V store into the pool → attention (flash_prefill for
 // bf16 head_dim 128 prefill, paged_attention otherwise) → O GEMM (+= residual) → RMSNorm → gate|up
-// GEMM → SwiGLU → down GEMM (+= residual). prefill_rows runs rows at any positions (partial prefill).
+// GEMM → SwiGLU → down GEMM (+= residual). prefill_rows runs rows at any positions (partial prefill);
+// prefill_batch runs several sequences' chunks as one forward over all their rows (bf16 flash).
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -122,6 +123,35 @@ class cuda_model {
     return {};
   }
 
+  // Several sequences' chunks (see cuda_backend::prefill_batch): greedy groups in order of at most
+  // max_chunk_rows rows and max_batch chunks, each one forward; a group of one chunk (a chunk longer
+  // than max_chunk_rows, or fp32 / no flash kernel: every chunk) is prefill() of that chunk.
+  kvtier::result<void> prefill_batch(std::span<const prefill_chunk> chunks, std::span<float> logits,
+                                     const layer_hook& before_layer) {
+    const std::size_t P = kv_[0].page_tokens, V = m_.vocab, R = std::size_t(o_.max_chunk_rows);
+    if (chunks.empty() || logits.size() < chunks.size() * V) return kvtier::make_error(kvtier::errc::invalid_argument);
+    for (const prefill_chunk& c : chunks) {  // prefill()'s checks, all before anything runs
+      const std::size_t n = c.tokens.size();
+      if (n == 0 || c.start + n > m_.seq_len || c.block_table.size() < (c.start + n + P - 1) / P)
+        return kvtier::make_error(kvtier::errc::invalid_argument);
+    }
+    bool varlen = false;
+    if constexpr (std::is_same_v<T, __nv_bfloat16>) varlen = flash_prefill_supports(kv_[0]);
+    for (std::size_t first = 0; first < chunks.size();) {
+      std::size_t last = first, rows = 0;  // the group: chunks [first, last)
+      while (varlen && last < chunks.size() && last - first < std::size_t(o_.max_batch) && rows + chunks[last].tokens.size() <= R)
+        rows += chunks[last++].tokens.size();
+      if (last - first <= 1) {
+        if (auto e = prefill(chunks[first], logits.subspan(first * V, V), before_layer); !e) return e;
+        ++first;
+        continue;
+      }
+      forward_batch(chunks.subspan(first, last - first), rows, logits.subspan(first * V, (last - first) * V), before_layer);
+      first = last;
+    }
+    return {};
+  }
+
   // Rows of one sequence at ascending positions (see cuda_backend::prefill_rows).
   kvtier::result<void> prefill_rows(std::span<const decode_entry> rows, std::span<float> logits, const layer_hook& before_layer,
                                     const row_filter& after_kv) {
@@ -193,6 +223,66 @@ class cuda_model {
     return s;
   }
 
+  // One forward over the rows of chunks of different sequences (at most max_chunk_rows rows and
+  // max_batch chunks): tokens, positions and row → chunk uploaded once, chunk i's block table at row
+  // i of tables_ (max_pages_ apart), attention through flash_prefill_varlen over query tiles cut per
+  // chunk as prefill() cuts one chunk; then each chunk's last row through the head.
+  void forward_batch(std::span<const prefill_chunk> chunks, std::size_t rows, std::span<float> logits,
+                     const layer_hook& before_layer) {
+    const std::size_t C = chunks.size(), fr = std::size_t(detail::fa_rows), P = kv_[0].page_tokens;
+    std::size_t tiles = 0;
+    for (const prefill_chunk& c : chunks) tiles += (c.tokens.size() + fr - 1) / fr;
+    // Host staging: (tokens, positions, row → chunk) per row, 4 ints a tile, C block-table rows.
+    batch_host_.assign(3 * rows + 4 * tiles + C * std::size_t(max_pages_), 0);
+    std::int32_t* tok = batch_host_.data();
+    std::int32_t* pos = tok + rows;
+    std::int32_t* seq = pos + rows;
+    std::int32_t* const tiles0 = seq + rows;
+    std::int32_t* table = tiles0 + 4 * tiles;
+    std::int32_t* tile = tiles0;
+    int max_keys = 0;
+    last_rows_.clear();
+    for (std::size_t i = 0, r = 0; i < C; ++i) {
+      const prefill_chunk& c = chunks[i];
+      const std::size_t n = c.tokens.size();
+      for (std::size_t j = 0; j < (c.start + n + P - 1) / P; ++j) table[i * max_pages_ + j] = std::int32_t(c.block_table[j].value());
+      for (std::size_t q = 0; q < n; q += fr, tile += 4) {  // query tiles from the chunk's first row
+        tile[0] = std::int32_t(r + q);
+        tile[1] = std::int32_t(std::min(fr, n - q));
+        tile[2] = std::int32_t(c.start + q);
+        tile[3] = std::int32_t(i);
+      }
+      for (std::size_t j = 0; j < n; ++j, ++r) {
+        tok[r] = c.tokens[j].value();
+        pos[r] = std::int32_t(c.start + j);
+        seq[r] = std::int32_t(i);
+      }
+      last_rows_.push_back(int(r) - 1);
+      max_keys = std::max(max_keys, int(c.start + n));
+    }
+    if (q_tiles_.size() < 4 * tiles) q_tiles_ = device_buffer<std::int32_t>(4 * tiles);  // grows once per new size
+    const auto h2d = [&](std::int32_t* dst, const std::int32_t* src, std::size_t n) {
+      check(cudaMemcpyAsync(dst, src, n * sizeof(std::int32_t), cudaMemcpyHostToDevice, stream_), "H2D");
+    };
+    h2d(tokens_.data(), tok, rows);
+    h2d(positions_.data(), pos, rows);
+    h2d(row_seq_.data(), seq, rows);
+    h2d(q_tiles_.data(), tiles0, 4 * tiles);
+    h2d(tables_.data(), table, C * std::size_t(max_pages_));
+    varlen_tiles_ = int(tiles);
+    try {
+      forward(int(rows), max_keys, row_seq_.data(), nullptr, &before_layer);
+    } catch (...) {
+      varlen_tiles_ = 0;
+      throw;
+    }
+    varlen_tiles_ = 0;
+    const int D = int(m_.dim);
+    for (std::size_t i = 0; i < C; ++i)  // row by row: each chunk's last row, as prefill()'s head norms it
+      rmsnorm(x_.data() + std::size_t(last_rows_[i]) * D, final_norm_.data(), xb_.data() + i * D, 1, D, m_.norm_eps, stream_);
+    classify(int(C), logits);
+  }
+
   // Rows of a prefill (row_seq and row_keys null: sequence 0 at positions start + row; keys_or_start =
   // start), of a decode step (row r: sequence r, keys row_keys[r]; keys_or_start = the most keys of a
   // row) or of prefill_rows (row_seq null, row_keys non-null: sequence 0 at positions_[row], keys
@@ -201,14 +291,17 @@ class cuda_model {
   int forward(int rows, int keys_or_start, const std::int32_t* row_seq, const std::int32_t* row_keys,
               const layer_hook* before_layer, const row_filter* filter = nullptr) {
     const int D = int(m_.dim), H = int(m_.hidden_dim), qd = int(m_.q_dim()), qkv = qd + 2 * int(m_.kv_dim());
-    const bool decode = row_seq != nullptr, positional = !decode && row_keys != nullptr;
+    // prefill_batch (varlen_tiles_ > 0): rows of several sequences (row_seq; keys_or_start = the most
+    // keys of a row), the prefill GEMMs and flash_prefill_varlen over the staged tiles.
+    const bool varlen = varlen_tiles_ > 0;
+    const bool decode = row_seq != nullptr && !varlen, positional = !decode && row_keys != nullptr;
     phase_ = decode ? invariant_gemm::phase::decode : invariant_gemm::phase::prefill;  // the GEMMs' algorithm set
     embedding(tokens_.data(), rows, emb_.data(), x_.data(), D, stream_);
     for (std::size_t l = 0; l < m_.layers; ++l) {
       if (before_layer != nullptr && *before_layer) (*before_layer)(l);
       paged_kv_layer<T> kv = kv_[l];
       kv.block_tables = tables_.data();
-      kv.table_stride = decode ? max_pages_ : 0;
+      kv.table_stride = decode || varlen ? max_pages_ : 0;
       rmsnorm(x_.data(), attn_norm_.data() + l * D, xb_.data(), rows, D, m_.norm_eps, stream_);
       gemm(xb_.data(), wqkv_[l].data(), qkv_.data(), rows, D, qkv, false);
       rope_store(qkv_.data(), q_.data(), kv, positions_.data(), row_seq, rows, int(m_.heads), m_.rope_theta, m_.rope,
@@ -227,7 +320,8 @@ class cuda_model {
       a.max_keys = decode || positional ? keys_or_start : keys_or_start + rows;
       a.scale = 1.0f / std::sqrt(float(m_.head_size));
       if constexpr (std::is_same_v<T, __nv_bfloat16>) {
-        if (!decode && flash_prefill_supports(kv)) attend_flash(a, kv);
+        if (varlen) attend_flash_varlen(a, kv, keys_or_start);
+        else if (!decode && flash_prefill_supports(kv)) attend_flash(a, kv);
         else attend_paged(a, kv, decode);
       } else {
         attend_paged(a, kv, decode);
@@ -252,6 +346,23 @@ class cuda_model {
     const std::size_t need = splits > 1 ? paged_attention_workspace(a.rows, a.q_heads, kv.head_dim, splits) : 0;
     if (need > prefill_ws_.size()) prefill_ws_ = device_buffer<float>(need);  // grows once per new shape
     flash_prefill(a, kv, stream_, splits, prefill_ws_.data(), tiles_per_split);
+  }
+
+  // prefill_batch's attention: attend_flash's splits (batch-invariant: at the same absolute key
+  // positions) for the longest row's keys; a chunk needing fewer gets empty splits (exact zeros).
+  void attend_flash_varlen(const attention_rows<T>& a, const paged_kv_layer<T>& kv, int max_keys) {
+    const int tiles_per_split = invariant_ ? o_.prefill_split_keys / 64 : 0;
+    int splits = 1;
+    if (invariant_) {
+      splits = (max_keys + o_.prefill_split_keys - 1) / o_.prefill_split_keys;
+    } else {  // as flash_prefill_splits: fill an under-filled GPU about twice, at least 8 key tiles a split
+      const int blocks = a.q_heads * varlen_tiles_, key_tiles = (max_keys + detail::fa_keys - 1) / detail::fa_keys;
+      if (blocks < sms_) splits = std::max(1, std::min({o_.max_splits, (2 * sms_ + blocks - 1) / blocks, key_tiles / 8}));
+    }
+    const std::size_t need = splits > 1 ? paged_attention_workspace(a.rows, a.q_heads, kv.head_dim, splits) : 0;
+    if (need > prefill_ws_.size()) prefill_ws_ = device_buffer<float>(need);  // grows once per new shape
+    flash_prefill_varlen(a, kv, reinterpret_cast<const detail::flash_tile*>(q_tiles_.data()), varlen_tiles_, max_keys, stream_,
+                         splits, prefill_ws_.data(), tiles_per_split);
   }
 
   void attend_paged(const attention_rows<T>& a, const paged_kv_layer<T>& kv, bool decode) {
@@ -294,8 +405,13 @@ class cuda_model {
 
   // Final norm and classifier for `count` rows from `first`; logits to the host.
   void head(int first, int count, std::span<float> logits) {
-    const int D = int(m_.dim), V = int(m_.vocab);
+    const int D = int(m_.dim);
     rmsnorm(x_.data() + std::size_t(first) * D, final_norm_.data(), xb_.data(), count, D, m_.norm_eps, stream_);
+    classify(count, logits);
+  }
+  // The classifier over xb_'s first `count` normed rows (the phase of the forward before it); logits to the host.
+  void classify(int count, std::span<float> logits) {
+    const int D = int(m_.dim), V = int(m_.vocab);
     gemm(xb_.data(), cls_ != nullptr ? cls_ : emb_.data(), logits_.data(), count, D, V, false);
     check(cudaMemcpyAsync(logits.data(), logits_.data(), std::size_t(count) * V * sizeof(float), cudaMemcpyDeviceToHost,
                           stream_), "logits D2H");
@@ -366,6 +482,11 @@ class cuda_model {
   device_buffer<T> xb_, qkv_, q_, att_, gu_, hb_;
   device_buffer<std::int32_t> tokens_, positions_, row_seq_, row_keys_, tables_;
   std::vector<std::int32_t> host_ints_;
+  // prefill_batch: its host staging, the query tiles (4 ints each: flash_tile), each chunk's last row
+  device_buffer<std::int32_t> q_tiles_;
+  std::vector<std::int32_t> batch_host_;
+  std::vector<int> last_rows_;
+  int varlen_tiles_ = 0;  // > 0 while forward() runs a prefill_batch group
   row_narrower<T> narrow_;  // prefill_rows: the rows still computed
 };
 
@@ -397,6 +518,20 @@ class cuda_backend {
   kvtier::result<void> prefill(const prefill_chunk& c, std::span<float> logits, const layer_hook& before_layer) {
     try {
       return bf16_ ? bf16_->prefill(c, logits, before_layer) : fp32_->prefill(c, logits, before_layer);
+    } catch (const std::runtime_error&) {
+      return kvtier::make_error(kvtier::errc::io_error);
+    }
+  }
+  // Chunks of different sequences in one call (backend.hpp's prefill_batch). bf16 with the flash
+  // kernel: greedy groups (in order) of at most cuda_options::max_chunk_rows rows and max_batch
+  // chunks, each ONE forward over all its rows (one pass over the weights; attention through
+  // flash_prefill_varlen), before_layer called for every layer of each group; a chunk longer than
+  // max_chunk_rows, or a group of one, runs as prefill(). In batch-invariant mode each chunk's K/V
+  // and logits are prefill()'s of that chunk alone bit for bit (same flash tiles and splits, GEMMs of
+  // the prefill phase). fp32 (or no flash kernel for the shape): prefill() per chunk.
+  kvtier::result<void> prefill_batch(std::span<const prefill_chunk> chunks, std::span<float> logits, const layer_hook& before_layer) {
+    try {
+      return bf16_ ? bf16_->prefill_batch(chunks, logits, before_layer) : fp32_->prefill_batch(chunks, logits, before_layer);
     } catch (const std::runtime_error&) {
       return kvtier::make_error(kvtier::errc::io_error);
     }
@@ -436,5 +571,6 @@ class cuda_backend {
 };
 
 static_assert(compute_backend<cuda_backend>);
+static_assert(batched_prefill_backend<cuda_backend>);
 
 }  // namespace kvtier_engine::cuda

@@ -11,6 +11,9 @@
 // position row_pos[r] and sees keys [0, row_pos[r]]; the other positions' K/V are whatever the pool
 // holds. A row's arithmetic is the same either way (same tiles, same order; tiles past its position
 // add exact zeros), so a row gives the same bits at the same position whatever rows surround it.
+// flash_prefill_varlen runs the chunks of several sequences (prefill_batch) in one launch: a table
+// of query tiles of at most 128 rows, none across two chunks, each with its sequence's block-table
+// row; a chunk's tiles start at its first row, so its rows' arithmetic is that of its chunk alone.
 #include <cstdint>
 
 #include "kvtier_engine/cuda/common.cuh"
@@ -27,6 +30,12 @@ inline constexpr int fa_warp_rows = 32;   // two m16 tiles per warp: each K/V fr
 inline constexpr int fa_warps = fa_rows / fa_warp_rows;
 inline constexpr int fa_threads = fa_warps * 32;
 inline constexpr int fa_smem_bytes = (fa_rows + 4 * fa_keys) * fa_dim * 2;  // Q + 2 × (K, V)
+
+// A query tile of a multi-sequence launch: batch rows [row0, row0 + rows) at positions pos0 + r of
+// sequence seq (its block table at row seq of kv.block_tables, kv.table_stride apart).
+struct flash_tile {
+  std::int32_t row0 = 0, rows = 0, pos0 = 0, seq = 0;
+};
 
 __device__ __forceinline__ int swz(int r, int c) { return r * fa_dim + ((c ^ (r & 7)) << 3); }
 
@@ -68,7 +77,7 @@ __device__ __forceinline__ unsigned pack_bf16(float lo, float hi) {
 template <bool Positional>  // rows at a.row_pos (else causal_start + row): two instantiations, the
 __global__ void __launch_bounds__(fa_threads, 2)  // contiguous one free of the position registers
     flash_prefill_kernel(attention_rows<__nv_bfloat16> a, paged_kv_layer<__nv_bfloat16> kv, int page_shift,
-                         int tiles_per_split, float* part_o, float* part_lse) {
+                         int tiles_per_split, float* part_o, float* part_lse, const flash_tile* q_tiles) {
   using bf16 = __nv_bfloat16;
   extern __shared__ __align__(128) unsigned char smem_raw[];
   bf16* sQ = reinterpret_cast<bf16*>(smem_raw);  // (row, dim) swizzled
@@ -76,15 +85,22 @@ __global__ void __launch_bounds__(fa_threads, 2)  // contiguous one free of the 
   bf16* sV = sK + 2 * fa_keys * fa_dim;
 
   const int head = blockIdx.x;
-  const int q0 = (gridDim.y - 1 - blockIdx.y) * fa_rows;  // the longest (last) query tiles start first
+  const int q_tile = gridDim.y - 1 - blockIdx.y;  // the longest (last) query tiles start first
   const int kvh = head / (a.q_heads / kv.kv_heads);
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
-  const int start = a.causal_start;
-  const int last_row = min(q0 + fa_rows, a.rows) - 1;
-  // Position of chunk row r (rows past the chunk: past the last row, results discarded).
+  // This block's query rows: tile q_tile of q_tiles (several sequences), else rows [128 q_tile, 128
+  // q_tile + 128) of the one chunk (sequence 0). Rows below are local to the tile: batch row row0 + r.
+  int row0 = q_tile * fa_rows, tile_rows = min(fa_rows, a.rows - row0), pos0 = a.causal_start + row0, seq = 0;
+  if (q_tiles != nullptr) {
+    const flash_tile t = q_tiles[q_tile];
+    row0 = t.row0, tile_rows = t.rows, pos0 = t.pos0, seq = t.seq;
+  }
+  const std::int32_t* block_table = kv.block_tables + std::size_t(seq) * kv.table_stride;
+  const int last_row = tile_rows - 1;
+  // Position of tile row r (rows past the tile: past the last row, results discarded).
   auto pos_of = [&](int r) {
-    if constexpr (Positional) return a.row_pos[min(r, a.rows - 1)];
-    else return start + r;
+    if constexpr (Positional) return a.row_pos[min(row0 + r, a.rows - 1)];
+    else return pos0 + r;
   };
   const int total_keys = pos_of(last_row) + 1;  // keys the block's last row sees
   const int tiles = (total_keys + fa_keys - 1) / fa_keys;
@@ -94,8 +110,8 @@ __global__ void __launch_bounds__(fa_threads, 2)  // contiguous one free of the 
 
   // Q tile: 128 rows × 16 chunks; rows past the chunk are zero-filled.
   for (int c = tid; c < fa_rows * 16; c += fa_threads) {
-    const int r = c / 16, ch = c % 16, qr = min(q0 + r, a.rows - 1);
-    cp_async16(sQ + swz(r, ch), a.q + (std::size_t(qr) * a.q_heads + head) * fa_dim + ch * 8, q0 + r < a.rows);
+    const int r = c / 16, ch = c % 16, qr = row0 + min(r, last_row);
+    cp_async16(sQ + swz(r, ch), a.q + (std::size_t(qr) * a.q_heads + head) * fa_dim + ch * 8, r < tile_rows);
   }
   // K/V tiles: thread tid copies 16-byte chunk tid % 16 of rows tid / 16 + 8 i; one block-table
   // read gives the row's offset in both planes (page size a power of two: shifts, no division).
@@ -108,7 +124,7 @@ __global__ void __launch_bounds__(fa_threads, 2)  // contiguous one free of the 
 #pragma unroll
     for (int i = 0; i < fa_keys / (fa_threads / 16); ++i) {
       const int r = ld_row + i * (fa_threads / 16), key = k0 + r, kk = min(key, total_keys - 1);
-      const std::size_t off = std::size_t(kv.block_tables[kk >> page_shift]) * slot_elems +
+      const std::size_t off = std::size_t(block_table[kk >> page_shift]) * slot_elems +
                               std::size_t(((kk & page_mask) * kv.kv_heads + kvh) * fa_dim + ld_ch * 8);
       const int so = stage * fa_keys * fa_dim + swz(r, ld_ch);
       cp_async16(sK + so, k_base + off, key < total_keys);
@@ -128,7 +144,7 @@ __global__ void __launch_bounds__(fa_threads, 2)  // contiguous one free of the 
   // Softmax state of this thread's four rows: (m-tile, upper/lower 8) → index mt * 2 + half.
   float m_run[4] = {-INFINITY, -INFINITY, -INFINITY, -INFINITY}, l_run[4] = {0.f, 0.f, 0.f, 0.f};
   const int g = lane / 4, t4 = lane % 4;
-  const int warp_row0 = q0 + warp * fa_warp_rows;  // chunk row of this warp's first query
+  const int warp_row0 = warp * fa_warp_rows;  // tile row of this warp's first query
   const int warp_first_pos = pos_of(warp_row0), warp_last_pos = pos_of(warp_row0 + fa_warp_rows - 1);
   // Positional: this thread's four rows' positions (m-tile, upper/lower 8), the causal mask's bounds.
   int row_pos[4] = {0, 0, 0, 0};
@@ -252,8 +268,8 @@ __global__ void __launch_bounds__(fa_threads, 2)  // contiguous one free of the 
   }
 #pragma unroll
   for (int r = 0; r < 4; ++r) {
-    const int mt = r / 2, row = warp_row0 + mt * 16 + g + (r % 2) * 8;
-    if (row >= a.rows) continue;
+    const int mt = r / 2, local = warp_row0 + mt * 16 + g + (r % 2) * 8, row = row0 + local;
+    if (local >= tile_rows) continue;
     const float inv = l_run[r] > 0.f ? 1.0f / l_run[r] : 0.f;
     if (gridDim.z == 1) {
       bf16* dst = a.out + (std::size_t(row) * a.q_heads + head) * fa_dim;
@@ -312,12 +328,47 @@ inline void flash_prefill(const attention_rows<__nv_bfloat16>& a, const paged_kv
   check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, detail::fa_smem_bytes),
         "cudaFuncSetAttribute (flash_prefill)");
   const dim3 grid(a.q_heads, (a.rows + detail::fa_rows - 1) / detail::fa_rows, splits);
-  kernel<<<grid, detail::fa_threads, detail::fa_smem_bytes, s>>>(a, kv, shift, per_split, part_o, part_lse);
+  kernel<<<grid, detail::fa_threads, detail::fa_smem_bytes, s>>>(a, kv, shift, per_split, part_o, part_lse, nullptr);
   check_launch("flash_prefill");
   if (splits > 1) {
     detail::combine_splits_kernel<__nv_bfloat16><<<dim3(a.rows, a.q_heads), 128, 0, s>>>(a, detail::fa_dim, splits,
                                                                                           part_o, part_lse);
     check_launch("flash_prefill combine");
+  }
+}
+
+// Causal prefill attention of several sequences' chunks in one launch (prefill_batch): a.rows batch
+// rows in all, chunk after chunk; q_tiles (device memory) the n_tiles query tiles, each of at most
+// 128 rows of one chunk at consecutive positions (a chunk's tiles starting at its first row, as
+// flash_prefill cuts one chunk), reading its sequence's block-table row (kv.table_stride apart);
+// max_keys: the most keys a row sees. a.causal_start and a.row_pos are not read. Splits as
+// flash_prefill: tiles_per_split > 0 fixes them at absolute key positions (splits must then be
+// ceil(max_keys / 64 / tiles_per_split)); a chunk that needs fewer gets empty splits, which the
+// merge adds as exact zeros, so every row gets flash_prefill's bits for its chunk alone.
+inline void flash_prefill_varlen(const attention_rows<__nv_bfloat16>& a, const paged_kv_layer<__nv_bfloat16>& kv,
+                                 const detail::flash_tile* q_tiles, int n_tiles, int max_keys, cudaStream_t s,
+                                 int splits = 1, float* workspace = nullptr, int tiles_per_split = 0) {
+  if (a.rows == 0 || n_tiles == 0) return;
+  if (!flash_prefill_supports(kv) || a.q_heads % kv.kv_heads != 0 || (splits > 1 && workspace == nullptr) ||
+      q_tiles == nullptr || a.row_pos != nullptr)
+    throw std::invalid_argument("kvtier_engine: flash_prefill_varlen needs head_dim 128, whole query groups, a power-of-two page, a tile table");
+  int shift = 0;
+  while ((1 << shift) < kv.page_tokens) ++shift;
+  const int tiles = (max_keys + detail::fa_keys - 1) / detail::fa_keys;
+  const int per_split = tiles_per_split > 0 ? tiles_per_split : (tiles + splits - 1) / splits;
+  splits = (tiles + per_split - 1) / per_split;
+  float* part_o = workspace;
+  float* part_lse = workspace == nullptr ? nullptr : workspace + std::size_t(splits) * a.rows * a.q_heads * detail::fa_dim;
+  const auto kernel = detail::flash_prefill_kernel<false>;
+  check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, detail::fa_smem_bytes),
+        "cudaFuncSetAttribute (flash_prefill)");
+  const dim3 grid(a.q_heads, n_tiles, splits);
+  kernel<<<grid, detail::fa_threads, detail::fa_smem_bytes, s>>>(a, kv, shift, per_split, part_o, part_lse, q_tiles);
+  check_launch("flash_prefill_varlen");
+  if (splits > 1) {
+    detail::combine_splits_kernel<__nv_bfloat16><<<dim3(a.rows, a.q_heads), 128, 0, s>>>(a, detail::fa_dim, splits,
+                                                                                          part_o, part_lse);
+    check_launch("flash_prefill_varlen combine");
   }
 }
 
