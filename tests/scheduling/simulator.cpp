@@ -6,13 +6,16 @@
 // counts within the pools' capacities.
 #include <boost/test/unit_test.hpp>
 
+#include <filesystem>
 #include <string>
+#include <unistd.h>
 #include <vector>
 
 #include "kvtier_engine/scheduling/cost_model.hpp"
 #include "kvtier_engine/scheduling/policies.hpp"
 #include "kvtier_engine/scheduling/simulator.hpp"
 #include "kvtier_engine/scheduling/summary.hpp"
+#include "kvtier_engine/serving/cost_model.hpp"
 #include "kvtier_engine/serving/policy.hpp"
 #include "kvtier_engine/serving/workloads.hpp"
 
@@ -201,4 +204,106 @@ BOOST_AUTO_TEST_CASE(server_form_runs_the_engine_policies) {
   BOOST_TEST(dh.r.counters.duplicate_pages < lpm.r.counters.duplicate_pages);
   static_assert(!detail::batch_selecting<server_form<strata>>);
   static_assert(serving::scheduling_policy<server_form<strata>>);
+}
+
+// An engine that batches a step's prefill chunks (cost_model::batched_prefill) is charged one call
+// per step: three requests admitted together, each a single chunk, all get their first token when
+// the one call ends (a + b·Σn + c·Σn²/2), where one call per chunk ends them one after the other.
+BOOST_AUTO_TEST_CASE(batched_prefill_is_one_call_per_step) {
+  serving::workload w;
+  const std::size_t lengths[] = {300, 517, 700};
+  for (std::size_t i = 0; i < 3; ++i) {
+    serving::request_spec r;
+    r.id = i;
+    r.ns = kvtier::namespace_id{std::uint32_t(10 + i)};  // nothing shared
+    for (std::size_t t = 0; t < lengths[i]; ++t) r.prompt.push_back(kvtier::token_id{std::int32_t(1 + (t * 7 + i) % 1000)});
+    r.max_new_tokens = 1;
+    w.requests.push_back(r);
+  }
+  w.vocab = 1000;
+  cost_model per_chunk = h200_default(), batched = h200_default();
+  batched.batched_prefill = true;
+  BOOST_TEST(batched.prefill_call_s(300, 300.0 * 150) == batched.prefill_s(300, 0));  // one chunk: the same formula
+  const sim_cache_config cc{16, 1024, 2048, 4096, sim_mode::host};
+  simulator<serving::fcfs> a(per_chunk, cc, sim_options{}, serving::fcfs{}), b(batched, cc, sim_options{}, serving::fcfs{});
+  const sim_result ra = a.run(w), rb = b.run(w);
+  std::size_t sum = 0;
+  double pairs = 0, alone = 0;
+  for (const std::size_t n : lengths) sum += n, pairs += double(n) * double(n) / 2;
+  const double call = batched.prefill_call_s(sum, pairs);
+  for (std::size_t i = 0; i < 3; ++i) {
+    alone += per_chunk.prefill_s(lengths[i], 0);
+    BOOST_TEST(ra.records[i].first_token_s == alone, boost::test_tools::tolerance(1e-9));  // after the chunks before it
+    BOOST_TEST(rb.records[i].first_token_s == call, boost::test_tools::tolerance(1e-9));   // all at the one call's end
+  }
+  BOOST_TEST(rb.records[2].first_token_s < ra.records[2].first_token_s - 1.9 * per_chunk.prefill_a);  // two calls' a saved
+  BOOST_TEST(ra.counters.steps == rb.counters.steps);
+}
+
+// The batched charge on loaded prefixes and every policy (bubble filling splits a step's chunks
+// into the ready ones' call, then the waiting ones'): invariants hold, loads still wait, and a
+// saturated burst serves faster than with one call per chunk.
+BOOST_AUTO_TEST_CASE(batched_prefill_keeps_the_invariants) {
+  const serving::workload w = burst_longdoc();
+  cost_model batched = h200_default();
+  batched.batched_prefill = true;
+  const sim_cache_config cc{16, 1024, 2048, 4096, sim_mode::host};
+  auto run = [&](const cost_model& cm, auto policy) {
+    simulator<decltype(policy)> sim(cm, cc, sim_options{}, policy);
+    outcome o;
+    o.r = sim.run(w), o.s = summarize(o.r);
+    o.device_pages = sim.cache().index().pages_in(kvtier::tier_id::device);
+    o.host_pages = sim.cache().index().pages_in(kvtier::tier_id::host);
+    return o;
+  };
+  const outcome per_chunk = run(h200_default(), serving::fcfs{}), one = run(batched, serving::fcfs{});
+  check(w, per_chunk);
+  check(w, one);
+  BOOST_TEST(one.r.counters.load_wait_s <= one.r.counters.step_s);
+  BOOST_TEST(one.s.throughput_rps > per_chunk.s.throughput_rps);
+  for (const features& f : all_features) {
+    const io_aware<serving::longest_prefix> p(f, h200_default());
+    BOOST_TEST_CONTEXT(p.name()) {
+      const outcome o = run(batched, p);
+      check(w, o);
+      BOOST_TEST(o.r.counters.load_wait_s <= o.r.counters.step_s);
+    }
+  }
+}
+
+// cost_model.json of a batching engine: the prefill fit over calls of several chunks recovers
+// t = a + b·Σn + c·Σn(s + n/2), prefill_batched reads back; a file without it (older, or an engine
+// that does not batch) is one call per chunk.
+BOOST_AUTO_TEST_CASE(batched_cost_model_round_trips) {
+  const double a = 1.5e-3, b = 2.5e-5, c = 1.25e-9;
+  serving::cost_samples s;
+  for (std::size_t k = 1; k <= 40; ++k) {
+    serving::prefill_sample p{0, 0, 0, 1 + k % 4, 0};
+    for (std::size_t i = 0; i < p.chunks; ++i) {
+      const std::size_t n = 16 + (k * 37 + i * 101) % 2000, cached = (k * 13 + i * 7) % 5 * 1024;
+      p.new_tokens += n, p.cached_tokens += cached, p.pairs += double(n) * (double(cached) + double(n) / 2);
+    }
+    if (p.chunks == 1) p.pairs = -1;  // a single chunk's sample as the per-chunk path writes it
+    p.seconds = a + b * double(p.new_tokens) + c * p.pair_tokens();
+    s.prefill.push_back(p);
+  }
+  for (std::size_t k = 1; k <= 5; ++k) s.decode.push_back({k, 1000 * k, 0.01 + 1e-4 * double(k)});
+  const serving::linear_fit f = serving::fit_prefill(s.prefill);
+  BOOST_TEST(f.coef[0] == a, boost::test_tools::tolerance(1e-6));
+  BOOST_TEST(f.coef[1] == b, boost::test_tools::tolerance(1e-6));
+  BOOST_TEST(f.coef[2] == c, boost::test_tools::tolerance(1e-6));
+  const auto path = (std::filesystem::temp_directory_path() / ("kvtier-batched-" + std::to_string(::getpid()) + ".json")).string();
+  const serving::cost_model_info info{"x", "cpu", "cpu", "host", 16, 4096, {}};
+  s.batched_prefill = true;
+  serving::write_cost_model_json(path, info, s, {});
+  const cost_model yes = load_cost_model(path, 5);
+  s.batched_prefill = false;
+  serving::write_cost_model_json(path, info, s, {});
+  const cost_model no = load_cost_model(path, 5);
+  std::filesystem::remove(path);
+  BOOST_TEST(yes.batched_prefill);
+  BOOST_TEST(!no.batched_prefill);
+  BOOST_TEST(yes.prefill_a == a, boost::test_tools::tolerance(1e-5));
+  BOOST_TEST(yes.prefill_c == c, boost::test_tools::tolerance(1e-5));
+  BOOST_TEST(!h200_default().batched_prefill);
 }

@@ -138,7 +138,8 @@ BOOST_AUTO_TEST_CASE(the_server_measures_its_step_overhead) {
     BOOST_TEST(s.sequences >= 1u);
     sequences += s.sequences, loaded += s.loaded_pages, host += s.seconds;
   }
-  std::size_t calls = r.samples.prefill.size();
+  std::size_t calls = 0;
+  for (const auto& p : r.samples.prefill) calls += p.chunks;  // a batched prefill call: its chunks
   for (const auto& d : r.samples.decode) calls += d.batch;
   BOOST_TEST(sequences == calls);  // every prefill chunk and decode sequence counted once
   for (const auto& rec : r.records) record_loaded += rec.loaded_pages;

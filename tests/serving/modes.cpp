@@ -170,3 +170,35 @@ BOOST_AUTO_TEST_CASE(longest_prefix_policy_same_tokens) {
   check_accounting(w, b, cache_mode::host);
   for (std::size_t i = 0; i < w.requests.size(); ++i) BOOST_TEST(a.records[i].output == b.records[i].output);
 }
+
+// The CPU backend has prefill_batch: by default a step's prefill chunks run as one call. The same
+// run with one call per chunk (batch_prefill off) gives the same tokens; the batched run's cost
+// samples are one per call, with the chunk count and token sums of the chunks it held.
+BOOST_AUTO_TEST_CASE(batched_prefill_serves_the_same_tokens) {
+  const workload w = mixed();
+  server_options per_chunk = options_for(true), batched = options_for(true);
+  per_chunk.batch_prefill = false;
+  batched.batch_prefill = true;
+  const run_result a = serve_stories<host_cache>(w, device_pages, host_pages, per_chunk, fcfs{});
+  const run_result b = serve_stories<host_cache>(w, device_pages, host_pages, batched, fcfs{});
+  check_accounting(w, a, cache_mode::host);
+  check_accounting(w, b, cache_mode::host);
+  for (std::size_t i = 0; i < w.requests.size(); ++i)
+    BOOST_TEST(a.records[i].output == b.records[i].output, "request " << i << " differs with batched prefill");
+  BOOST_TEST(!a.samples.batched_prefill);
+  BOOST_TEST(b.samples.batched_prefill);
+  for (const run_result* r : {&a, &b}) {
+    std::size_t chunks = 0, record_chunks = 0, tokens = 0, computed = 0, multi = 0;
+    for (const auto& s : r->samples.prefill) {
+      chunks += s.chunks, tokens += s.new_tokens, multi += s.chunks > 1;
+      BOOST_TEST(s.seconds >= 0.0);
+      if (s.chunks == 1) BOOST_TEST(s.pair_tokens() == double(s.new_tokens) * (double(s.cached_tokens) + double(s.new_tokens) / 2));
+      else BOOST_TEST(s.pair_tokens() >= double(s.new_tokens) * double(s.new_tokens) / (2.0 * double(s.chunks)));
+    }
+    for (const auto& rec : r->records) record_chunks += rec.prefill_chunks, computed += rec.computed_tokens;
+    BOOST_TEST(chunks == record_chunks);  // every chunk in one call
+    BOOST_TEST(tokens == computed);       // every computed prompt token in one chunk
+    if (r == &a) BOOST_TEST(multi == 0u);
+    else BOOST_TEST(multi > 0u);  // steps with two prefilling requests ran them in one call
+  }
+}

@@ -2,7 +2,9 @@
 // The simulator's cost model: what one step of the serving loop costs, read from the JSON that
 // kvtier-serve writes (serving/cost_model.hpp: fits and copy timings), or a default H200 model
 // built from docs/engine.md's measured figures (llama3-8b shape, bf16, 16-token pages of 2 MiB).
-//  - prefill chunk of n new tokens over s cached positions: a + b·n + c·n·(s + n/2) seconds;
+//  - prefill chunk of n new tokens over s cached positions: a + b·n + c·n·(s + n/2) seconds; when
+//    the engine batches a step's chunks into one call (cost_model.json's prefill_batched), the
+//    call of chunks (n_i, s_i): a + b·Σn_i + c·Σn_i·(s_i + n_i/2);
 //  - decode step of B sequences holding C positions in all: a + b·B + c·C seconds;
 //  - host → device load and device → host backup: bytes / bandwidth (+ a fixed latency), one link
 //    each way; slow tier → host fetch: bytes / the file tier's read bandwidth;
@@ -35,12 +37,18 @@ struct cost_model {
   double fetch_bytes_per_s = 5e9;     // slow tier → host (NVMe-class file tier)
   double fetch_latency_s = 100e-6;
   double step_a = 0, step_b = 0, step_c = 0;  // step overhead; all 0: not measured
+  bool batched_prefill = false;  // the engine runs a step's prefill chunks as one call (one a per step)
   std::string source = "default H200 (docs/engine.md)";
 
   double prefill_s(std::size_t new_tokens, std::size_t cached) const noexcept {
     if (new_tokens == 0) return 0;
     const double n = double(new_tokens);
     return std::max(0.0, prefill_a + prefill_b * n + prefill_c * n * (double(cached) + n / 2));
+  }
+  // One call of several chunks: new_tokens = Σn_i, pair_tokens = Σn_i (s_i + n_i/2).
+  double prefill_call_s(std::size_t new_tokens, double pair_tokens) const noexcept {
+    if (new_tokens == 0) return 0;
+    return std::max(0.0, prefill_a + prefill_b * double(new_tokens) + prefill_c * pair_tokens);
   }
   double decode_s(std::size_t batch, std::size_t context) const noexcept {
     if (batch == 0) return 0;
@@ -135,6 +143,8 @@ inline cost_model load_cost_model(const std::string& path, std::size_t layers, c
     ++at;
   }
   if (detail::json_number(text, "file_tier", "read_bytes_per_s", v) && v > 0) m.fetch_bytes_per_s = v;
+  // Written by kvtier-serve since it batches prefill chunks; older files: one call per chunk.
+  m.batched_prefill = text.find("\"prefill_batched\": true") != std::string::npos;
   // Written by kvtier-serve since it measures the step overhead; older files have none (0).
   if (text.find("\"step_overhead\"") != std::string::npos) {
     need("step_overhead", "a", m.step_a);

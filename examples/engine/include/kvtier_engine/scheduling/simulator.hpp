@@ -9,7 +9,12 @@
 //      one H2D link (layers land in order) and device slots for the rest and every decode position;
 //   3. one batch under the token budget: a decode token for each request past its prefill, then
 //      chunked prefills; a first chunk over a loading prefix waits for layer l before computing it
-//      (the stall); a finished prefill commits its pages (write-through to host);
+//      (the stall); a finished prefill commits its pages (write-through to host). When the cost
+//      model says the engine batches (cost_model::batched_prefill) the step's chunks are ONE call,
+//      charged cost_model::prefill_call_s, whose layer l starts once every chunk's layer l is loaded
+//      (each wait counted for the chunk that waited), as serving::server runs prefill_batch; with a
+//      policy that fills bubbles, the chunks whose loads landed run as one call and those that would
+//      wait as a second call after it (a chunk that would wait still runs after the ready ones);
 //   4. a finished request commits its decode pages, frees what it reserved, unlocks;
 //   5. the host's share of the step (cost_model::step_overhead_s, when the engine measured it).
 // Scheduler-aware prefetch and eviction (CachedAttention), option prefetch_aware: queued requests'
@@ -600,6 +605,11 @@ class simulator {
     return kvtier::token_id{std::int32_t(1 + detail::mix(id * 0x100000001b3ull, j) % (vocab_ - 1))};
   }
 
+  // Whether a's prefix is on the device by `now` (nothing loading, or its loads landed).
+  static bool is_ready(const active_request& a, double now) noexcept {
+    return !a.load_pending || std::max(a.load_start + a.load_dur, a.other_ready) <= now;
+  }
+
   // One step from `now`; returns its duration (0: nothing to run).
   double step(double now, sim_result& out, const serving::workload& w) {
     auto& c = out.counters;
@@ -613,13 +623,12 @@ class simulator {
     bool bubble = false;
     if constexpr (detail::batch_selecting<Policy>) bubble = policy_.fill_bubbles();
     if (bubble)  // chunks whose layers are ready first; a chunk that would wait runs after them
-      std::stable_partition(prefilling_.begin(), prefilling_.end(), [&](const active_request* a) {
-        return !a->load_pending || std::max(a->load_start + a->load_dur, a->other_ready) <= now;
-      });
+      std::stable_partition(prefilling_.begin(), prefilling_.end(), [&](const active_request* a) { return is_ready(*a, now); });
     double t = now;
     bool stalled = false;
     std::size_t sequences = 0;
-    for (active_request* ap : prefilling_) {
+    picked_chunks_.clear();
+    for (active_request* ap : prefilling_) {  // the chunks under the budget, in order
       active_request& a = *ap;
       if (budget == 0) break;
       const std::size_t N = a.q.prompt.size();
@@ -629,38 +638,92 @@ class simulator {
         if (bubble) continue;
         break;
       }
-      sim_record& rec = out.records[a.q.id];
-      const double compute = cost_.prefill_s(n, a.next);
-      double end = t + compute;
-      if (a.load_pending) {  // layer l waits for its load before it is computed
-        const double per = compute / double(cost_.layers);
-        double x = t;
-        for (std::size_t l = 0; l < cost_.layers; ++l) {
-          const double ready = std::max(a.load_start + a.load_dur * double(l + 1) / double(cost_.layers), a.other_ready);
-          x = std::max(x, ready) + per;
+      budget -= n;
+      picked_chunks_.push_back({&a, n});
+    }
+    // Calls of chunks [b, e) from t: layer l of the call starts once each loading chunk's layer l
+    // landed (waits counted per chunk, in order); one call per chunk unless the engine batches.
+    auto run_call = [&](std::size_t b, std::size_t e) {
+      std::size_t new_tokens = 0;
+      double pairs = 0;
+      bool loading = false;
+      for (std::size_t i = b; i < e; ++i) {
+        const auto [a, n] = picked_chunks_[i];
+        new_tokens += n;
+        pairs += double(n) * (double(a->next) + double(n) / 2);
+        loading |= a->load_pending;
+      }
+      double end = t;
+      if (e - b == 1) {  // one chunk: layer l computed once its load landed
+        active_request& a = *picked_chunks_[b].first;
+        const double compute = cost_.prefill_s(new_tokens, a.next);
+        end = t + compute;
+        if (a.load_pending) {
+          const double per = compute / double(cost_.layers);
+          double x = t;
+          for (std::size_t l = 0; l < cost_.layers; ++l) {
+            const double ready = std::max(a.load_start + a.load_dur * double(l + 1) / double(cost_.layers), a.other_ready);
+            x = std::max(x, ready) + per;
+          }
+          end = x;
+          const double wait = std::max(0.0, end - t - compute);
+          if (wait > 0) {
+            out.records[a.q.id].load_wait_s += wait;
+            c.load_wait_s += wait;
+            stalled = true;
+          }
         }
-        end = x;
-        const double wait = std::max(0.0, end - t - compute);
-        if (wait > 0) {
-          rec.load_wait_s += wait;
-          c.load_wait_s += wait;
-          stalled = true;
+      } else {  // one call: its layer l starts once every loading chunk's layer l landed
+        const double compute = cost_.prefill_call_s(new_tokens, pairs);
+        end = t + compute;
+        if (loading) {
+          const double per = compute / double(cost_.layers);
+          double x = t;
+          for (std::size_t l = 0; l < cost_.layers; ++l) {
+            for (std::size_t i = b; i < e; ++i) {  // the server's hook: each loading chunk in turn
+              const active_request& a = *picked_chunks_[i].first;
+              if (!a.load_pending) continue;
+              const double ready = std::max(a.load_start + a.load_dur * double(l + 1) / double(cost_.layers), a.other_ready);
+              if (ready <= x) continue;
+              out.records[a.q.id].load_wait_s += ready - x;
+              c.load_wait_s += ready - x;
+              stalled = true;
+              x = ready;
+            }
+            x += per;
+          }
+          end = x;
         }
-        a.load_pending = false;
       }
       t = end;
-      a.next += n;
-      budget -= n;
-      ++sequences;
-      if (a.next < N) continue;
-      commit_time_ = t;
-      commit(a, a.q.prompt, a.q.hashes, N / P(), c);
-      dirty_ = true;
-      a.group = 0;
-      a.out_tokens = 1;
-      rec.first_token_s = t;
-      a.ph = phase::decode;
-      if (a.out_tokens >= a.q.max_new) finish(a, rec, t, w, c);
+      for (std::size_t i = b; i < e; ++i) {
+        auto [ap, n] = picked_chunks_[i];
+        active_request& a = *ap;
+        sim_record& rec = out.records[a.q.id];
+        a.load_pending = false;
+        a.next += n;
+        ++sequences;
+        if (a.next < a.q.prompt.size()) continue;
+        commit_time_ = t;
+        commit(a, a.q.prompt, a.q.hashes, a.q.prompt.size() / P(), c);
+        dirty_ = true;
+        a.group = 0;
+        a.out_tokens = 1;
+        rec.first_token_s = t;
+        a.ph = phase::decode;
+        if (a.out_tokens >= a.q.max_new) finish(a, rec, t, w, c);
+      }
+    };
+    if (!cost_.batched_prefill) {
+      for (std::size_t i = 0; i < picked_chunks_.size(); ++i) run_call(i, i + 1);
+    } else if (!picked_chunks_.empty()) {
+      std::size_t ready = picked_chunks_.size();
+      if (bubble) {  // the chunks in front (stable_partition above) whose loads landed by now
+        ready = 0;
+        while (ready < picked_chunks_.size() && is_ready(*picked_chunks_[ready].first, now)) ++ready;
+      }
+      if (ready > 0) run_call(0, ready);
+      if (ready < picked_chunks_.size()) run_call(ready, picked_chunks_.size());
     }
     if (!decoding_.empty()) {
       std::size_t ctx = 0;
@@ -705,6 +768,7 @@ class simulator {
   std::vector<std::uint32_t> slots_;
   std::vector<kvtier::page_id> load_list_, fetch_pages_, path_;
   std::vector<active_request*> decoding_, prefilling_;
+  std::vector<std::pair<active_request*, std::size_t>> picked_chunks_;  // this step's prefill chunks: request, tokens
   kvtier::match_result peek_;
   double h2d_free_ = 0, d2h_free_ = 0, fetch_free_ = 0, commit_time_ = 0;
   std::size_t step_loaded_ = 0;  // pages whose load this step's admission issued

@@ -1,7 +1,9 @@
 #pragma once
 // The cost model a serving simulator needs, measured by the engine that serves:
-//  - prefill: seconds of one chunk of n new tokens over s cached positions, fit to
-//      t = a + b·n + c·n·(s + n/2)          (linear layers per token, attention per token pair);
+//  - prefill: seconds of one prefill call of chunks i of n_i new tokens over s_i cached positions
+//    (one chunk, or a server's batched call of a step's chunks of different sequences), fit to
+//      t = a + b·Σn_i + c·Σn_i·(s_i + n_i/2)   (a call's fixed cost, linear layers per token,
+//    attention per token pair; one chunk: a + b·n + c·n·(s + n/2));
 //  - decode: seconds of one step of B sequences holding C positions in all, fit to
 //      t = a + b·B + c·C;
 //  - step overhead: the host seconds of one serving step outside the backend's prefill and decode
@@ -32,8 +34,13 @@
 namespace kvtier_engine::serving {
 
 struct prefill_sample {
-  std::size_t new_tokens = 0, cached_tokens = 0;
+  std::size_t new_tokens = 0, cached_tokens = 0;  // summed over the call's chunks
   double seconds = 0;  // compute only (load waits removed)
+  std::size_t chunks = 1;  // chunks in the call (of different sequences)
+  double pairs = -1;       // Σ n_i (s_i + n_i/2) over the chunks; < 0: one chunk, n (s + n/2)
+  double pair_tokens() const noexcept {
+    return pairs >= 0 ? pairs : double(new_tokens) * (double(cached_tokens) + double(new_tokens) / 2);
+  }
 };
 struct decode_sample {
   std::size_t batch = 0, context_tokens = 0;  // sequences, positions attended in all
@@ -47,6 +54,7 @@ struct cost_samples {
   std::vector<prefill_sample> prefill;
   std::vector<decode_sample> decode;
   std::vector<step_sample> step;
+  bool batched_prefill = false;  // the server ran each step's prefill chunks as one call
 };
 
 // y ≈ coef · x (three features) by least squares; r2 of the fit.
@@ -115,8 +123,7 @@ linear_fit fit_samples(const std::vector<Sample>& s, Features features) {
 
 inline linear_fit fit_prefill(const std::vector<prefill_sample>& s) {
   return detail::fit_samples(s, [](const prefill_sample& p) {
-    const double n = double(p.new_tokens);
-    return std::array<double, 3>{1.0, n, n * (double(p.cached_tokens) + n / 2)};
+    return std::array<double, 3>{1.0, double(p.new_tokens), p.pair_tokens()};
   });
 }
 inline linear_fit fit_decode(const std::vector<decode_sample>& s) {
@@ -229,13 +236,16 @@ inline void write_cost_model_json(const std::string& path, const cost_model_info
   std::fprintf(f, "{\n  \"model\": \"%s\",\n  \"backend\": \"%s\",\n  \"device\": \"%s\",\n  \"mode\": \"%s\",\n", info.model.c_str(),
                info.backend.c_str(), info.device.c_str(), info.mode.c_str());
   std::fprintf(f, "  \"page_tokens\": %zu,\n  \"page_bytes\": %zu,\n", info.page_tokens, info.page_bytes);
-  std::fprintf(f, "  \"prefill\": {\"formula\": \"seconds = a + b*new_tokens + c*new_tokens*(cached_tokens + new_tokens/2)\", "
-                  "\"a\": %.6e, \"b\": %.6e, \"c\": %.6e, \"r2\": %.4f, \"samples\": %zu,\n    \"points\": [",
+  // prefill_batched: whether the engine ran a step's chunks as one call (the simulator charges so);
+  // points: [new tokens, cached tokens, seconds, chunks, pair tokens] of each call (sums over chunks).
+  std::fprintf(f, "  \"prefill_batched\": %s,\n", s.batched_prefill ? "true" : "false");
+  std::fprintf(f, "  \"prefill\": {\"formula\": \"seconds = a + b*new_tokens + c*pair_tokens, pair_tokens = sum over the call's "
+                  "chunks of n*(cached + n/2)\", \"a\": %.6e, \"b\": %.6e, \"c\": %.6e, \"r2\": %.4f, \"samples\": %zu,\n    \"points\": [",
                p.coef[0], p.coef[1], p.coef[2], p.r2, p.samples);
   const std::size_t ps = std::min<std::size_t>(s.prefill.size(), 2000), ds = std::min<std::size_t>(s.decode.size(), 2000);
   for (std::size_t i = 0; i < ps; ++i) {
     const auto& x = s.prefill[i * s.prefill.size() / ps];
-    std::fprintf(f, "%s[%zu, %zu, %.6e]", i ? ", " : "", x.new_tokens, x.cached_tokens, x.seconds);
+    std::fprintf(f, "%s[%zu, %zu, %.6e, %zu, %.6e]", i ? ", " : "", x.new_tokens, x.cached_tokens, x.seconds, x.chunks, x.pair_tokens());
   }
   std::fprintf(f, "]},\n  \"decode\": {\"formula\": \"seconds = a + b*batch + c*context_tokens\", \"a\": %.6e, \"b\": %.6e, "
                   "\"c\": %.6e, \"r2\": %.4f, \"samples\": %zu,\n    \"points\": [",

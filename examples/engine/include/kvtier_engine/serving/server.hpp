@@ -12,7 +12,13 @@
 //   3. one batch under the token budget: a decode token for every request past its prefill, then
 //      chunked prefills (whole pages, but the prompt's last chunk) in admission order with what is
 //      left. A first chunk over a loaded prefix waits for layer l just before reading it (the stall
-//      the metrics count); a finished prefill commits its whole pages and samples the first token;
+//      the metrics count); a finished prefill commits its whole pages and samples the first token.
+//      With a backend that has prefill_batch (batched_prefill_backend) the step's chunks run as ONE
+//      call (one pass over the weights for all of them, as vLLM and SGLang batch a step's prefills):
+//      before layer l it waits for layer l of every chunk whose prefix is still loading (each wait
+//      counted for the request that waited), so a loading prefix delays the whole batch's layer l;
+//      the server does not reorder chunks around loads (the policies act at admission only). Without
+//      it, or with server_options::batch_prefill off, one prefill call per chunk;
 //   4. decode pages are committed as they fill; a finished request frees its uncommitted slots and
 //      releases its lease; cache.poll().
 // With caching off (the no-prefix-caching mode) the same steps run with no lookup and no commit.
@@ -47,6 +53,7 @@ struct server_options {
   std::size_t max_batch = 32;       // requests admitted at once
   std::size_t policy_window = 64;   // queued requests a policy ranks per admission round
   bool caching = true;              // false: no lookup, no commit
+  bool batch_prefill = true;        // a backend with prefill_batch: one call per step for all prefill chunks
 };
 
 // What a run returns.
@@ -161,6 +168,7 @@ class server {
       }
     }
     cache_.drain();
+    out.samples.batched_prefill = batching();
     for (const auto& r : w.requests) out.records[r.id].warmup = r.warmup;
     const auto& after = cache_.stats();
     auto& c = out.counters;
@@ -208,6 +216,11 @@ class server {
   };
 
   double elapsed() const { return std::chrono::duration<double>(clock::now() - t0_).count(); }
+  // Whether a step's prefill chunks run as one prefill_batch call.
+  bool batching() const noexcept {
+    if constexpr (batched_prefill_backend<Backend>) return so_.batch_prefill;
+    else return false;
+  }
   std::size_t pages_for(const queued& q) const {  // positions [0, prompt + max_new - 1) hold KV
     return (q.prompt.size() + q.max_new - 1 + page_tokens - 1) / page_tokens;
   }
@@ -398,6 +411,11 @@ class server {
       std::size_t n = std::min({N - a.next, so_.chunk_tokens, budget});
       if (a.next + n < N) n = n / P * P;  // chunks start on page boundaries
       if (n == 0) break;
+      if (batching()) {  // run below, with the step's other chunks
+        picked_.push_back({&a, n});
+        budget -= n;
+        continue;
+      }
       request_record& rec = out.records[a.q.id];
       const prefill_chunk c{std::span(a.q.prompt).subspan(a.next, n), a.next, std::span(a.table).first((a.next + n + P - 1) / P)};
       layer_hook hook;
@@ -418,23 +436,12 @@ class server {
       out.samples.prefill.push_back({n, a.next, call_s - (rec.load_wait_s - wait0)});
       step_calls_s_ += call_s;
       ++step_sequences_;
-      a.hook_pending = false;
-      a.next += n;
       budget -= n;
-      rec.prefill_chunks++;
-      if (a.next < N) continue;
-      // ---- the prompt is in: commit its whole pages, sample the first token
-      a.missing_prefix = 0;
-      if (so_.caching) {
-        const std::size_t full = N / P;
-        if (auto e = cache_.commit(a.lease, a.seq, std::span(a.table).subspan(a.committed, full - a.committed)); !e) return e.err();
-        a.committed = full;
-      }
-      a.last = a.smp.next(logits_);
-      rec.output.push_back(a.last);
-      rec.first_token_s = elapsed();
-      a.ph = phase::decode;
-      if (rec.output.size() >= a.q.max_new) finish(a, rec, done);
+      if (auto e = prefilled(a, n, logits_, out, done); !e) return e;
+    }
+    if constexpr (batched_prefill_backend<Backend>) {
+      if (!picked_.empty())
+        if (auto e = prefill_batch(out, done); !e) return e;
     }
     // ---- one decode step for the batch
     if (!decoding_.empty()) {
@@ -469,6 +476,79 @@ class server {
     return {};
   }
 
+  // The step's chunks (picked_) in one prefill_batch call; before layer l it waits for every chunk
+  // whose prefix is still loading. One cost sample for the call: sum of new tokens, of cached
+  // positions, the chunk count and sum n (s + n/2) (cost_model.hpp's batched prefill fit).
+  kvtier::result<void> prefill_batch(run_result& out, std::vector<std::size_t>& done) {
+    constexpr std::size_t P = page_tokens;
+    chunks_.clear();
+    bool loading = false;
+    prefill_sample sample{0, 0, 0, picked_.size(), 0};
+    for (const auto& [a, n] : picked_) {
+      chunks_.push_back(prefill_chunk{std::span(a->q.prompt).subspan(a->next, n), a->next,
+                                      std::span(a->table).first((a->next + n + P - 1) / P)});
+      loading |= a->hook_pending;
+      sample.new_tokens += n;
+      sample.cached_tokens += a->next;
+      sample.pairs += double(n) * (double(a->next) + double(n) / 2);
+    }
+    double waited = 0;
+    layer_hook hook;
+    if (loading)
+      hook = [&](std::size_t l) {
+        for (const auto& [a, n] : picked_) {
+          if (!a->hook_pending || cache_.layer_ready(a->lease, l)) continue;
+          const auto w0 = clock::now();
+          (void)cache_.wait_layer(a->lease, l);
+          const double ws = std::chrono::duration<double>(clock::now() - w0).count();
+          out.records[a->q.id].load_wait_s += ws;
+          step_wait_ += ws;
+          waited += ws;
+          step_stalled_ = true;
+        }
+      };
+    batch_prefill_logits_.resize(picked_.size() * cfg_.vocab);
+    const auto c0 = clock::now();
+    if (auto e = backend_.prefill_batch(chunks_, batch_prefill_logits_, hook); !e) return e.err();
+    const double call_s = std::chrono::duration<double>(clock::now() - c0).count();
+    sample.seconds = call_s - waited;
+    out.samples.prefill.push_back(sample);
+    step_calls_s_ += call_s;
+    step_sequences_ += picked_.size();
+    for (std::size_t i = 0; i < picked_.size(); ++i) {
+      const std::span<float> logits = std::span(batch_prefill_logits_).subspan(i * cfg_.vocab, cfg_.vocab);
+      if (auto e = prefilled(*picked_[i].first, picked_[i].second, logits, out, done); !e) return e;
+    }
+    picked_.clear();
+    return {};
+  }
+
+  // After a's chunk of n tokens is in the pool (its last token's logits): a finished prompt commits
+  // its whole pages and samples the first token.
+  kvtier::result<void> prefilled(active_request& a, std::size_t n, std::span<float> logits, run_result& out,
+                                 std::vector<std::size_t>& done) {
+    constexpr std::size_t P = page_tokens;
+    request_record& rec = out.records[a.q.id];
+    const std::size_t N = a.q.prompt.size();
+    a.hook_pending = false;
+    a.next += n;
+    rec.prefill_chunks++;
+    if (a.next < N) return {};
+    // ---- the prompt is in: commit its whole pages, sample the first token
+    a.missing_prefix = 0;
+    if (so_.caching) {
+      const std::size_t full = N / P;
+      if (auto e = cache_.commit(a.lease, a.seq, std::span(a.table).subspan(a.committed, full - a.committed)); !e) return e.err();
+      a.committed = full;
+    }
+    a.last = a.smp.next(logits);
+    rec.output.push_back(a.last);
+    rec.first_token_s = elapsed();
+    a.ph = phase::decode;
+    if (rec.output.size() >= a.q.max_new) finish(a, rec, done);
+    return {};
+  }
+
   // Frees what the index does not own, releases the lease, records; marks the entry for removal.
   void finish(active_request& a, request_record& rec, std::vector<std::size_t>& done) {
     if (a.table.size() > a.committed) (void)cache_.free(std::span(a.table).subspan(a.committed));
@@ -498,7 +578,9 @@ class server {
   std::size_t device_pages_;
   typename Cache::stream_type stream_;
   lease_type peek_lease_;
-  std::vector<float> logits_, batch_logits_;
+  std::vector<float> logits_, batch_logits_, batch_prefill_logits_;
+  std::vector<std::pair<active_request*, std::size_t>> picked_;  // this step's prefill chunks (batched): request, tokens
+  std::vector<prefill_chunk> chunks_;
   std::vector<kvtier::device_slot> fresh_;
   std::vector<decode_entry> batch_;
   std::vector<active_request*> decoding_;
