@@ -51,9 +51,9 @@ const model_weights& weights() {
 }
 
 template <class Cache>
-run_result serve(const workload& wl, bool caching, std::size_t host_pages) {
+run_result serve(const workload& wl, bool caching, std::size_t host_pages, bool batch_prefill = true) {
   const auto cfg = engine<small_split_backend, Cache>::cache_config(weights(), precision::bf16, 160, host_pages);
-  const server_options so{.token_budget = 320, .chunk_tokens = 128, .max_batch = 4, .caching = caching};
+  const server_options so{.token_budget = 320, .chunk_tokens = 128, .max_batch = 4, .caching = caching, .batch_prefill = batch_prefill};
   auto srv = std::make_unique<server<small_split_backend, Cache, fcfs>>(model(), weights(), cfg, backend_options{precision::bf16, 0, 0},
                                                                          so, fcfs{});
   BOOST_TEST_REQUIRE(srv->backend().batch_invariant(), "no batch-invariant GEMM algorithm was found on this device");
@@ -84,4 +84,21 @@ BOOST_AUTO_TEST_CASE(every_mode_serves_the_same_bf16_tokens) {
       BOOST_TEST(r.records[i].output.size() == l.answer_tokens);
       BOOST_TEST(r.records[i].output == runs[cache_mode::none].records[i].output, "request " << i << " differs in mode " << to_string(mode));
     }
+}
+
+// A step's prefill chunks in one prefill_batch call (the default; flash_prefill_varlen, groups of at
+// most 256 rows) or one prefill() call per chunk: the same greedy tokens, over loaded prefixes too.
+BOOST_AUTO_TEST_CASE(batched_prefill_serves_the_same_bf16_tokens) {
+  const longdoc_options l{.documents = 6, .questions = 4, .doc_min = 300, .doc_max = 900, .question_tokens = 24,
+                          .answer_tokens = 8, .requests = 24, .rate = 200, .zipf = 0.5, .seed = 7};
+  const workload w = longdoc_workload(l, model().vocab);
+  const run_result per_chunk = serve<host_cache>(w, true, 512, false), batched = serve<host_cache>(w, true, 512, true);
+  std::size_t multi = 0;
+  for (const auto& s : batched.samples.prefill) multi += s.chunks > 1;
+  BOOST_TEST(multi > 0u);  // calls of several chunks ran
+  BOOST_TEST(batched.samples.batched_prefill);
+  for (std::size_t i = 0; i < w.requests.size(); ++i) {
+    BOOST_TEST(batched.records[i].output.size() == l.answer_tokens);
+    BOOST_TEST(batched.records[i].output == per_chunk.records[i].output, "request " << i << " differs with batched prefill");
+  }
 }
