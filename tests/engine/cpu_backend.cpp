@@ -200,3 +200,25 @@ BOOST_AUTO_TEST_CASE(prefill_batch_is_separate_prefills_bit_for_bit) {
   }
   BOOST_TEST(std::memcmp(before.data(), batch_mem.bytes.data(), before.size()) == 0);
 }
+
+BOOST_AUTO_TEST_CASE(decode_greedy_is_the_argmax_of_decode) {
+  const model_config m = small_shape();
+  const model_weights w = model_weights::synthetic(m, 13);
+  pool_memory mem(m, 32);
+  cpu_backend b(m, w, mem.pool, backend_options{precision::fp32, 2});
+  const auto t = tokens(40, m.vocab, 3);
+  const auto sa = slots(0, 4), sb = slots(8, 4);
+  std::vector<float> logits(m.vocab);
+  BOOST_TEST_REQUIRE(b.prefill({std::span(t).first(30), 0, sa}, logits, {}).has_value());
+  BOOST_TEST_REQUIRE(b.prefill({std::span(t).first(20), 0, sb}, logits, {}).has_value());
+  const decode_entry batch[] = {{t[30], 30, sa}, {t[20], 20, sb}};
+  // decode_greedy writes the same positions' K/V again (the same values): logits first, then tokens.
+  std::vector<float> all(2 * m.vocab);
+  BOOST_TEST_REQUIRE(b.decode(batch, all).has_value());
+  std::vector<kvtier::token_id> next(2);
+  BOOST_TEST_REQUIRE(b.decode_greedy(batch, next).has_value());
+  for (std::size_t i = 0; i < 2; ++i)
+    BOOST_TEST(std::size_t(next[i].value()) == sampler::argmax(std::span(all).subspan(i * m.vocab, m.vocab)));
+  std::vector<kvtier::token_id> too_few(1);
+  BOOST_TEST((b.decode_greedy(batch, too_few).code() == kvtier::errc::invalid_argument));
+}

@@ -117,6 +117,15 @@ concept batched_prefill_backend =
   requires(B& b, std::span<const prefill_chunk> chunks, std::span<float> logits, const layer_hook& before_layer) {
     { b.prefill_batch(chunks, logits, before_layer) } -> std::same_as<kvtier::result<void>>;
   };
+// Optional: decode_greedy(batch, next) runs decode() and writes each entry's greedy token (the first
+// index of its largest logit, sampler::argmax's choice on the same logits) to next[b], keeping the
+// logits where they were computed (a GPU copies B tokens back instead of B × vocab floats).
+template <class B>
+concept greedy_decode_backend =
+  compute_backend<B> &&
+  requires(B& b, std::span<const decode_entry> batch, std::span<kvtier::token_id> next) {
+    { b.decode_greedy(batch, next) } -> std::same_as<kvtier::result<void>>;
+  };
 // clang-format on
 
 namespace detail {

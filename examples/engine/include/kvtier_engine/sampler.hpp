@@ -32,6 +32,8 @@ class sampler {
     return kvtier::token_id{std::int32_t(sample_topp(logits, coin))};
   }
 
+  bool greedy() const noexcept { return s_.temperature == 0.0f; }
+
   static std::size_t argmax(std::span<const float> p) noexcept {
     std::size_t best = 0;
     for (std::size_t i = 1; i < p.size(); ++i)

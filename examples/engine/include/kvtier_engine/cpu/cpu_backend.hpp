@@ -19,6 +19,7 @@
 #include "kvtier_engine/cpu/kernels.hpp"
 #include "kvtier_engine/cpu/thread_pool.hpp"
 #include "kvtier_engine/model_config.hpp"
+#include "kvtier_engine/sampler.hpp"
 #include "kvtier_engine/weights.hpp"
 
 namespace kvtier_engine {
@@ -81,6 +82,16 @@ class cpu_backend {
     if (batch.empty() || logits.size() < batch.size() * cfg_.vocab) return kvtier::make_error(kvtier::errc::invalid_argument);
     rows_.assign(batch.begin(), batch.end());
     return forward(rows_, logits, /*last_only=*/false, {});
+  }
+  // decode() then sampler::argmax of each entry's logits (greedy_decode_backend; on the CPU nothing
+  // is saved, the server's device-side sampling path runs the same here).
+  kvtier::result<void> decode_greedy(std::span<const decode_entry> batch, std::span<kvtier::token_id> next) {
+    if (next.size() < batch.size()) return kvtier::make_error(kvtier::errc::invalid_argument);
+    greedy_logits_.resize(batch.size() * cfg_.vocab);
+    if (auto e = decode(batch, greedy_logits_); !e) return e;
+    for (std::size_t b = 0; b < batch.size(); ++b)
+      next[b] = kvtier::token_id{std::int32_t(sampler::argmax(std::span(greedy_logits_).subspan(b * cfg_.vocab, cfg_.vocab)))};
+    return {};
   }
 
   // Partial prefill (CacheBlend, kvtier_engine/blend_prefill.hpp): rows of one sequence at any
@@ -284,10 +295,12 @@ class cpu_backend {
   std::unique_ptr<model_weights> owned_;
   std::vector<float> inv_freq_;
   std::vector<decode_entry> rows_;
+  std::vector<float> greedy_logits_;  // decode_greedy
   std::vector<float> x_, xb_, q_, k_, v_, h1_, h3_, xo_;
 };
 
 static_assert(compute_backend<cpu_backend>);
 static_assert(batched_prefill_backend<cpu_backend>);
+static_assert(greedy_decode_backend<cpu_backend>);
 
 }  // namespace kvtier_engine

@@ -36,7 +36,7 @@ struct cuda_options {
   // Off: cuBLAS's heuristics and occupancy-driven splits (faster at some shapes, batch-dependent).
   bool batch_invariant = true;
   int prefill_split_keys = 4096;  // a multiple of the flash kernel's 64-key tile
-  int decode_split_keys = 256;
+  int decode_split_keys = 512;
 };
 
 namespace detail {
@@ -75,6 +75,7 @@ class cuda_model {
     gu_ = device_buffer<T>(R * 2 * m.hidden_dim);
     hb_ = device_buffer<T>(R * m.hidden_dim);
     logits_ = device_buffer<float>(std::size_t(o_.max_batch) * m.vocab);
+    sampled_ = device_buffer<std::int32_t>(std::size_t(o_.max_batch));
     tokens_ = device_buffer<std::int32_t>(R);
     positions_ = device_buffer<std::int32_t>(R);
     row_seq_ = device_buffer<std::int32_t>(R);
@@ -188,9 +189,33 @@ class cuda_model {
   }
 
   kvtier::result<void> decode(std::span<const decode_entry> batch, std::span<float> logits) {
+    if (logits.size() < batch.size() * m_.vocab) return kvtier::make_error(kvtier::errc::invalid_argument);
+    if (auto e = decode_forward(batch); !e) return e;
+    head(0, int(batch.size()), logits);
+    return {};
+  }
+
+  // decode() then greedy sampling on the device (the first index of the largest logit, as
+  // sampler::argmax): only the B tokens come back, not B × vocab logits.
+  kvtier::result<void> decode_greedy(std::span<const decode_entry> batch, std::span<kvtier::token_id> next) {
+    const int B = int(batch.size()), D = int(m_.dim), V = int(m_.vocab);
+    if (next.size() < batch.size()) return kvtier::make_error(kvtier::errc::invalid_argument);
+    if (auto e = decode_forward(batch); !e) return e;
+    rmsnorm(x_.data(), final_norm_.data(), xb_.data(), B, D, m_.norm_eps, stream_);
+    gemm(xb_.data(), cls_ != nullptr ? cls_ : emb_.data(), logits_.data(), B, D, V, false);
+    argmax(logits_.data(), B, V, sampled_.data(), stream_);
+    check(cudaMemcpyAsync(host_ints_.data(), sampled_.data(), std::size_t(B) * sizeof(std::int32_t), cudaMemcpyDeviceToHost,
+                          stream_), "tokens D2H");
+    check(cudaStreamSynchronize(stream_), "decode_greedy");
+    for (int b = 0; b < B; ++b) next[std::size_t(b)] = kvtier::token_id{host_ints_[std::size_t(b)]};
+    return {};
+  }
+
+ private:
+  // A decode step's forward pass: the rows' residuals end in x_ (rows 0 .. B-1).
+  kvtier::result<void> decode_forward(std::span<const decode_entry> batch) {
     const std::size_t B = batch.size(), P = kv_[0].page_tokens;
-    if (B == 0 || B > std::size_t(o_.max_batch) || logits.size() < B * m_.vocab)
-      return kvtier::make_error(kvtier::errc::invalid_argument);
+    if (B == 0 || B > std::size_t(o_.max_batch)) return kvtier::make_error(kvtier::errc::invalid_argument);
     std::int32_t* h = host_ints_.data();
     std::int32_t* table = h + 4 * B;
     int max_keys = 0;
@@ -212,11 +237,9 @@ class cuda_model {
     check(cudaMemcpyAsync(tables_.data(), table, B * max_pages_ * sizeof(std::int32_t), cudaMemcpyHostToDevice, stream_),
           "H2D");
     forward(int(B), max_keys, row_seq_.data(), row_keys_.data(), nullptr);
-    head(0, int(B), logits);
     return {};
   }
 
- private:
   static cudaStream_t make_stream() {
     cudaStream_t s = nullptr;
     check(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking), "cudaStreamCreate");
@@ -480,7 +503,7 @@ class cuda_model {
   std::vector<device_buffer<T>> wqkv_, wo_, w13_, w2_;  // per layer: (q|k|v, dim), (dim, q), (gate|up, dim), (dim, hidden)
   device_buffer<float> x_, logits_, workspace_, prefill_ws_;          // x: (row, dim) residual stream
   device_buffer<T> xb_, qkv_, q_, att_, gu_, hb_;
-  device_buffer<std::int32_t> tokens_, positions_, row_seq_, row_keys_, tables_;
+  device_buffer<std::int32_t> tokens_, positions_, row_seq_, row_keys_, tables_, sampled_;
   std::vector<std::int32_t> host_ints_;
   // prefill_batch: its host staging, the query tiles (4 ints each: flash_tile), each chunk's last row
   device_buffer<std::int32_t> q_tiles_;
@@ -562,6 +585,15 @@ class cuda_backend {
       return kvtier::make_error(kvtier::errc::io_error);
     }
   }
+  // A decode step with greedy sampling on the device: next[b] is decode()'s logits' argmax for entry b
+  // (the first index of the maximum), without copying the logits to the host.
+  kvtier::result<void> decode_greedy(std::span<const decode_entry> batch, std::span<kvtier::token_id> next) {
+    try {
+      return bf16_ ? bf16_->decode_greedy(batch, next) : fp32_->decode_greedy(batch, next);
+    } catch (const std::runtime_error&) {
+      return kvtier::make_error(kvtier::errc::io_error);
+    }
+  }
 
  private:
   model_config m_;
@@ -572,5 +604,6 @@ class cuda_backend {
 
 static_assert(compute_backend<cuda_backend>);
 static_assert(batched_prefill_backend<cuda_backend>);
+static_assert(greedy_decode_backend<cuda_backend>);
 
 }  // namespace kvtier_engine::cuda

@@ -452,9 +452,20 @@ class server {
         batch_.push_back(decode_entry{a->last, pos, a->table});
         ctx += pos + 1;
       }
-      batch_logits_.resize(batch_.size() * cfg_.vocab);
+      // Every request greedy and the backend samples where it computes: only the tokens come back.
+      bool on_device = false;
+      if constexpr (greedy_decode_backend<Backend>)
+        on_device = std::all_of(decoding_.begin(), decoding_.end(), [](const active_request* a) { return a->smp.greedy(); });
       const auto d0 = clock::now();
-      if (auto e = backend_.decode(batch_, batch_logits_); !e) return e.err();
+      if (on_device) {
+        if constexpr (greedy_decode_backend<Backend>) {
+          next_.resize(batch_.size());
+          if (auto e = backend_.decode_greedy(batch_, next_); !e) return e.err();
+        }
+      } else {
+        batch_logits_.resize(batch_.size() * cfg_.vocab);
+        if (auto e = backend_.decode(batch_, batch_logits_); !e) return e.err();
+      }
       const double call_s = std::chrono::duration<double>(clock::now() - d0).count();
       out.samples.decode.push_back({batch_.size(), ctx, call_s});
       step_calls_s_ += call_s;
@@ -467,7 +478,7 @@ class server {
           if (auto e = cache_.commit(a.lease, a.seq, std::span(a.table).subspan(a.committed, 1)); !e) return e.err();
           ++a.committed;
         }
-        a.last = a.smp.next(std::span(batch_logits_).subspan(b * cfg_.vocab, cfg_.vocab));
+        a.last = on_device ? next_[b] : a.smp.next(std::span(batch_logits_).subspan(b * cfg_.vocab, cfg_.vocab));
         rec.output.push_back(a.last);
         if (rec.output.size() >= a.q.max_new) finish(a, rec, done);
       }
@@ -581,6 +592,7 @@ class server {
   std::vector<float> logits_, batch_logits_, batch_prefill_logits_;
   std::vector<std::pair<active_request*, std::size_t>> picked_;  // this step's prefill chunks (batched): request, tokens
   std::vector<prefill_chunk> chunks_;
+  std::vector<kvtier::token_id> next_;  // decode_greedy's tokens
   std::vector<kvtier::device_slot> fresh_;
   std::vector<decode_entry> batch_;
   std::vector<active_request*> decoding_;
