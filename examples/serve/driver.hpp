@@ -65,6 +65,7 @@ inline void usage(std::FILE* f, const char* prog) {
                " scheduler: --policy BASE[+delay-hit][+balance][+bubble][+strata] (BASE fcfs|lpm) --cost-model FILE\n"
                "            --budget TOKENS --chunk TOKENS --max-batch N\n"
                "            --batch-prefill 0|1 (a step's prefill chunks in one backend call when it has prefill_batch; default 1)\n"
+               "            --load-aware 0|1 (decode first; a chunk whose prefix is still loading waits for a step with nothing else; default 1)\n"
                " output:    --out DIR (requests.csv, summary.csv, sweep.csv, sweep.svg, cost_model.json) --sweep R1,R2,...\n"
                "            (trace: --sweep takes time-scale factors)  --quiet\n",
                prog, cli::workload_usage);
@@ -99,6 +100,7 @@ inline options parse(int argc, char** argv, const options& defaults) {
     else if (a == "--chunk") o.server.chunk_tokens = count(i);
     else if (a == "--max-batch") o.server.max_batch = count(i);
     else if (a == "--batch-prefill") o.server.batch_prefill = count(i) != 0;
+    else if (a == "--load-aware") o.server.load_aware = count(i) != 0;
     else if (a == "--out") o.out = need(i);
     else if (a == "--sweep") o.sweep = cli::positive_list(need(i), "kvtier-serve: --sweep");
     else if (a == "--quiet") o.quiet = true;
@@ -323,6 +325,7 @@ int run_all(const options& o, Traits& traits) {
       all_samples.decode.insert(all_samples.decode.end(), r->samples.decode.begin(), r->samples.decode.end());
       all_samples.step.insert(all_samples.step.end(), r->samples.step.begin(), r->samples.step.end());
       all_samples.batched_prefill |= r->samples.batched_prefill;
+      all_samples.load_aware |= r->samples.load_aware;
       runs.push_back(mode_run{mode, shown, s, std::move(*r)});
       if (!ref) ref = runs.size() - 1;
     }

@@ -307,3 +307,47 @@ BOOST_AUTO_TEST_CASE(batched_cost_model_round_trips) {
   BOOST_TEST(yes.prefill_c == c, boost::test_tools::tolerance(1e-5));
   BOOST_TEST(!h200_default().batched_prefill);
 }
+
+// Load-aware steps (the server's default since it batches: decode first, a chunk whose prefix is
+// still loading left for a later step while the step has other work): on a burst over loaded
+// prefixes with a slow H2D link, the invariants hold, chunks were deferred, the time waited on
+// loads falls, and load_aware_steps round-trips through cost_model.json.
+BOOST_AUTO_TEST_CASE(load_aware_steps_defer_loading_chunks) {
+  const serving::workload w = burst_longdoc();
+  cost_model base = h200_default();
+  base.batched_prefill = true;
+  base.load_bytes_per_s = 8e9;  // loads long against a step: a prefill would wait for them
+  cost_model aware = base;
+  aware.load_aware = true;
+  const sim_cache_config cc{16, 1024, 2048, 4096, sim_mode::host};
+  auto run = [&](const cost_model& cm) {
+    simulator<serving::fcfs> sim(cm, cc, sim_options{}, serving::fcfs{});
+    outcome o;
+    o.r = sim.run(w), o.s = summarize(o.r);
+    o.device_pages = sim.cache().index().pages_in(kvtier::tier_id::device);
+    o.host_pages = sim.cache().index().pages_in(kvtier::tier_id::host);
+    return o;
+  };
+  const outcome inline_waits = run(base), deferred = run(aware);
+  check(w, inline_waits);
+  check(w, deferred);
+  BOOST_TEST(inline_waits.r.counters.load_deferrals == 0u);
+  BOOST_TEST(deferred.r.counters.load_deferrals > 0u);
+  BOOST_TEST(inline_waits.r.counters.load_wait_s > 0.0);
+  BOOST_TEST(deferred.r.counters.load_wait_s < inline_waits.r.counters.load_wait_s);
+
+  serving::cost_samples s;
+  for (std::size_t k = 1; k <= 5; ++k) s.prefill.push_back({100 * k, 0, 1e-3 * double(k), 1, -1});
+  for (std::size_t k = 1; k <= 5; ++k) s.decode.push_back({k, 1000 * k, 0.01 + 1e-4 * double(k)});
+  const auto path = (std::filesystem::temp_directory_path() / ("kvtier-load-aware-" + std::to_string(::getpid()) + ".json")).string();
+  const serving::cost_model_info info{"x", "cpu", "cpu", "host", 16, 4096, {}};
+  s.load_aware = true;
+  serving::write_cost_model_json(path, info, s, {});
+  const cost_model yes = load_cost_model(path, 5);
+  s.load_aware = false;
+  serving::write_cost_model_json(path, info, s, {});
+  const cost_model no = load_cost_model(path, 5);
+  std::filesystem::remove(path);
+  BOOST_TEST(yes.load_aware);
+  BOOST_TEST(!no.load_aware);
+}

@@ -38,6 +38,7 @@ struct cost_model {
   double fetch_latency_s = 100e-6;
   double step_a = 0, step_b = 0, step_c = 0;  // step overhead; all 0: not measured
   bool batched_prefill = false;  // the engine runs a step's prefill chunks as one call (one a per step)
+  bool load_aware = false;       // the engine decodes first and leaves loading chunks for a later step
   std::string source = "default H200 (docs/engine.md)";
 
   double prefill_s(std::size_t new_tokens, std::size_t cached) const noexcept {
@@ -145,6 +146,8 @@ inline cost_model load_cost_model(const std::string& path, std::size_t layers, c
   if (detail::json_number(text, "file_tier", "read_bytes_per_s", v) && v > 0) m.fetch_bytes_per_s = v;
   // Written by kvtier-serve since it batches prefill chunks; older files: one call per chunk.
   m.batched_prefill = text.find("\"prefill_batched\": true") != std::string::npos;
+  // Written since the server's load-aware steps; older files: prefills first, loading chunks waited for.
+  m.load_aware = text.find("\"load_aware_steps\": true") != std::string::npos;
   // Written by kvtier-serve since it measures the step overhead; older files have none (0).
   if (text.find("\"step_overhead\"") != std::string::npos) {
     need("step_overhead", "a", m.step_a);

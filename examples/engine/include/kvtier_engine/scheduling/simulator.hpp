@@ -14,7 +14,10 @@
 //      charged cost_model::prefill_call_s, whose layer l starts once every chunk's layer l is loaded
 //      (each wait counted for the chunk that waited), as serving::server runs prefill_batch; with a
 //      policy that fills bubbles, the chunks whose loads landed run as one call and those that would
-//      wait as a second call after it (a chunk that would wait still runs after the ready ones);
+//      wait as a second call after it (a chunk that would wait still runs after the ready ones).
+//      When the engine's steps are load-aware (cost_model::load_aware, server_options::load_aware)
+//      the decode call runs first, and a chunk whose prefix has not fully landed by then waits for a
+//      later step while the step has other work (counted in load_deferrals);
 //   4. a finished request commits its decode pages, frees what it reserved, unlocks;
 //   5. the host's share of the step (cost_model::step_overhead_s, when the engine measured it).
 // Scheduler-aware prefetch and eviction (CachedAttention), option prefetch_aware: queued requests'
@@ -70,6 +73,7 @@ struct sim_counters {
   std::uint64_t pages_loaded = 0, pages_fetched = 0, pages_prefetched = 0, pages_backed_up = 0, pages_written_disk = 0;
   std::uint64_t pages_computed = 0, duplicate_pages = 0;  // duplicate: computed, but committed meanwhile by another
   std::uint64_t pages_read = 0, content_mismatches = 0, time_regressions = 0, deferred_admissions = 0, delay_hit_deferrals = 0;
+  std::uint64_t load_deferrals = 0;  // chunks left for a later step while their prefix loaded (load-aware engine)
   bool deadlock = false;
 };
 
@@ -627,10 +631,32 @@ class simulator {
     double t = now;
     bool stalled = false;
     std::size_t sequences = 0;
+    // The decode call: after the prefills, or first when the engine's steps are load-aware.
+    auto run_decode = [&] {
+      if (decoding_.empty()) return;
+      std::size_t ctx = 0;
+      for (active_request* a : decoding_) ctx += a->q.prompt.size() + a->out_tokens;
+      t += cost_.decode_s(decoding_.size(), ctx);
+      sequences += decoding_.size();
+      for (active_request* a : decoding_) {
+        ++a->out_tokens;
+        if (a->out_tokens >= a->q.max_new) finish(*a, out.records[a->q.id], t, w, c);
+      }
+    };
+    const bool load_aware = cost_.load_aware;
+    if (load_aware) run_decode();
+    // Load-aware: a chunk whose prefix has not landed by t waits while the step has other work.
+    bool other_work = !decoding_.empty();
+    if (load_aware && !other_work)
+      for (const active_request* a : prefilling_) other_work |= is_ready(*a, t);
     picked_chunks_.clear();
     for (active_request* ap : prefilling_) {  // the chunks under the budget, in order
       active_request& a = *ap;
       if (budget == 0) break;
+      if (load_aware && other_work && !is_ready(a, t)) {
+        ++c.load_deferrals;
+        continue;
+      }
       const std::size_t N = a.q.prompt.size();
       std::size_t n = std::min({N - a.next, o_.chunk_tokens, budget});
       if (a.next + n < N) n = n / P() * P();
@@ -725,16 +751,7 @@ class simulator {
       if (ready > 0) run_call(0, ready);
       if (ready < picked_chunks_.size()) run_call(ready, picked_chunks_.size());
     }
-    if (!decoding_.empty()) {
-      std::size_t ctx = 0;
-      for (active_request* a : decoding_) ctx += a->q.prompt.size() + a->out_tokens;
-      t += cost_.decode_s(decoding_.size(), ctx);
-      sequences += decoding_.size();
-      for (active_request* a : decoding_) {
-        ++a->out_tokens;
-        if (a->out_tokens >= a->q.max_new) finish(*a, out.records[a->q.id], t, w, c);
-      }
-    }
+    if (!load_aware) run_decode();
     std::erase_if(active_, [](const std::unique_ptr<active_request>& a) { return a->q.max_new == 0; });
     c.stall_steps += stalled;
     if (sequences > 0) {  // the host's work around the calls (sampling, commits, admission), after them

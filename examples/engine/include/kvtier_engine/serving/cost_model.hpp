@@ -55,6 +55,7 @@ struct cost_samples {
   std::vector<decode_sample> decode;
   std::vector<step_sample> step;
   bool batched_prefill = false;  // the server ran each step's prefill chunks as one call
+  bool load_aware = false;       // the server decoded first and left loading chunks for a later step
 };
 
 // y ≈ coef · x (three features) by least squares; r2 of the fit.
@@ -239,6 +240,9 @@ inline void write_cost_model_json(const std::string& path, const cost_model_info
   // prefill_batched: whether the engine ran a step's chunks as one call (the simulator charges so);
   // points: [new tokens, cached tokens, seconds, chunks, pair tokens] of each call (sums over chunks).
   std::fprintf(f, "  \"prefill_batched\": %s,\n", s.batched_prefill ? "true" : "false");
+  // load_aware_steps: each step decoded first, and a chunk whose prefix was still loading waited for
+  // a step with nothing else to run (server_options::load_aware; the simulator steps so).
+  std::fprintf(f, "  \"load_aware_steps\": %s,\n", s.load_aware ? "true" : "false");
   std::fprintf(f, "  \"prefill\": {\"formula\": \"seconds = a + b*new_tokens + c*pair_tokens, pair_tokens = sum over the call's "
                   "chunks of n*(cached + n/2)\", \"a\": %.6e, \"b\": %.6e, \"c\": %.6e, \"r2\": %.4f, \"samples\": %zu,\n    \"points\": [",
                p.coef[0], p.coef[1], p.coef[2], p.r2, p.samples);

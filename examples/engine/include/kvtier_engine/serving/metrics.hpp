@@ -25,6 +25,7 @@ struct run_counters {
   double duration_s = 0;              // first arrival to last finish
   std::size_t deferred_admissions = 0;  // admissions refused for lack of device slots (retried later)
   std::size_t policy_deferrals = 0;     // requests the policy answered not_now for, a free slot notwithstanding
+  std::size_t load_deferrals = 0;       // prefill chunks left for a later step while their prefix loaded (load_aware)
   std::uint64_t page_bytes = 0;
   std::uint64_t bytes_loaded = 0, pages_loaded = 0;        // host → device
   std::uint64_t bytes_backed_up = 0, pages_backed_up = 0;  // device → host
@@ -105,19 +106,19 @@ inline void write_summary_csv_header(std::FILE* f) {
                   "ttft_p90_s,ttft_p99_s,tpot_p50_s,tpot_p90_s,tpot_p99_s,prompt_tokens,output_tokens,reused_tokens,"
                   "hit_device,hit_host,hit_disk,hit_remote,bytes_h2d,bytes_d2h,bytes_host_to_disk,bytes_disk_to_host,"
                   "bytes_host_to_remote,bytes_remote_to_host,steps,stall_steps,stall_step_fraction,step_s,load_wait_s,"
-                  "load_wait_fraction,deferred_admissions,policy_deferrals\n");
+                  "load_wait_fraction,deferred_admissions,policy_deferrals,load_deferrals\n");
 }
 inline void write_summary_csv(std::FILE* f, const summary& s) {
   const auto u = [](std::uint64_t v) { return (unsigned long long)v; };
   std::fprintf(f, "%s,%s,%s,%g,%zu,%.6f,%.4f,%.1f,%.1f,%.6f,%.6f,%.6f,%.6f,%.6f,%.6f,%zu,%zu,%zu,%llu,%llu,%llu,%llu,"
-                  "%llu,%llu,%llu,%llu,%llu,%llu,%zu,%zu,%.4f,%.6f,%.6f,%.4f,%zu,%zu\n",
+                  "%llu,%llu,%llu,%llu,%llu,%llu,%zu,%zu,%.4f,%.6f,%.6f,%.4f,%zu,%zu,%zu\n",
                s.workload.c_str(), s.policy.c_str(), s.mode.c_str(), s.rate, s.requests, s.c.duration_s, s.req_per_s,
                s.prompt_tok_per_s, s.output_tok_per_s, s.ttft_p50, s.ttft_p90, s.ttft_p99, s.tpot_p50, s.tpot_p90,
                s.tpot_p99, s.prompt_tokens, s.output_tokens, s.reused_tokens, u(s.hit_tokens[0]), u(s.hit_tokens[1]),
                u(s.hit_tokens[2]), u(s.hit_tokens[3]), u(s.c.bytes_loaded), u(s.c.bytes_backed_up), u(s.c.bytes_written[2]),
                u(s.c.bytes_fetched[2]), u(s.c.bytes_written[3]), u(s.c.bytes_fetched[3]), s.c.steps, s.c.stall_steps,
                s.stall_step_fraction(), s.c.step_s, s.c.load_wait_s, s.load_wait_fraction(), s.c.deferred_admissions,
-               s.c.policy_deferrals);
+               s.c.policy_deferrals, s.c.load_deferrals);
 }
 
 inline void print_summary_header(std::FILE* f) {

@@ -9,10 +9,14 @@
 //      was fetched) load (host → device, layer by layer) and allocate device slots for the rest of
 //      the prompt and every decode position (reserved up front: a running request never runs out).
 //      A request that does not fit waits in the queue;
-//   3. one batch under the token budget: a decode token for every request past its prefill, then
-//      chunked prefills (whole pages, but the prompt's last chunk) in admission order with what is
-//      left. A first chunk over a loaded prefix waits for layer l just before reading it (the stall
-//      the metrics count); a finished prefill commits its whole pages and samples the first token.
+//   3. one batch under the token budget: a decode token for every request past its prefill (run
+//      first, so that the loads admission just issued move while it computes), then chunked
+//      prefills (whole pages, but the prompt's last chunk) in admission order with what is left. A
+//      first chunk over a loaded prefix waits for layer l just before reading it (the stall the
+//      metrics count); with server_options::load_aware (default) a chunk whose prefix has not fully
+//      landed is left for a later step when this step has other work (decodes, or a chunk whose
+//      prefix is in), so the GPU computes instead of waiting (run_counters::load_deferrals); a
+//      finished prefill commits its whole pages and samples the first token.
 //      With a backend that has prefill_batch (batched_prefill_backend) the step's chunks run as ONE
 //      call (one pass over the weights for all of them, as vLLM and SGLang batch a step's prefills):
 //      before layer l it waits for layer l of every chunk whose prefix is still loading (each wait
@@ -54,6 +58,7 @@ struct server_options {
   std::size_t policy_window = 64;   // queued requests a policy ranks per admission round
   bool caching = true;              // false: no lookup, no commit
   bool batch_prefill = true;        // a backend with prefill_batch: one call per step for all prefill chunks
+  bool load_aware = true;           // a chunk whose prefix is still loading waits for a step with nothing else to run
 };
 
 // What a run returns.
@@ -169,6 +174,7 @@ class server {
     }
     cache_.drain();
     out.samples.batched_prefill = batching();
+    out.samples.load_aware = so_.load_aware;
     for (const auto& r : w.requests) out.records[r.id].warmup = r.warmup;
     const auto& after = cache_.stats();
     auto& c = out.counters;
@@ -403,46 +409,6 @@ class server {
     decoding_.clear();
     for (auto& a : active_)
       if (a->ph == phase::decode && budget > 0) decoding_.push_back(a.get()), --budget;
-    // ---- chunked prefills with what the decodes left
-    for (auto& up : active_) {
-      active_request& a = *up;
-      if (a.ph != phase::prefill || budget == 0) continue;
-      const std::size_t N = a.q.prompt.size();
-      std::size_t n = std::min({N - a.next, so_.chunk_tokens, budget});
-      if (a.next + n < N) n = n / P * P;  // chunks start on page boundaries
-      if (n == 0) break;
-      if (batching()) {  // run below, with the step's other chunks
-        picked_.push_back({&a, n});
-        budget -= n;
-        continue;
-      }
-      request_record& rec = out.records[a.q.id];
-      const prefill_chunk c{std::span(a.q.prompt).subspan(a.next, n), a.next, std::span(a.table).first((a.next + n + P - 1) / P)};
-      layer_hook hook;
-      if (a.hook_pending)
-        hook = [&](std::size_t l) {
-          if (cache_.layer_ready(a.lease, l)) return;
-          const auto w0 = clock::now();
-          (void)cache_.wait_layer(a.lease, l);
-          const double ws = std::chrono::duration<double>(clock::now() - w0).count();
-          rec.load_wait_s += ws;
-          step_wait_ += ws;
-          step_stalled_ = true;
-        };
-      const double wait0 = rec.load_wait_s;
-      const auto c0 = clock::now();
-      if (auto e = backend_.prefill(c, logits_, hook); !e) return e.err();
-      const double call_s = std::chrono::duration<double>(clock::now() - c0).count();
-      out.samples.prefill.push_back({n, a.next, call_s - (rec.load_wait_s - wait0)});
-      step_calls_s_ += call_s;
-      ++step_sequences_;
-      budget -= n;
-      if (auto e = prefilled(a, n, logits_, out, done); !e) return e;
-    }
-    if constexpr (batched_prefill_backend<Backend>) {
-      if (!picked_.empty())
-        if (auto e = prefill_batch(out, done); !e) return e;
-    }
     // ---- one decode step for the batch
     if (!decoding_.empty()) {
       std::size_t ctx = 0;
@@ -482,6 +448,55 @@ class server {
         rec.output.push_back(a.last);
         if (rec.output.size() >= a.q.max_new) finish(a, rec, done);
       }
+    }
+    // ---- chunked prefills with what the decodes left; a chunk whose prefix is still loading waits
+    // for a step with nothing else to run (load_aware)
+    const auto loading = [&](const active_request& a) { return a.hook_pending && !cache_.layer_ready(a.lease, cfg_.layers - 1); };
+    bool other_work = !decoding_.empty();
+    if (so_.load_aware && !other_work)
+      for (const auto& up : active_) other_work |= up->ph == phase::prefill && !loading(*up);
+    for (auto& up : active_) {
+      active_request& a = *up;
+      if (a.ph != phase::prefill || budget == 0) continue;
+      if (so_.load_aware && other_work && loading(a)) {
+        out.counters.load_deferrals++;
+        continue;
+      }
+      const std::size_t N = a.q.prompt.size();
+      std::size_t n = std::min({N - a.next, so_.chunk_tokens, budget});
+      if (a.next + n < N) n = n / P * P;  // chunks start on page boundaries
+      if (n == 0) break;
+      if (batching()) {  // run below, with the step's other chunks
+        picked_.push_back({&a, n});
+        budget -= n;
+        continue;
+      }
+      request_record& rec = out.records[a.q.id];
+      const prefill_chunk c{std::span(a.q.prompt).subspan(a.next, n), a.next, std::span(a.table).first((a.next + n + P - 1) / P)};
+      layer_hook hook;
+      if (a.hook_pending)
+        hook = [&](std::size_t l) {
+          if (cache_.layer_ready(a.lease, l)) return;
+          const auto w0 = clock::now();
+          (void)cache_.wait_layer(a.lease, l);
+          const double ws = std::chrono::duration<double>(clock::now() - w0).count();
+          rec.load_wait_s += ws;
+          step_wait_ += ws;
+          step_stalled_ = true;
+        };
+      const double wait0 = rec.load_wait_s;
+      const auto c0 = clock::now();
+      if (auto e = backend_.prefill(c, logits_, hook); !e) return e.err();
+      const double call_s = std::chrono::duration<double>(clock::now() - c0).count();
+      out.samples.prefill.push_back({n, a.next, call_s - (rec.load_wait_s - wait0)});
+      step_calls_s_ += call_s;
+      ++step_sequences_;
+      budget -= n;
+      if (auto e = prefilled(a, n, logits_, out, done); !e) return e;
+    }
+    if constexpr (batched_prefill_backend<Backend>) {
+      if (!picked_.empty())
+        if (auto e = prefill_batch(out, done); !e) return e;
     }
     std::erase_if(active_, [](const std::unique_ptr<active_request>& a) { return a->q.max_new == 0; });
     return {};
