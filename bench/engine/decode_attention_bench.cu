@@ -54,16 +54,8 @@ struct layer_pool {
     CK(cudaGetLastError());
   }
   paged_kv_layer<bf16> view(const std::int32_t* tables, int stride) {
-    paged_kv_layer<bf16> kv;
-    kv.k_plane = reinterpret_cast<std::byte*>(k.data());
-    kv.v_plane = reinterpret_cast<std::byte*>(v.data());
-    kv.slot_stride = std::size_t(page) * kv_heads * head_dim * sizeof(bf16);
-    kv.page_tokens = page;
-    kv.kv_heads = kv_heads;
-    kv.head_dim = head_dim;
-    kv.block_tables = tables;
-    kv.table_stride = stride;
-    return kv;
+    return paged_kv_layer<bf16>::packed(reinterpret_cast<std::byte*>(k.data()), reinterpret_cast<std::byte*>(v.data()), page,
+                                        kv_heads, head_dim, tables, stride);
   }
 };
 

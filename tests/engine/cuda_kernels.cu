@@ -133,16 +133,8 @@ struct test_pool {
   test_pool(int slots_, int P_, int H_, int D_) : slots(slots_), P(P_), H(H_), D(D_), mem(2 * std::size_t(slots_) * P_ * H_ * D_) {}
   std::size_t plane() const { return std::size_t(slots) * P * H * D; }
   paged_kv_layer<T> layer(const std::int32_t* tables, int table_stride) {
-    paged_kv_layer<T> kv;
-    kv.k_plane = reinterpret_cast<std::byte*>(mem.data());
-    kv.v_plane = reinterpret_cast<std::byte*>(mem.data() + plane());
-    kv.slot_stride = std::size_t(P) * H * D * sizeof(T);
-    kv.page_tokens = P;
-    kv.kv_heads = H;
-    kv.head_dim = D;
-    kv.block_tables = tables;
-    kv.table_stride = table_stride;
-    return kv;
+    return paged_kv_layer<T>::packed(reinterpret_cast<std::byte*>(mem.data()), reinterpret_cast<std::byte*>(mem.data() + plane()),
+                                     P, H, D, tables, table_stride);
   }
   // Host index of (kv, slot, row, head, 0).
   std::size_t at(int k, int slot, int row, int h) const {

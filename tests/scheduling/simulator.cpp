@@ -271,6 +271,18 @@ BOOST_AUTO_TEST_CASE(batched_prefill_keeps_the_invariants) {
   }
 }
 
+namespace {
+// s written by the engine's cost_model.json writer and read back by the simulator's loader.
+cost_model round_trip(const serving::cost_samples& s) {
+  const auto path = (std::filesystem::temp_directory_path() / ("kvtier-cost-model-" + std::to_string(::getpid()) + ".json")).string();
+  const serving::cost_model_info info{"x", "cpu", "cpu", "host", 16, 4096, {}};
+  serving::write_cost_model_json(path, info, s, {});
+  const cost_model m = load_cost_model(path, 5);
+  std::filesystem::remove(path);
+  return m;
+}
+}  // namespace
+
 // cost_model.json of a batching engine: the prefill fit over calls of several chunks recovers
 // t = a + b·Σn + c·Σn(s + n/2), prefill_batched reads back; a file without it (older, or an engine
 // that does not batch) is one call per chunk.
@@ -292,15 +304,10 @@ BOOST_AUTO_TEST_CASE(batched_cost_model_round_trips) {
   BOOST_TEST(f.coef[0] == a, boost::test_tools::tolerance(1e-6));
   BOOST_TEST(f.coef[1] == b, boost::test_tools::tolerance(1e-6));
   BOOST_TEST(f.coef[2] == c, boost::test_tools::tolerance(1e-6));
-  const auto path = (std::filesystem::temp_directory_path() / ("kvtier-batched-" + std::to_string(::getpid()) + ".json")).string();
-  const serving::cost_model_info info{"x", "cpu", "cpu", "host", 16, 4096, {}};
   s.batched_prefill = true;
-  serving::write_cost_model_json(path, info, s, {});
-  const cost_model yes = load_cost_model(path, 5);
+  const cost_model yes = round_trip(s);
   s.batched_prefill = false;
-  serving::write_cost_model_json(path, info, s, {});
-  const cost_model no = load_cost_model(path, 5);
-  std::filesystem::remove(path);
+  const cost_model no = round_trip(s);
   BOOST_TEST(yes.batched_prefill);
   BOOST_TEST(!no.batched_prefill);
   BOOST_TEST(yes.prefill_a == a, boost::test_tools::tolerance(1e-5));
@@ -339,15 +346,10 @@ BOOST_AUTO_TEST_CASE(load_aware_steps_defer_loading_chunks) {
   serving::cost_samples s;
   for (std::size_t k = 1; k <= 5; ++k) s.prefill.push_back({100 * k, 0, 1e-3 * double(k), 1, -1});
   for (std::size_t k = 1; k <= 5; ++k) s.decode.push_back({k, 1000 * k, 0.01 + 1e-4 * double(k)});
-  const auto path = (std::filesystem::temp_directory_path() / ("kvtier-load-aware-" + std::to_string(::getpid()) + ".json")).string();
-  const serving::cost_model_info info{"x", "cpu", "cpu", "host", 16, 4096, {}};
   s.load_aware = true;
-  serving::write_cost_model_json(path, info, s, {});
-  const cost_model yes = load_cost_model(path, 5);
+  const cost_model yes = round_trip(s);
   s.load_aware = false;
-  serving::write_cost_model_json(path, info, s, {});
-  const cost_model no = load_cost_model(path, 5);
-  std::filesystem::remove(path);
+  const cost_model no = round_trip(s);
   BOOST_TEST(yes.load_aware);
   BOOST_TEST(!no.load_aware);
 }

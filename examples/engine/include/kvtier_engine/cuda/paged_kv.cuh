@@ -20,6 +20,21 @@ struct paged_kv_layer {
   const std::int32_t* block_tables = nullptr;  // (sequence, page) → device slot
   int table_stride = 0;                        // pages per sequence row of block_tables
 
+  // Planes whose slots hold page_tokens rows of (kv_heads, head_dim) elements back to back.
+  static paged_kv_layer packed(std::byte* k_plane, std::byte* v_plane, int page_tokens, int kv_heads, int head_dim,
+                               const std::int32_t* block_tables, int table_stride) {
+    paged_kv_layer kv;
+    kv.k_plane = k_plane;
+    kv.v_plane = v_plane;
+    kv.slot_stride = std::size_t(page_tokens) * kv_heads * head_dim * sizeof(T);
+    kv.page_tokens = page_tokens;
+    kv.kv_heads = kv_heads;
+    kv.head_dim = head_dim;
+    kv.block_tables = block_tables;
+    kv.table_stride = table_stride;
+    return kv;
+  }
+
   // Element offset of (token row, head) inside a page.
   __host__ __device__ std::size_t in_page(int t, int h) const {
     return (std::size_t(t % page_tokens) * kv_heads + h) * head_dim;
