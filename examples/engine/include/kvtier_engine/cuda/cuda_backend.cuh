@@ -202,7 +202,7 @@ class cuda_model {
     if (next.size() < batch.size()) return kvtier::make_error(kvtier::errc::invalid_argument);
     if (auto e = decode_forward(batch); !e) return e;
     rmsnorm(x_.data(), final_norm_.data(), xb_.data(), B, D, m_.norm_eps, stream_);
-    gemm(xb_.data(), cls_ != nullptr ? cls_ : emb_.data(), logits_.data(), B, D, V, false);
+    classifier(B);
     argmax(logits_.data(), B, V, sampled_.data(), stream_);
     check(cudaMemcpyAsync(host_ints_.data(), sampled_.data(), std::size_t(B) * sizeof(std::int32_t), cudaMemcpyDeviceToHost,
                           stream_), "tokens D2H");
@@ -292,14 +292,7 @@ class cuda_model {
     h2d(row_seq_.data(), seq, rows);
     h2d(q_tiles_.data(), tiles0, 4 * tiles);
     h2d(tables_.data(), table, C * std::size_t(max_pages_));
-    varlen_tiles_ = int(tiles);
-    try {
-      forward(int(rows), max_keys, row_seq_.data(), nullptr, &before_layer);
-    } catch (...) {
-      varlen_tiles_ = 0;
-      throw;
-    }
-    varlen_tiles_ = 0;
+    forward(int(rows), max_keys, row_seq_.data(), nullptr, &before_layer, nullptr, int(tiles));
     const int D = int(m_.dim);
     for (std::size_t i = 0; i < C; ++i)  // row by row: each chunk's last row, as prefill()'s head norms it
       rmsnorm(x_.data() + std::size_t(last_rows_[i]) * D, final_norm_.data(), xb_.data() + i * D, 1, D, m_.norm_eps, stream_);
@@ -312,11 +305,11 @@ class cuda_model {
   // row_keys_[row]; keys_or_start = the last row's position + 1; `filter` may drop rows after each
   // layer's K/V). Returns the rows left at the end.
   int forward(int rows, int keys_or_start, const std::int32_t* row_seq, const std::int32_t* row_keys,
-              const layer_hook* before_layer, const row_filter* filter = nullptr) {
+              const layer_hook* before_layer, const row_filter* filter = nullptr, int varlen_tiles = 0) {
     const int D = int(m_.dim), H = int(m_.hidden_dim), qd = int(m_.q_dim()), qkv = qd + 2 * int(m_.kv_dim());
-    // prefill_batch (varlen_tiles_ > 0): rows of several sequences (row_seq; keys_or_start = the most
-    // keys of a row), the prefill GEMMs and flash_prefill_varlen over the staged tiles.
-    const bool varlen = varlen_tiles_ > 0;
+    // prefill_batch (varlen_tiles > 0, staged in q_tiles_): rows of several sequences (row_seq;
+    // keys_or_start = the most keys of a row), the prefill GEMMs and flash_prefill_varlen.
+    const bool varlen = varlen_tiles > 0;
     const bool decode = row_seq != nullptr && !varlen, positional = !decode && row_keys != nullptr;
     phase_ = decode ? invariant_gemm::phase::decode : invariant_gemm::phase::prefill;  // the GEMMs' algorithm set
     embedding(tokens_.data(), rows, emb_.data(), x_.data(), D, stream_);
@@ -343,8 +336,8 @@ class cuda_model {
       a.max_keys = decode || positional ? keys_or_start : keys_or_start + rows;
       a.scale = 1.0f / std::sqrt(float(m_.head_size));
       if constexpr (std::is_same_v<T, __nv_bfloat16>) {
-        if (varlen) attend_flash_varlen(a, kv, keys_or_start);
-        else if (!decode && flash_prefill_supports(kv)) attend_flash(a, kv);
+        if (varlen) attend_flash(a, kv, keys_or_start, varlen_tiles);
+        else if (!decode && flash_prefill_supports(kv)) attend_flash(a, kv, positional ? a.max_keys : a.causal_start + a.rows, 0);
         else attend_paged(a, kv, decode);
       } else {
         attend_paged(a, kv, decode);
@@ -358,34 +351,23 @@ class cuda_model {
     return rows;
   }
 
-  // Batch-invariant: key splits at fixed absolute positions (a row's keys [0, pos] split at every
-  // prefill_split_keys whatever the chunk), merged in split order; a row in one split only gets the
-  // same value through the merge as without it (weight exp2(0) = 1, empty splits add exact zeros).
-  void attend_flash(const attention_rows<T>& a, const paged_kv_layer<T>& kv) {
+  // Flash attention of one prefill chunk (varlen_tiles 0) or of a prefill_batch group (the staged
+  // q_tiles_), `keys` the most keys a row sees. Batch-invariant: key splits at fixed absolute
+  // positions (every prefill_split_keys keys whatever the chunk), merged in split order; a row in
+  // one split only gets the same value through the merge as without it (weight exp2(0) = 1, empty
+  // splits add exact zeros). Otherwise as flash_prefill_splits: fill an under-filled GPU.
+  void attend_flash(const attention_rows<T>& a, const paged_kv_layer<T>& kv, int keys, int varlen_tiles) {
     const int tiles_per_split = invariant_ ? o_.prefill_split_keys / 64 : 0;
-    const int keys = a.row_pos != nullptr ? a.max_keys : a.causal_start + a.rows;  // the last row's keys
+    const int q_tiles = varlen_tiles > 0 ? varlen_tiles : (a.rows + detail::fa_rows - 1) / detail::fa_rows;
     const int splits = invariant_ ? (keys + o_.prefill_split_keys - 1) / o_.prefill_split_keys
-                                  : flash_prefill_splits(a.rows, keys - a.rows, a.q_heads, sms_, o_.max_splits);
+                                  : detail::flash_splits_for(a.q_heads * q_tiles, keys, sms_, o_.max_splits);
     const std::size_t need = splits > 1 ? paged_attention_workspace(a.rows, a.q_heads, kv.head_dim, splits) : 0;
     if (need > prefill_ws_.size()) prefill_ws_ = device_buffer<float>(need);  // grows once per new shape
-    flash_prefill(a, kv, stream_, splits, prefill_ws_.data(), tiles_per_split);
-  }
-
-  // prefill_batch's attention: attend_flash's splits (batch-invariant: at the same absolute key
-  // positions) for the longest row's keys; a chunk needing fewer gets empty splits (exact zeros).
-  void attend_flash_varlen(const attention_rows<T>& a, const paged_kv_layer<T>& kv, int max_keys) {
-    const int tiles_per_split = invariant_ ? o_.prefill_split_keys / 64 : 0;
-    int splits = 1;
-    if (invariant_) {
-      splits = (max_keys + o_.prefill_split_keys - 1) / o_.prefill_split_keys;
-    } else {  // as flash_prefill_splits: fill an under-filled GPU about twice, at least 8 key tiles a split
-      const int blocks = a.q_heads * varlen_tiles_, key_tiles = (max_keys + detail::fa_keys - 1) / detail::fa_keys;
-      if (blocks < sms_) splits = std::max(1, std::min({o_.max_splits, (2 * sms_ + blocks - 1) / blocks, key_tiles / 8}));
-    }
-    const std::size_t need = splits > 1 ? paged_attention_workspace(a.rows, a.q_heads, kv.head_dim, splits) : 0;
-    if (need > prefill_ws_.size()) prefill_ws_ = device_buffer<float>(need);  // grows once per new shape
-    flash_prefill_varlen(a, kv, reinterpret_cast<const detail::flash_tile*>(q_tiles_.data()), varlen_tiles_, max_keys, stream_,
-                         splits, prefill_ws_.data(), tiles_per_split);
+    if (varlen_tiles > 0)
+      flash_prefill_varlen(a, kv, reinterpret_cast<const detail::flash_tile*>(q_tiles_.data()), varlen_tiles, keys, stream_,
+                           splits, prefill_ws_.data(), tiles_per_split);
+    else
+      flash_prefill(a, kv, stream_, splits, prefill_ws_.data(), tiles_per_split);
   }
 
   void attend_paged(const attention_rows<T>& a, const paged_kv_layer<T>& kv, bool decode) {
@@ -434,11 +416,16 @@ class cuda_model {
   }
   // The classifier over xb_'s first `count` normed rows (the phase of the forward before it); logits to the host.
   void classify(int count, std::span<float> logits) {
-    const int D = int(m_.dim), V = int(m_.vocab);
-    gemm(xb_.data(), cls_ != nullptr ? cls_ : emb_.data(), logits_.data(), count, D, V, false);
+    const int V = int(m_.vocab);
+    classifier(count);
     check(cudaMemcpyAsync(logits.data(), logits_.data(), std::size_t(count) * V * sizeof(float), cudaMemcpyDeviceToHost,
                           stream_), "logits D2H");
     check(cudaStreamSynchronize(stream_), "forward");
+  }
+
+  // logits_ (row, vocab) = xb_'s first `count` rows · classifier^T, on the device.
+  void classifier(int count) {
+    gemm(xb_.data(), cls_ != nullptr ? cls_ : emb_.data(), logits_.data(), count, int(m_.dim), int(m_.vocab), false);
   }
 
   // One (rows, cols) matrix of `kind` for layer l into dst: from the host tensors or the seed.
@@ -509,7 +496,6 @@ class cuda_model {
   device_buffer<std::int32_t> q_tiles_;
   std::vector<std::int32_t> batch_host_;
   std::vector<int> last_rows_;
-  int varlen_tiles_ = 0;  // > 0 while forward() runs a prefill_batch group
   row_narrower<T> narrow_;  // prefill_rows: the rows still computed
 };
 

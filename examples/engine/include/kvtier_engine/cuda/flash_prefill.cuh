@@ -14,6 +14,7 @@
 // flash_prefill_varlen runs the chunks of several sequences (prefill_batch) in one launch: a table
 // of query tiles of at most 128 rows, none across two chunks, each with its sequence's block-table
 // row; a chunk's tiles start at its first row, so its rows' arithmetic is that of its chunk alone.
+#include <algorithm>
 #include <cstdint>
 
 #include "kvtier_engine/cuda/common.cuh"
@@ -289,15 +290,45 @@ __global__ void __launch_bounds__(fa_threads, 2)  // contiguous one free of the 
   }
 }
 
+// Key splits for `blocks` (query tiles × heads) over `keys` keys: one unless they leave the GPU
+// under-filled, then enough to fill it about twice, each at least 8 key tiles.
+inline int flash_splits_for(int blocks, int keys, int sms, int max_splits) {
+  const int tiles = (keys + fa_keys - 1) / fa_keys;
+  if (blocks >= sms) return 1;
+  return std::max(1, std::min({max_splits, (2 * sms + blocks - 1) / blocks, tiles / 8}));
+}
+
+// The launch behind flash_prefill and flash_prefill_varlen (their checks done): grid (head, query
+// tile, split) over `keys` keys, q_tiles null (one chunk, n_tiles tiles of 128 rows) or the varlen
+// tile table; the splits merged by combine_splits_kernel.
+inline void launch_flash_prefill(const attention_rows<__nv_bfloat16>& a, const paged_kv_layer<__nv_bfloat16>& kv, int keys,
+                                 int n_tiles, const flash_tile* q_tiles, cudaStream_t s, int splits, float* workspace,
+                                 int tiles_per_split) {
+  int shift = 0;
+  while ((1 << shift) < kv.page_tokens) ++shift;
+  const int tiles = (keys + fa_keys - 1) / fa_keys;
+  const int per_split = tiles_per_split > 0 ? tiles_per_split : (tiles + splits - 1) / splits;
+  splits = (tiles + per_split - 1) / per_split;
+  float* part_o = workspace;
+  float* part_lse = workspace == nullptr ? nullptr : workspace + std::size_t(splits) * a.rows * a.q_heads * fa_dim;
+  const auto kernel = a.row_pos != nullptr ? flash_prefill_kernel<true> : flash_prefill_kernel<false>;
+  check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, fa_smem_bytes),
+        "cudaFuncSetAttribute (flash_prefill)");
+  kernel<<<dim3(a.q_heads, n_tiles, splits), fa_threads, fa_smem_bytes, s>>>(a, kv, shift, per_split, part_o, part_lse, q_tiles);
+  check_launch("flash_prefill");
+  if (splits > 1) {
+    combine_splits_kernel<__nv_bfloat16><<<dim3(a.rows, a.q_heads), 128, 0, s>>>(a, fa_dim, splits, part_o, part_lse);
+    check_launch("flash_prefill combine");
+  }
+}
+
 }  // namespace detail
 
 // Key splits for a chunk: one unless the query tiles × heads leave the GPU under-filled (a short
 // suffix after a long cached prefix), then enough to fill it about twice, each at least 8 key tiles.
 inline int flash_prefill_splits(int rows, int causal_start, int q_heads, int sms, int max_splits) {
-  const int blocks = q_heads * ((rows + detail::fa_rows - 1) / detail::fa_rows);
-  const int tiles = (causal_start + rows + detail::fa_keys - 1) / detail::fa_keys;
-  if (blocks >= sms) return 1;
-  return std::max(1, std::min({max_splits, (2 * sms + blocks - 1) / blocks, tiles / 8}));
+  return detail::flash_splits_for(q_heads * ((rows + detail::fa_rows - 1) / detail::fa_rows), causal_start + rows, sms,
+                                  max_splits);
 }
 // Whether flash_prefill takes this pool: head_dim 128 and a power-of-two page size.
 inline bool flash_prefill_supports(const paged_kv_layer<__nv_bfloat16>& kv) {
@@ -316,25 +347,9 @@ inline void flash_prefill(const attention_rows<__nv_bfloat16>& a, const paged_kv
   if (a.rows == 0) return;
   if (!flash_prefill_supports(kv) || a.q_heads % kv.kv_heads != 0 || (splits > 1 && workspace == nullptr))
     throw std::invalid_argument("kvtier_engine: flash_prefill needs head_dim 128, whole query groups, a power-of-two page");
-  int shift = 0;
-  while ((1 << shift) < kv.page_tokens) ++shift;
   const int keys = a.row_pos != nullptr ? a.max_keys : a.causal_start + a.rows;
-  const int tiles = (keys + detail::fa_keys - 1) / detail::fa_keys;
-  const int per_split = tiles_per_split > 0 ? tiles_per_split : (tiles + splits - 1) / splits;
-  splits = (tiles + per_split - 1) / per_split;
-  float* part_o = workspace;
-  float* part_lse = workspace == nullptr ? nullptr : workspace + std::size_t(splits) * a.rows * a.q_heads * detail::fa_dim;
-  const auto kernel = a.row_pos != nullptr ? detail::flash_prefill_kernel<true> : detail::flash_prefill_kernel<false>;
-  check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, detail::fa_smem_bytes),
-        "cudaFuncSetAttribute (flash_prefill)");
-  const dim3 grid(a.q_heads, (a.rows + detail::fa_rows - 1) / detail::fa_rows, splits);
-  kernel<<<grid, detail::fa_threads, detail::fa_smem_bytes, s>>>(a, kv, shift, per_split, part_o, part_lse, nullptr);
-  check_launch("flash_prefill");
-  if (splits > 1) {
-    detail::combine_splits_kernel<__nv_bfloat16><<<dim3(a.rows, a.q_heads), 128, 0, s>>>(a, detail::fa_dim, splits,
-                                                                                          part_o, part_lse);
-    check_launch("flash_prefill combine");
-  }
+  detail::launch_flash_prefill(a, kv, keys, (a.rows + detail::fa_rows - 1) / detail::fa_rows, nullptr, s, splits, workspace,
+                               tiles_per_split);
 }
 
 // Causal prefill attention of several sequences' chunks in one launch (prefill_batch): a.rows batch
@@ -352,24 +367,7 @@ inline void flash_prefill_varlen(const attention_rows<__nv_bfloat16>& a, const p
   if (!flash_prefill_supports(kv) || a.q_heads % kv.kv_heads != 0 || (splits > 1 && workspace == nullptr) ||
       q_tiles == nullptr || a.row_pos != nullptr)
     throw std::invalid_argument("kvtier_engine: flash_prefill_varlen needs head_dim 128, whole query groups, a power-of-two page, a tile table");
-  int shift = 0;
-  while ((1 << shift) < kv.page_tokens) ++shift;
-  const int tiles = (max_keys + detail::fa_keys - 1) / detail::fa_keys;
-  const int per_split = tiles_per_split > 0 ? tiles_per_split : (tiles + splits - 1) / splits;
-  splits = (tiles + per_split - 1) / per_split;
-  float* part_o = workspace;
-  float* part_lse = workspace == nullptr ? nullptr : workspace + std::size_t(splits) * a.rows * a.q_heads * detail::fa_dim;
-  const auto kernel = detail::flash_prefill_kernel<false>;
-  check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, detail::fa_smem_bytes),
-        "cudaFuncSetAttribute (flash_prefill)");
-  const dim3 grid(a.q_heads, n_tiles, splits);
-  kernel<<<grid, detail::fa_threads, detail::fa_smem_bytes, s>>>(a, kv, shift, per_split, part_o, part_lse, q_tiles);
-  check_launch("flash_prefill_varlen");
-  if (splits > 1) {
-    detail::combine_splits_kernel<__nv_bfloat16><<<dim3(a.rows, a.q_heads), 128, 0, s>>>(a, detail::fa_dim, splits,
-                                                                                          part_o, part_lse);
-    check_launch("flash_prefill_varlen combine");
-  }
+  detail::launch_flash_prefill(a, kv, max_keys, n_tiles, q_tiles, s, splits, workspace, tiles_per_split);
 }
 
 }  // namespace kvtier_engine::cuda
