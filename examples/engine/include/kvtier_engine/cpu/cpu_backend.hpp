@@ -71,8 +71,11 @@ class cpu_backend {
   kvtier::result<void> prefill_batch(std::span<const prefill_chunk> chunks, std::span<float> logits,
                                      const layer_hook& before_layer = {}) {
     if (chunks.empty() || logits.size() < chunks.size() * cfg_.vocab) return kvtier::make_error(kvtier::errc::invalid_argument);
-    for (const prefill_chunk& c : chunks)
-      if (!valid(c)) return kvtier::make_error(kvtier::errc::invalid_argument);
+    for (const prefill_chunk& c : chunks) {
+      if (c.tokens.empty()) return kvtier::make_error(kvtier::errc::invalid_argument);
+      for (std::size_t i = 0; i < c.tokens.size(); ++i)
+        if (!valid(decode_entry{c.tokens[i], c.start + i, c.block_table})) return kvtier::make_error(kvtier::errc::invalid_argument);
+    }
     for (std::size_t i = 0; i < chunks.size(); ++i)
       if (auto e = prefill(chunks[i], logits.subspan(i * cfg_.vocab, cfg_.vocab), before_layer); !e) return e;
     return {};
@@ -116,14 +119,14 @@ class cpu_backend {
     return std::max<std::size_t>(1, std::thread::hardware_concurrency());
   }
 
-  // What forward() checks of a chunk's rows: positions below seq_len, table and slots, tokens.
-  bool valid(const prefill_chunk& c) const noexcept {
-    const std::size_t n = c.tokens.size(), P = kv_.page_tokens;
-    if (n == 0 || c.start + n > cfg_.seq_len || c.block_table.size() < (c.start + n + P - 1) / P) return false;
-    for (const kvtier::token_id t : c.tokens)
-      if (t.value() < 0 || std::size_t(t.value()) >= cfg_.vocab) return false;
-    for (std::size_t p = 0; p < (c.start + n + P - 1) / P; ++p)
-      if (c.block_table[p].value() >= kv_.slots) return false;
+  // What forward() checks of every row: its position below seq_len, a block table covering it with
+  // slots in the pool, its token in the vocabulary.
+  bool valid(const decode_entry& r) const noexcept {
+    const std::size_t P = kv_.page_tokens;
+    if (r.position >= cfg_.seq_len || r.block_table.size() <= r.position / P) return false;
+    if (r.token.value() < 0 || std::size_t(r.token.value()) >= cfg_.vocab) return false;
+    for (std::size_t p = 0; p <= r.position / P; ++p)
+      if (r.block_table[p].value() >= kv_.slots) return false;
     return true;
   }
 
@@ -159,13 +162,8 @@ class cpu_backend {
                                const layer_hook& before_layer, const row_filter& after_kv = {}) {
     std::size_t T = rows.size();
     const std::size_t d = cfg_.dim, qd = cfg_.q_dim(), kvd = cfg_.kv_dim(), hd = cfg_.hidden_dim;
-    const std::size_t hs = cfg_.head_size, P = kv_.page_tokens;
-    for (const auto& r : rows) {
-      if (r.position >= cfg_.seq_len || r.block_table.size() <= r.position / P) return kvtier::make_error(kvtier::errc::invalid_argument);
-      if (r.token.value() < 0 || std::size_t(r.token.value()) >= cfg_.vocab) return kvtier::make_error(kvtier::errc::invalid_argument);
-      for (std::size_t p = 0; p <= r.position / P; ++p)
-        if (r.block_table[p].value() >= kv_.slots) return kvtier::make_error(kvtier::errc::invalid_argument);
-    }
+    for (const auto& r : rows)
+      if (!valid(r)) return kvtier::make_error(kvtier::errc::invalid_argument);
     x_.resize(T * d), xb_.resize(T * std::max(d, qd)), q_.resize(T * qd), k_.resize(T * kvd), v_.resize(T * kvd);
     h1_.resize(T * hd), h3_.resize(T * hd), xo_.resize(T * d);
     const auto emb = w_->tensor(tensor_kind::token_embedding);

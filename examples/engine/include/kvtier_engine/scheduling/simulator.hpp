@@ -679,47 +679,28 @@ class simulator {
         pairs += double(n) * (double(a->next) + double(n) / 2);
         loading |= a->load_pending;
       }
-      double end = t;
-      if (e - b == 1) {  // one chunk: layer l computed once its load landed
-        active_request& a = *picked_chunks_[b].first;
-        const double compute = cost_.prefill_s(new_tokens, a.next);
-        end = t + compute;
-        if (a.load_pending) {
-          const double per = compute / double(cost_.layers);
-          double x = t;
-          for (std::size_t l = 0; l < cost_.layers; ++l) {
+      // One chunk: its own fit (the same formula); several: one call. Layer l starts once each
+      // loading chunk's layer l landed (the server's hook: each loading chunk in turn).
+      const double compute = e - b == 1 ? cost_.prefill_s(new_tokens, picked_chunks_[b].first->next)
+                                        : cost_.prefill_call_s(new_tokens, pairs);
+      double end = t + compute;
+      if (loading) {
+        const double per = compute / double(cost_.layers);
+        double x = t;
+        for (std::size_t l = 0; l < cost_.layers; ++l) {
+          for (std::size_t i = b; i < e; ++i) {
+            const active_request& a = *picked_chunks_[i].first;
+            if (!a.load_pending) continue;
             const double ready = std::max(a.load_start + a.load_dur * double(l + 1) / double(cost_.layers), a.other_ready);
-            x = std::max(x, ready) + per;
-          }
-          end = x;
-          const double wait = std::max(0.0, end - t - compute);
-          if (wait > 0) {
-            out.records[a.q.id].load_wait_s += wait;
-            c.load_wait_s += wait;
+            if (ready <= x) continue;
+            out.records[a.q.id].load_wait_s += ready - x;
+            c.load_wait_s += ready - x;
             stalled = true;
+            x = ready;
           }
+          x += per;
         }
-      } else {  // one call: its layer l starts once every loading chunk's layer l landed
-        const double compute = cost_.prefill_call_s(new_tokens, pairs);
-        end = t + compute;
-        if (loading) {
-          const double per = compute / double(cost_.layers);
-          double x = t;
-          for (std::size_t l = 0; l < cost_.layers; ++l) {
-            for (std::size_t i = b; i < e; ++i) {  // the server's hook: each loading chunk in turn
-              const active_request& a = *picked_chunks_[i].first;
-              if (!a.load_pending) continue;
-              const double ready = std::max(a.load_start + a.load_dur * double(l + 1) / double(cost_.layers), a.other_ready);
-              if (ready <= x) continue;
-              out.records[a.q.id].load_wait_s += ready - x;
-              c.load_wait_s += ready - x;
-              stalled = true;
-              x = ready;
-            }
-            x += per;
-          }
-          end = x;
-        }
+        end = x;
       }
       t = end;
       for (std::size_t i = b; i < e; ++i) {

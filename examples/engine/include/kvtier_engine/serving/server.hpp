@@ -20,9 +20,9 @@
 //      With a backend that has prefill_batch (batched_prefill_backend) the step's chunks run as ONE
 //      call (one pass over the weights for all of them, as vLLM and SGLang batch a step's prefills):
 //      before layer l it waits for layer l of every chunk whose prefix is still loading (each wait
-//      counted for the request that waited), so a loading prefix delays the whole batch's layer l;
-//      the server does not reorder chunks around loads (the policies act at admission only). Without
-//      it, or with server_options::batch_prefill off, one prefill call per chunk;
+//      counted for the request that waited), so a loading prefix that load-aware steps let in (or
+//      load_aware off) delays the whole batch's layer l. Without it, or with
+//      server_options::batch_prefill off, one prefill call per chunk;
 //   4. decode pages are committed as they fill; a finished request frees its uncommitted slots and
 //      releases its lease; cache.poll().
 // With caching off (the no-prefix-caching mode) the same steps run with no lookup and no commit.
@@ -42,6 +42,7 @@
 #include "kvtier/core/error.hpp"
 #include "kvtier/core/strong_id.hpp"
 #include "kvtier/core/tier.hpp"
+#include "kvtier/index/residency.hpp"
 #include "kvtier_engine/backend.hpp"
 #include "kvtier_engine/sampler.hpp"
 #include "kvtier_engine/serving/cost_model.hpp"
@@ -474,16 +475,7 @@ class server {
       request_record& rec = out.records[a.q.id];
       const prefill_chunk c{std::span(a.q.prompt).subspan(a.next, n), a.next, std::span(a.table).first((a.next + n + P - 1) / P)};
       layer_hook hook;
-      if (a.hook_pending)
-        hook = [&](std::size_t l) {
-          if (cache_.layer_ready(a.lease, l)) return;
-          const auto w0 = clock::now();
-          (void)cache_.wait_layer(a.lease, l);
-          const double ws = std::chrono::duration<double>(clock::now() - w0).count();
-          rec.load_wait_s += ws;
-          step_wait_ += ws;
-          step_stalled_ = true;
-        };
+      if (a.hook_pending) hook = [&](std::size_t l) { (void)wait_for_layer(a, l, rec); };
       const double wait0 = rec.load_wait_s;
       const auto c0 = clock::now();
       if (auto e = backend_.prefill(c, logits_, hook); !e) return e.err();
@@ -522,16 +514,8 @@ class server {
     layer_hook hook;
     if (loading)
       hook = [&](std::size_t l) {
-        for (const auto& [a, n] : picked_) {
-          if (!a->hook_pending || cache_.layer_ready(a->lease, l)) continue;
-          const auto w0 = clock::now();
-          (void)cache_.wait_layer(a->lease, l);
-          const double ws = std::chrono::duration<double>(clock::now() - w0).count();
-          out.records[a->q.id].load_wait_s += ws;
-          step_wait_ += ws;
-          waited += ws;
-          step_stalled_ = true;
-        }
+        for (const auto& [a, n] : picked_)
+          if (a->hook_pending) waited += wait_for_layer(*a, l, out.records[a->q.id]);
       };
     batch_prefill_logits_.resize(picked_.size() * cfg_.vocab);
     const auto c0 = clock::now();
@@ -547,6 +531,19 @@ class server {
     }
     picked_.clear();
     return {};
+  }
+
+  // Waits until layer l of a's loading prefix is on the device, counting the wait for a (rec) and the
+  // step; the seconds waited (0 when it was there).
+  double wait_for_layer(active_request& a, std::size_t l, request_record& rec) {
+    if (cache_.layer_ready(a.lease, l)) return 0;
+    const auto w0 = clock::now();
+    (void)cache_.wait_layer(a.lease, l);
+    const double ws = std::chrono::duration<double>(clock::now() - w0).count();
+    rec.load_wait_s += ws;
+    step_wait_ += ws;
+    step_stalled_ = true;
+    return ws;
   }
 
   // After a's chunk of n tokens is in the pool (its last token's logits): a finished prompt commits
